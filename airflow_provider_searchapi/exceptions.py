@@ -1,0 +1,76 @@
+"""Errors raised by the provider. None of them ever carries a credential in its text."""
+
+from __future__ import annotations
+
+
+class SearchApiError(Exception):
+    """Base class of every error this provider raises."""
+
+
+class SearchApiConfigError(SearchApiError, ValueError):
+    """The connection's settings are missing, malformed or contradictory.
+
+    :param field: the connection field at fault (``folder_id``, ``service_account_json`` …).
+    :param problem: what is wrong with it, and what to do; never the secret itself.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"connection field {field!r}: {problem}")
+
+
+class InvalidImageError(SearchApiError, ValueError):
+    """An image that the API would refuse: empty, too large or of an unsupported format.
+
+    Raised before any request is spent.
+    """
+
+
+class SearchApiAuthError(SearchApiError):
+    """Getting a credential failed (IAM token exchange or VM metadata service)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class SearchApiHTTPError(SearchApiError):
+    """The Search API answered with an error.
+
+    :param status: HTTP status of the answer (0 when there was no answer, e.g. a timeout).
+    :param message: the API's own message, or a description of the transport failure.
+    :param request_id: the request id to quote to support, when the API gave one; else our own
+        ``x-client-request-id``.
+    :param grpc_code: the gRPC status code carried in the error body, when present.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        request_id: str | None = None,
+        grpc_code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.status = status
+        self.message = message
+        self.request_id = request_id
+        self.grpc_code = grpc_code
+        self.retry_after = retry_after
+        where = f" (request id {request_id})" if request_id else ""
+        super().__init__(f"Search API error {status}: {message}{where}")
+
+    @property
+    def retryable(self) -> bool:
+        """Whether trying the same request again later may succeed."""
+        return self.status in RETRYABLE_STATUSES or self.status == 0
+
+
+#: HTTP statuses that are worth a retry (quota, transient server trouble).
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class SearchApiResponseError(SearchApiError):
+    """The API answered 200 with a body we cannot read as a search result."""

@@ -1,0 +1,330 @@
+"""``SearchApiHook``: Yandex Cloud Search API v2 *search by image* from any Airflow task."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import AsyncIterator, Iterator
+from functools import cached_property
+from typing import Any
+
+import httpx
+from airflow.sdk import BaseHook
+
+from airflow_provider_searchapi.auth import (
+    ApiKeyAuth,
+    MetadataTokenFetcher,
+    RefreshingTokenAuth,
+    ServiceAccountKeyFetcher,
+    StaticTokenAuth,
+)
+from airflow_provider_searchapi.config import CredentialKind, SearchApiConfig
+from airflow_provider_searchapi.exceptions import SearchApiError, SearchApiHTTPError
+from airflow_provider_searchapi.images import check_image
+from airflow_provider_searchapi.models import FamilyMode, ImageSearchResult, SearchRequest
+from airflow_provider_searchapi.ratelimit import shared_rate_limiter
+from airflow_provider_searchapi.retry import RetryPolicy
+from airflow_provider_searchapi.transport.rest import RestTransport
+
+
+class SearchApiHook(BaseHook):
+    """Calls Yandex Cloud Search API v2 *search by image* with a ``yandex_searchapi`` connection.
+
+    Nothing touches the network until the first call. Calls are retried when that is safe, held to the
+    connection's ``requests_per_second`` across every hook of the connection in the process, and
+    authenticated with the connection's credential (an IAM token minted from an authorized key is
+    cached and shared by the whole process).
+
+    :param searchapi_conn_id: the ``yandex_searchapi`` connection to use.
+    :param requests_per_second: override of the connection's rate cap (e.g. your share of the quota).
+    :param retry_policy: override of the default retry policy.
+    :param max_connections: HTTP connection pool size (raise it with high concurrency).
+    """
+
+    conn_name_attr = "searchapi_conn_id"
+    default_conn_name = "searchapi_default"
+    conn_type = "yandex_searchapi"
+    hook_name = "Yandex Cloud Search API"
+
+    def __init__(
+        self,
+        searchapi_conn_id: str = default_conn_name,
+        *,
+        requests_per_second: float | None = None,
+        retry_policy: RetryPolicy | None = None,
+        max_connections: int = 100,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.searchapi_conn_id = searchapi_conn_id
+        self._requests_per_second = requests_per_second
+        self._retry_policy = retry_policy
+        self._max_connections = max_connections
+        self._config: SearchApiConfig | None = None
+
+    # -- configuration ------------------------------------------------------------------------
+    @property
+    def config(self) -> SearchApiConfig:
+        """The validated connection settings (read once, on first use)."""
+        if self._config is None:
+            conn = self.get_connection(self.searchapi_conn_id)
+            self._config = self._load_config(conn.extra_dejson)
+        return self._config
+
+    async def aget_config(self) -> SearchApiConfig:
+        """The validated connection settings, read without blocking the event loop."""
+        if self._config is None:
+            conn = await self.aget_connection(self.searchapi_conn_id)
+            self._config = self._load_config(conn.extra_dejson)
+        return self._config
+
+    def _load_config(self, extras: dict[str, Any]) -> SearchApiConfig:
+        config = SearchApiConfig.from_extras(extras)
+        if self._requests_per_second is not None:
+            config = config.model_copy(update={"requests_per_second": float(self._requests_per_second)})
+        _mask_credentials(config)
+        return config
+
+    # -- plumbing -----------------------------------------------------------------------------
+    @cached_property
+    def auth(self) -> httpx.Auth:
+        """The ``httpx.Auth`` of the connection's credential."""
+        return build_auth(self.config)
+
+    @cached_property
+    def transport(self) -> RestTransport:
+        """The transport that carries requests (REST)."""
+        config = self.config
+        return RestTransport(
+            endpoint=config.endpoint,
+            auth=self.auth,
+            limiter=shared_rate_limiter(f"{self.searchapi_conn_id}|{config.endpoint}", config.requests_per_second),
+            timeout=config.timeout,
+            retry_policy=self._retry_policy,
+            verify_tls=config.verify_tls,
+            max_connections=self._max_connections,
+        )
+
+    def get_conn(self) -> RestTransport:
+        """Return the transport (Airflow's conventional accessor)."""
+        return self.transport
+
+    def _request(self, **kwargs: Any) -> SearchRequest:
+        image = kwargs.get("image")
+        if image is not None:
+            check_image(image)
+        try:
+            return SearchRequest.build(folder_id=self.config.folder_id, **kwargs)
+        except ValueError as err:
+            raise SearchApiError(f"invalid search request: {err}") from None
+
+    # -- searching ----------------------------------------------------------------------------
+    def search_by_image(
+        self,
+        *,
+        image: bytes | None = None,
+        url: str | None = None,
+        cbir_id: str | None = None,
+        page: int = 0,
+        site: str | None = None,
+        family_mode: FamilyMode | str | None = None,
+    ) -> ImageSearchResult:
+        """Search the web for images like the given one; return one page of results.
+
+        :param image: the image's bytes (JPEG, PNG, GIF, WebP or BMP, at most 3 MiB); checked before
+            any request is spent.
+        :param url: a public image URL instead of bytes.
+        :param cbir_id: the CBIR id of an earlier result instead of the image (for later pages).
+        :param page: zero-based page.
+        :param site: only results from this site.
+        :param family_mode: adult-content filter (``none``, ``moderate``, ``strict``).
+        :raises InvalidImageError: the bytes would be refused by the API.
+        :raises SearchApiHTTPError: the API answered with an error (after retries where safe).
+        """
+        request = self._request(image=image, url=url, cbir_id=cbir_id, page=page, site=site, family_mode=family_mode)
+        return self.transport.search(request)
+
+    async def asearch_by_image(
+        self,
+        *,
+        image: bytes | None = None,
+        url: str | None = None,
+        cbir_id: str | None = None,
+        page: int = 0,
+        site: str | None = None,
+        family_mode: FamilyMode | str | None = None,
+    ) -> ImageSearchResult:
+        """Async twin of :meth:`search_by_image` on a shared ``httpx.AsyncClient``."""
+        await self.aget_config()
+        request = self._request(image=image, url=url, cbir_id=cbir_id, page=page, site=site, family_mode=family_mode)
+        return await self.transport.asearch(request)
+
+    def iter_pages(
+        self,
+        *,
+        image: bytes | None = None,
+        url: str | None = None,
+        cbir_id: str | None = None,
+        site: str | None = None,
+        family_mode: FamilyMode | str | None = None,
+        max_pages: int | None = None,
+    ) -> Iterator[ImageSearchResult]:
+        """Yield page 0, then later pages by CBIR id (no re-upload), until a page comes back empty.
+
+        :param max_pages: stop after this many pages (``None``: until the results run out).
+        Other parameters as in :meth:`search_by_image`.
+        """
+        first = self.search_by_image(image=image, url=url, cbir_id=cbir_id, site=site, family_mode=family_mode)
+        yield first
+        for page in _later_pages(first, max_pages):
+            result = self._next_page(first, page, image=image, url=url, site=site, family_mode=family_mode)
+            if not result.images:
+                return
+            yield result
+
+    async def aiter_pages(
+        self,
+        *,
+        image: bytes | None = None,
+        url: str | None = None,
+        cbir_id: str | None = None,
+        site: str | None = None,
+        family_mode: FamilyMode | str | None = None,
+        max_pages: int | None = None,
+    ) -> AsyncIterator[ImageSearchResult]:
+        """Async twin of :meth:`iter_pages`."""
+        first = await self.asearch_by_image(image=image, url=url, cbir_id=cbir_id, site=site, family_mode=family_mode)
+        yield first
+        for page in _later_pages(first, max_pages):
+            result = await self._anext_page(first, page, image=image, url=url, site=site, family_mode=family_mode)
+            if not result.images:
+                return
+            yield result
+
+    def _next_page(self, first: ImageSearchResult, page: int, **query: Any) -> ImageSearchResult:
+        try:
+            return self.search_by_image(cbir_id=first.cbir_id, page=page, site=query["site"], family_mode=query["family_mode"])
+        except SearchApiHTTPError as err:
+            if err.status != 404 or (query["image"] is None and query["url"] is None):
+                raise
+            # The CBIR id expired: send the image again for this page.
+            return self.search_by_image(page=page, **query)
+
+    async def _anext_page(self, first: ImageSearchResult, page: int, **query: Any) -> ImageSearchResult:
+        try:
+            return await self.asearch_by_image(
+                cbir_id=first.cbir_id, page=page, site=query["site"], family_mode=query["family_mode"]
+            )
+        except SearchApiHTTPError as err:
+            if err.status != 404 or (query["image"] is None and query["url"] is None):
+                raise
+            return await self.asearch_by_image(page=page, **query)
+
+    # -- lifecycle and checks -----------------------------------------------------------------
+    def close(self) -> None:
+        """Close the sync HTTP client (the async one closes with :meth:`aclose`)."""
+        if "transport" in self.__dict__:
+            self.transport.close()
+
+    async def aclose(self) -> None:
+        """Close the async HTTP client, from the event loop that used it."""
+        if "transport" in self.__dict__:
+            await self.transport.aclose()
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Authenticate for real and make one cheap search; say what failed, without secrets.
+
+        Used by the *Test connection* button of the Airflow UI.
+        """
+        try:
+            config = self.config
+            if isinstance(self.auth, RefreshingTokenAuth):
+                self.auth.get_token()
+            result = self.search_by_image(image=_PROBE_IMAGE)
+        except SearchApiHTTPError as err:
+            hint = _STATUS_HINTS.get(err.status, "")
+            return False, f"{err}{hint}"
+        except SearchApiError as err:
+            return False, str(err)
+        except Exception as err:  # noqa: BLE001 - the UI shows any failure as a message
+            return False, f"{type(err).__name__}: {err}"
+        finally:
+            self.close()
+        return True, (
+            f"Connected: {config.credential.value} credential accepted for folder {config.folder_id}; "
+            f"a test search returned {len(result.images)} images."
+        )
+
+
+def build_auth(config: SearchApiConfig) -> httpx.Auth:
+    """The ``httpx.Auth`` for a config's credential; token-minting ones are shared in the process."""
+    if config.credential is CredentialKind.API_KEY:
+        assert config.api_key is not None
+        return ApiKeyAuth(config.api_key.get_secret_value())
+    if config.credential is CredentialKind.IAM_TOKEN:
+        assert config.iam_token is not None
+        return StaticTokenAuth(config.iam_token.get_secret_value())
+    if config.credential is CredentialKind.AUTHORIZED_KEY:
+        key = config.authorized_key
+        assert key is not None
+        cache_key = f"sa|{key.id}|{config.iam_endpoint}|{_fingerprint(key.private_key.get_secret_value())}"
+        fetch = ServiceAccountKeyFetcher(key, config.iam_endpoint, timeout=config.timeout, verify_tls=config.verify_tls)
+    else:
+        cache_key = f"metadata|{config.metadata_endpoint}"
+        fetch = MetadataTokenFetcher(config.metadata_endpoint, timeout=config.timeout)
+    with _token_auths_lock:
+        auth = _token_auths.get(cache_key)
+        if auth is None:
+            auth = _token_auths[cache_key] = RefreshingTokenAuth(fetch, on_new_token=_mask)
+        return auth
+
+
+_token_auths: dict[str, RefreshingTokenAuth] = {}
+_token_auths_lock = threading.Lock()
+
+
+def _fingerprint(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()[:16]
+
+
+def _mask(value: str) -> None:
+    """Register a secret with Airflow's masker, so that it never shows in task logs."""
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # pragma: no cover - older Task SDK
+        from airflow.sdk.execution_time.secrets_masker import mask_secret  # type: ignore[no-redef]
+    mask_secret(value)
+
+
+def _mask_credentials(config: SearchApiConfig) -> None:
+    for secret in (config.api_key, config.iam_token):
+        if secret is not None:
+            _mask(secret.get_secret_value())
+    if config.authorized_key is not None:
+        pem = config.authorized_key.private_key.get_secret_value()
+        _mask(pem)
+        _mask(json.dumps(pem)[1:-1])  # the PEM as it reads inside the key file's JSON text
+
+
+def _later_pages(first: ImageSearchResult, max_pages: int | None) -> range:
+    if max_pages is not None and max_pages < 1:
+        raise ValueError(f"max_pages must be >= 1 (got {max_pages})")
+    if not first.images or not first.cbir_id:
+        return range(0)
+    last = max_pages if max_pages is not None else 1_000_000
+    return range(first.page + 1, first.page + last)
+
+
+_STATUS_HINTS = {
+    0: " — is the endpoint right and reachable from the worker?",
+    401: " — the credential was refused: check the key, API key or token (expired?).",
+    403: " — permission denied: check folder_id and that the service account has the Search API role on it.",
+    404: " — check the endpoint URL.",
+}
+
+# A 1x1 PNG: the smallest valid image, to test a connection at the price of one search.
+_PROBE_IMAGE = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+)

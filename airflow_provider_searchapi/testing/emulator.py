@@ -1,0 +1,550 @@
+"""A local emulator of Yandex Cloud IAM and Search API v2 *search by image*, over real HTTP.
+
+It speaks the wire contract: the IAM token exchange (PS256 JWT checked against the registered public
+key, ``aud``, ``exp``), the VM metadata token, and ``POST /v2/image/search_by_image`` with its checks
+(Authorization, folderId, one-of, base64, 3 MiB, image format). Results are derived from the image
+bytes, so they are the same on every run: several pages and a CBIR id that works for later pages.
+
+Knobs (:class:`EmulatorSettings`) add latency, a quota answered with 429, and injected faults; the
+counters in :attr:`Emulator.stats` let tests see what really reached the server.
+
+Run it alone: ``python -m airflow_provider_searchapi.testing.emulator --help``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import collections
+import hashlib
+import json
+import secrets
+import socket
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from airflow_provider_searchapi.config import IAM_AUDIENCE
+from airflow_provider_searchapi.images import sniff_format
+from airflow_provider_searchapi.models import MAX_IMAGE_BYTES
+
+FAULT_KINDS = ("429", "429-no-retry-after", "500", "503", "504", "stall", "drop")
+DEFAULT_FOLDER_ID = "b1gemulatorfolder000"
+
+
+@dataclass
+class EmulatorSettings:
+    """Knobs of the emulator; change them at any time (``emulator.settings.latency = 0.3``).
+
+    :param latency: seconds each search waits before answering.
+    :param quota_rps: searches per second allowed (token bucket, burst = one second's worth); past it
+        the answer is 429. ``None``: no quota.
+    :param retry_after: seconds sent in ``Retry-After`` on a quota 429 (``None``: no header).
+    :param fault_rate: share (0..1) of search attempts answered with an injected fault.
+    :param fault_kinds: which faults to inject, drawn evenly: ``429``, ``429-no-retry-after``, ``500``,
+        ``503``, ``504``, ``stall`` (no answer for ``stall_seconds``), ``drop`` (connection closed).
+    :param fault_attempts: faults hit only the first N attempts of the same query, so retries succeed.
+    :param stall_seconds: how long a ``stall`` fault waits before answering 504.
+    :param token_ttl: lifetime of minted IAM tokens, in seconds.
+    :param images_per_page: results per full page.
+    :param max_result_pages: pages of results per query at most (each query has 1..N, from its hash).
+    :param cbir_ttl: seconds a CBIR id stays valid for later pages (``None``: forever); past it, 404.
+    """
+
+    latency: float = 0.0
+    quota_rps: float | None = None
+    retry_after: float | None = 1.0
+    fault_rate: float = 0.0
+    fault_kinds: tuple[str, ...] = ("429", "500", "503")
+    fault_attempts: int = 1
+    stall_seconds: float = 30.0
+    token_ttl: float = 12 * 3600.0
+    images_per_page: int = 10
+    max_result_pages: int = 3
+    cbir_ttl: float | None = None
+
+    def update(self, values: dict[str, Any]) -> None:
+        """Set knobs from a dict (as the ``/_emulator/settings`` endpoint receives them)."""
+        known = {f.name for f in fields(self)}
+        for name, value in values.items():
+            if name not in known:
+                raise ValueError(f"unknown emulator setting {name!r}")
+            if name == "fault_kinds":
+                value = tuple(value)
+                bad = set(value) - set(FAULT_KINDS)
+                if bad:
+                    raise ValueError(f"unknown fault kinds {sorted(bad)}; known: {FAULT_KINDS}")
+            setattr(self, name, value)
+
+
+class EmulatorStats:
+    """What reached the emulator; read it from any thread with :meth:`snapshot`."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.search_requests = 0
+            self.uploads = 0
+            self.responses: collections.Counter[int] = collections.Counter()
+            self.faults: collections.Counter[str] = collections.Counter()
+            self.token_exchanges = 0
+            self.metadata_tokens = 0
+            self.searches_by_query: collections.Counter[str] = collections.Counter()
+            self.in_flight = 0
+            self.max_in_flight = 0
+            self.arrivals: collections.deque[float] = collections.deque(maxlen=200_000)
+            self.authorization_headers: collections.Counter[str] = collections.Counter()
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready copy of the counters."""
+        with self.lock:
+            return {
+                "search_requests": self.search_requests,
+                "uploads": self.uploads,
+                "responses": {str(k): v for k, v in sorted(self.responses.items())},
+                "faults": dict(self.faults),
+                "token_exchanges": self.token_exchanges,
+                "metadata_tokens": self.metadata_tokens,
+                "queries_answered": len(self.searches_by_query),
+                "queries_answered_more_than_once": sum(1 for n in self.searches_by_query.values() if n > 1),
+                "max_in_flight": self.max_in_flight,
+            }
+
+
+def _error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    request_id = secrets.token_hex(8)
+    body = {
+        "code": code,
+        "message": message,
+        "details": [{"@type": "type.googleapis.com/google.rpc.RequestInfo", "requestId": request_id}],
+    }
+    return JSONResponse(body, status_code=status, headers={"x-request-id": request_id, **(headers or {})})
+
+
+class _DropConnection(Response):
+    """Starts an answer, then fails: the server closes the connection mid-response."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"1000")]})
+        raise ConnectionAbortedError("emulator: injected dropped connection")
+
+
+def _rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _unit(*parts: object) -> float:
+    """A number in [0, 1) derived from the parts: the same on every run."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+class Emulator:
+    """IAM + Search API emulator. Start it with :meth:`start` (or use it as a context manager).
+
+    :param folder_id: the only folder the emulator accepts.
+    :param settings: knobs; defaults answer at once with no faults and no quota.
+    """
+
+    def __init__(self, folder_id: str = DEFAULT_FOLDER_ID, settings: EmulatorSettings | None = None) -> None:
+        self.folder_id = folder_id
+        self.settings = settings or EmulatorSettings()
+        self.stats = EmulatorStats()
+        self._public_keys: dict[str, tuple[str, Any]] = {}
+        self._api_keys: set[str] = set()
+        self._tokens: dict[str, float] = {}
+        self._cbir: dict[str, tuple[str, float]] = {}
+        self._attempts: dict[str, int] = {}
+        self._bucket_level = 0.0
+        self._bucket_time = 0.0
+        self._server: _ServerThread | None = None
+        self.app = Starlette(
+            routes=[
+                Route("/iam/v1/tokens", self._iam_tokens, methods=["POST"]),
+                Route(
+                    "/computeMetadata/v1/instance/service-accounts/default/token",
+                    self._metadata_token,
+                    methods=["GET"],
+                ),
+                Route("/v2/image/search_by_image", self._search_by_image, methods=["POST"]),
+                Route("/_emulator/stats", self._get_stats, methods=["GET"]),
+                Route("/_emulator/settings", self._put_settings, methods=["POST"]),
+                Route("/_emulator/reset", self._reset, methods=["POST"]),
+            ]
+        )
+
+    # -- credentials --------------------------------------------------------------------------
+    def add_authorized_key(self, key: dict[str, Any]) -> None:
+        """Accept JWTs signed by this authorized key (as :func:`generate_authorized_key` makes)."""
+        public = serialization.load_pem_public_key(key["public_key"].encode())
+        self._public_keys[key["id"]] = (key["service_account_id"], public)
+
+    def add_api_key(self, api_key: str) -> None:
+        """Accept ``Authorization: Api-Key <api_key>``."""
+        self._api_keys.add(api_key)
+
+    def issue_token(self, ttl: float | None = None) -> str:
+        """Mint an IAM token directly (what a user would paste as a static token)."""
+        token = "t1.emu." + secrets.token_urlsafe(32)
+        self._tokens[token] = time.time() + (ttl if ttl is not None else self.settings.token_ttl)
+        return token
+
+    def revoke_tokens(self) -> None:
+        """Make every IAM token minted so far invalid (the next call with one gets 401)."""
+        self._tokens.clear()
+
+    # -- server -------------------------------------------------------------------------------
+    def start(self, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "critical") -> Emulator:
+        """Serve on ``host:port`` (port 0: a free one) in a background thread."""
+        self._server = _ServerThread(self.app, host, port, log_level)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def __enter__(self) -> Emulator:
+        return self if self._server else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:41234``."""
+        if self._server is None:
+            raise RuntimeError("the emulator is not started")
+        return self._server.url
+
+    def connection_extras(self, *, credential: str = "authorized_key", key: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Extras of a ``yandex_searchapi`` connection pointing here, with a new credential.
+
+        :param credential: ``authorized_key``, ``api_key``, ``iam_token`` or ``metadata``.
+        :param key: the authorized key to use (a new one is generated and registered if not given).
+        """
+        from airflow_provider_searchapi.testing.keys import generate_authorized_key
+
+        extras: dict[str, Any] = {
+            "folder_id": self.folder_id,
+            "endpoint": self.url,
+            "iam_endpoint": f"{self.url}/iam/v1/tokens",
+            "metadata_endpoint": f"{self.url}/computeMetadata/v1/instance/service-accounts/default/token",
+        }
+        if credential == "authorized_key":
+            key = key or generate_authorized_key()
+            self.add_authorized_key(key)
+            extras["service_account_json"] = json.dumps(key)
+        elif credential == "api_key":
+            api_key = "AQVN" + secrets.token_urlsafe(30)
+            self.add_api_key(api_key)
+            extras["api_key"] = api_key
+        elif credential == "iam_token":
+            extras["iam_token"] = self.issue_token()
+        elif credential != "metadata":
+            raise ValueError(f"unknown credential kind {credential!r}")
+        return extras
+
+    def connection_json(self, **kwargs: Any) -> str:
+        """``AIRFLOW_CONN_…`` value (JSON) of a connection pointing here; see :meth:`connection_extras`."""
+        return json.dumps({"conn_type": "yandex_searchapi", "extra": self.connection_extras(**kwargs)})
+
+    # -- IAM ----------------------------------------------------------------------------------
+    async def _iam_tokens(self, request: Request) -> Response:
+        try:
+            signed = (await request.json())["jwt"]
+            kid = jwt.get_unverified_header(signed).get("kid")
+        except (ValueError, KeyError, TypeError, jwt.PyJWTError):
+            return _error(400, 3, "body must be {\"jwt\": <signed JWT>}")
+        if kid not in self._public_keys:
+            return _error(401, 16, f"unknown key id {kid!r}")
+        service_account_id, public_key = self._public_keys[kid]
+        try:
+            claims = jwt.decode(
+                signed,
+                public_key,
+                algorithms=["PS256"],
+                audience=IAM_AUDIENCE,
+                issuer=service_account_id,
+                options={"require": ["exp", "iat", "iss", "aud"]},
+            )
+        except jwt.PyJWTError as err:
+            return _error(401, 16, f"JWT rejected: {err}")
+        if claims["exp"] - claims["iat"] > 3600:
+            return _error(401, 16, "JWT lifetime exceeds one hour")
+        token = self.issue_token()
+        with self.stats.lock:
+            self.stats.token_exchanges += 1
+        return JSONResponse({"iamToken": token, "expiresAt": _rfc3339(self._tokens[token])})
+
+    async def _metadata_token(self, request: Request) -> Response:
+        if request.headers.get("Metadata-Flavor") != "Google":
+            return Response("Metadata-Flavor: Google header required", status_code=403)
+        token = self.issue_token()
+        with self.stats.lock:
+            self.stats.metadata_tokens += 1
+        return JSONResponse({"access_token": token, "expires_in": int(self.settings.token_ttl), "token_type": "Bearer"})
+
+    def _authorized(self, header: str) -> bool:
+        kind, _, value = header.partition(" ")
+        if kind == "Bearer":
+            expires = self._tokens.get(value)
+            return expires is not None and expires > time.time()
+        return kind == "Api-Key" and value in self._api_keys
+
+    # -- search -------------------------------------------------------------------------------
+    def _over_quota(self) -> bool:
+        rate = self.settings.quota_rps
+        if not rate:
+            return False
+        now = time.monotonic()
+        self._bucket_level = min(rate, self._bucket_level + (now - self._bucket_time) * rate)
+        self._bucket_time = now
+        if self._bucket_level < 1.0:
+            return True
+        self._bucket_level -= 1.0
+        return False
+
+    async def _search_by_image(self, request: Request) -> Response:
+        stats = self.stats
+        with stats.lock:
+            stats.search_requests += 1
+            stats.arrivals.append(time.monotonic())
+            stats.in_flight += 1
+            stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+            stats.authorization_headers[request.headers.get("authorization", "").partition(" ")[0]] += 1
+        try:
+            response = await self._answer(request)
+        finally:
+            with stats.lock:
+                stats.in_flight -= 1
+        with stats.lock:
+            stats.responses[response.status_code] += 1
+        return response
+
+    async def _answer(self, request: Request) -> Response:
+        settings = self.settings
+        if not self._authorized(request.headers.get("authorization", "")):
+            return _error(401, 16, "Token is invalid or has expired.")
+        if self._over_quota():
+            headers = {"Retry-After": f"{settings.retry_after:g}"} if settings.retry_after is not None else {}
+            return _error(429, 8, "Quota exceeded: too many requests per second.", headers)
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, 3, "Request body is not valid JSON.")
+        if not isinstance(body, dict):
+            return _error(400, 3, "Request body must be a JSON object.")
+        if body.get("folderId") != self.folder_id:
+            return _error(403, 7, f"Permission denied to folder {body.get('folderId')!r}.")
+        given = [name for name in ("url", "data", "id") if body.get(name)]
+        if len(given) != 1:
+            return _error(400, 3, f"Exactly one of url, data, id must be set (got {given or 'none'}).")
+        try:
+            page = int(body.get("page", 0))
+        except (TypeError, ValueError):
+            return _error(400, 3, "page must be an integer.")
+        if page < 0:
+            return _error(400, 3, "page must be >= 0.")
+
+        if "data" in given:
+            try:
+                data = base64.b64decode(body["data"], validate=True)
+            except (binascii.Error, TypeError, ValueError):
+                return _error(400, 3, "data is not valid base64.")
+            if len(data) > MAX_IMAGE_BYTES:
+                return _error(400, 3, f"Image is larger than {MAX_IMAGE_BYTES} bytes.")
+            if not _decodable(data):
+                return _error(400, 3, "Image could not be decoded.")
+            query = hashlib.sha256(data).hexdigest()
+            with self.stats.lock:
+                self.stats.uploads += 1
+        elif "url" in given:
+            query = hashlib.sha256(str(body["url"]).encode()).hexdigest()
+        else:
+            query, created = self._cbir.get(str(body["id"]), ("", 0.0))
+            ttl = settings.cbir_ttl
+            if not query or (ttl is not None and time.monotonic() - created >= ttl):
+                return _error(404, 5, "Unknown or expired CBIR id.")
+
+        attempt = self._count_attempt(query, page)
+        fault = self._fault(query, page, attempt)
+        if fault is not None:
+            return await self._inject(fault)
+        if settings.latency:
+            await asyncio.sleep(settings.latency)
+        with self.stats.lock:
+            self.stats.searches_by_query[f"{query}:{page}"] += 1
+        return JSONResponse(self._results(query, page, site=body.get("site")))
+
+    def _count_attempt(self, query: str, page: int) -> int:
+        key = f"attempt:{query}:{page}"
+        n = self._attempts.get(key, 0)
+        self._attempts[key] = n + 1
+        return n
+
+    def _fault(self, query: str, page: int, attempt: int) -> str | None:
+        settings = self.settings
+        if settings.fault_rate <= 0 or attempt >= settings.fault_attempts or not settings.fault_kinds:
+            return None
+        if _unit("fault", query, page, attempt) >= settings.fault_rate:
+            return None
+        kinds = settings.fault_kinds
+        return kinds[int(_unit("kind", query, page, attempt) * len(kinds))]
+
+    async def _inject(self, fault: str) -> Response:
+        with self.stats.lock:
+            self.stats.faults[fault] += 1
+        if fault == "429":
+            return _error(429, 8, "Too many requests.", {"Retry-After": "0.05"})
+        if fault == "429-no-retry-after":
+            return _error(429, 8, "Too many requests.")
+        if fault == "stall":
+            await asyncio.sleep(self.settings.stall_seconds)
+            return _error(504, 4, "Deadline exceeded.")
+        if fault == "drop":
+            return _DropConnection()
+        status = int(fault)
+        return _error(status, 13 if status == 500 else 14, "Injected transient failure.")
+
+    def _results(self, query: str, page: int, site: str | None) -> dict[str, Any]:
+        digest = bytes.fromhex(query)
+        pages = 1 + digest[0] % max(1, self.settings.max_result_pages)
+        cbir_id = f"{int.from_bytes(digest[1:4], 'big') % 9_000_000 + 1_000_000}/{base64.urlsafe_b64encode(digest[4:16]).decode().rstrip('=')}"
+        self._cbir[cbir_id] = (query, time.monotonic())
+        body: dict[str, Any] = {"id": cbir_id, "maxPage": str(pages - 1)}
+        if page:
+            body["page"] = str(page)  # proto3 JSON drops page 0
+        if page >= pages:
+            return body
+        host = site or f"site{digest[5] % 50}.example.com"
+        images = []
+        for rank in range(self.settings.images_per_page):
+            h = hashlib.sha256(digest + bytes([page % 256, rank % 256])).digest()
+            image: dict[str, Any] = {
+                "url": f"https://{host}/img/{h[:6].hex()}.jpg",
+                "format": ("IMAGE_FORMAT_JPEG", "IMAGE_FORMAT_PNG", "IMAGE_FORMAT_GIF")[h[6] % 3],
+                "width": str(200 + int.from_bytes(h[7:9], "big") % 1800),
+                "height": str(200 + int.from_bytes(h[9:11], "big") % 1400),
+                "host": host,
+                "pageTitle": f"Page {h[11]} about image {query[:8]}",
+                "pageUrl": f"https://{host}/page/{h[12:16].hex()}",
+            }
+            if h[16] % 4:  # proto3 JSON omits empty strings: some results have no passage
+                image["passage"] = f"A passage mentioning image {query[:8]}, result {page}.{rank}."
+            images.append(image)
+        body["images"] = images
+        return body
+
+    # -- admin ----------------------------------------------------------------------------------
+    async def _get_stats(self, request: Request) -> Response:
+        return JSONResponse(self.stats.snapshot())
+
+    async def _put_settings(self, request: Request) -> Response:
+        try:
+            self.settings.update(await request.json())
+        except (ValueError, TypeError) as err:
+            return JSONResponse({"error": str(err)}, status_code=400)
+        return JSONResponse(asdict(self.settings))
+
+    async def _reset(self, request: Request) -> Response:
+        self.stats.reset()
+        self._attempts.clear()
+        return JSONResponse({"ok": True})
+
+
+def _decodable(data: bytes) -> bool:
+    """Stand-in for the real service's decoder: known format and not visibly truncated."""
+    kind = sniff_format(data[:16])
+    if kind == "jpeg":
+        return data.rstrip(b"\x00").endswith(b"\xff\xd9")
+    if kind == "png":
+        return b"IEND" in data[-16:]
+    return kind is not None
+
+
+class _ServerThread:
+    """uvicorn serving an ASGI app on a socket of ours, in a daemon thread."""
+
+    def __init__(self, app: Any, host: str, port: int, log_level: str) -> None:
+        import uvicorn
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        self.url = f"http://{host}:{sock.getsockname()[1]}"
+        config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off", timeout_keep_alive=60)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the emulator did not start on {self.url}")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the emulator until interrupted; print its endpoints and a connection for Airflow."""
+    import argparse
+    import signal
+
+    from airflow_provider_searchapi.testing.keys import generate_authorized_key
+
+    parser = argparse.ArgumentParser(prog="python -m airflow_provider_searchapi.testing.emulator", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    parser.add_argument("--folder-id", default=DEFAULT_FOLDER_ID)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per search")
+    parser.add_argument("--quota-rps", type=float, default=None, help="answer 429 above this many searches per second")
+    parser.add_argument("--fault-rate", type=float, default=0.0, help="share of attempts that fail transiently")
+    parser.add_argument("--key-out", help="write a new authorized key JSON here and accept it")
+    parser.add_argument("--conn-out", help="write an AIRFLOW_CONN_* JSON value (authorized key) here")
+    parser.add_argument("--ready-file", help="write the base URL here once serving (for scripts)")
+    args = parser.parse_args(argv)
+
+    emulator = Emulator(
+        args.folder_id,
+        EmulatorSettings(latency=args.latency, quota_rps=args.quota_rps, fault_rate=args.fault_rate),
+    )
+    emulator.start(args.host, args.port, log_level="warning")
+    key = generate_authorized_key()
+    if args.key_out:
+        with open(args.key_out, "w", encoding="utf-8") as handle:
+            json.dump(key, handle)
+    if args.conn_out:
+        with open(args.conn_out, "w", encoding="utf-8") as handle:
+            handle.write(emulator.connection_json(key=key))
+    else:
+        emulator.add_authorized_key(key)
+    print(f"Search API emulator on {emulator.url} (folder {emulator.folder_id})", flush=True)
+    if args.ready_file:
+        with open(args.ready_file, "w", encoding="utf-8") as handle:
+            handle.write(emulator.url)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    emulator.stop()
+
+
+if __name__ == "__main__":
+    main()

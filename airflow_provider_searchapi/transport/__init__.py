@@ -1,0 +1,1 @@
+"""Transports carry a :class:`~airflow_provider_searchapi.models.SearchRequest` to the API."""

@@ -1,0 +1,211 @@
+"""REST transport: ``POST {endpoint}/v2/image/search_by_image`` over httpx, sync and async.
+
+Owns the HTTP details: request ids, reading error bodies, capping how much of an answer is read,
+turning transport failures into :class:`SearchApiHTTPError`, retries and the rate limit per attempt.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+import uuid
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from airflow_provider_searchapi.exceptions import SearchApiHTTPError, SearchApiResponseError
+from airflow_provider_searchapi.models import ImageSearchResult, SearchRequest
+from airflow_provider_searchapi.ratelimit import RateLimiter
+from airflow_provider_searchapi.retry import RetryPolicy
+
+SEARCH_BY_IMAGE_PATH = "/v2/image/search_by_image"
+#: An answer larger than this is refused unread: a page of 40 results is a few tens of KiB.
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+_USER_AGENT = "airflow-provider-searchapi"
+
+
+class RestTransport:
+    """Sends search requests over REST.
+
+    :param endpoint: base URL of the Search API.
+    :param auth: the ``httpx.Auth`` that sets the Authorization header.
+    :param limiter: rate limiter every attempt waits on.
+    :param timeout: seconds per HTTP request.
+    :param retry_policy: how failed calls are retried.
+    :param verify_tls: verify the server's certificate.
+    :param max_connections: size of the connection pool of each client.
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        auth: httpx.Auth,
+        limiter: RateLimiter,
+        timeout: float,
+        retry_policy: RetryPolicy | None = None,
+        verify_tls: bool = True,
+        max_connections: int = 100,
+    ) -> None:
+        self.url = endpoint.rstrip("/") + SEARCH_BY_IMAGE_PATH
+        self._auth = auth
+        self._limiter = limiter
+        self._retry_policy = retry_policy or RetryPolicy()
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._client_kwargs: dict[str, Any] = {
+            "auth": auth,
+            "timeout": timeout,
+            "verify": verify_tls,
+            "limits": limits,
+            "headers": {"User-Agent": _USER_AGENT},
+        }
+        self._timeout = timeout
+        self._client: httpx.Client | None = None
+        self._aclient: httpx.AsyncClient | None = None
+
+    # -- sync ---------------------------------------------------------------------------------
+    def search(self, request: SearchRequest) -> ImageSearchResult:
+        """Send one request (with retries) and return the parsed page."""
+        body = request.to_json()
+        for attempt in self._retry_policy.retrying():
+            with attempt:
+                self._limiter.acquire()
+                return self._send(body)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    def _send(self, body: dict[str, Any]) -> ImageSearchResult:
+        if self._client is None:
+            self._client = httpx.Client(**self._client_kwargs)
+        client_request_id = str(uuid.uuid4())
+        try:
+            with self._client.stream(
+                "POST", self.url, json=body, headers={"x-client-request-id": client_request_id}
+            ) as response:
+                content = _read_capped(response.iter_bytes(), response)
+        except httpx.TimeoutException:
+            raise SearchApiHTTPError(0, f"no answer within {self._timeout:g} s", request_id=client_request_id) from None
+        except httpx.TransportError as err:
+            raise SearchApiHTTPError(0, f"connection failed: {type(err).__name__}", request_id=client_request_id) from None
+        return _parse(response, content, client_request_id)
+
+    def close(self) -> None:
+        """Close the sync client."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # -- async --------------------------------------------------------------------------------
+    async def asearch(self, request: SearchRequest) -> ImageSearchResult:
+        """Send one request (with retries) without blocking the event loop."""
+        body = request.to_json()
+        async for attempt in self._retry_policy.async_retrying():
+            with attempt:
+                await self._limiter.aacquire()
+                return await self._asend(body)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def _asend(self, body: dict[str, Any]) -> ImageSearchResult:
+        if self._aclient is None:
+            self._aclient = httpx.AsyncClient(**self._client_kwargs)
+        client_request_id = str(uuid.uuid4())
+        try:
+            async with self._aclient.stream(
+                "POST", self.url, json=body, headers={"x-client-request-id": client_request_id}
+            ) as response:
+                chunks = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > MAX_RESPONSE_BYTES:
+                        raise _too_large(response)
+                    chunks.append(chunk)
+                content = b"".join(chunks)
+        except httpx.TimeoutException:
+            raise SearchApiHTTPError(0, f"no answer within {self._timeout:g} s", request_id=client_request_id) from None
+        except httpx.TransportError as err:
+            raise SearchApiHTTPError(0, f"connection failed: {type(err).__name__}", request_id=client_request_id) from None
+        return _parse(response, content, client_request_id)
+
+    async def aclose(self) -> None:
+        """Close the async client (call it from the event loop that used it)."""
+        if self._aclient is not None:
+            await self._aclient.aclose()
+            self._aclient = None
+
+
+def _read_capped(chunks: Any, response: httpx.Response) -> bytes:
+    parts = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise _too_large(response)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _too_large(response: httpx.Response) -> SearchApiResponseError:
+    return SearchApiResponseError(
+        f"answer with HTTP {response.status_code} is larger than {MAX_RESPONSE_BYTES:,} bytes; not read"
+    )
+
+
+def _parse(response: httpx.Response, content: bytes, client_request_id: str) -> ImageSearchResult:
+    if response.status_code != 200:
+        raise _http_error(response, content, client_request_id)
+    try:
+        return ImageSearchResult.model_validate_json(content)
+    except ValidationError as err:
+        first = err.errors(include_input=False, include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise SearchApiResponseError(
+            f"unreadable answer (request id {_server_request_id(response) or client_request_id}): "
+            f"{where}: {first['msg']}"
+        ) from None
+
+
+def _http_error(response: httpx.Response, content: bytes, client_request_id: str) -> SearchApiHTTPError:
+    message = response.reason_phrase or "error"
+    grpc_code = None
+    request_id = _server_request_id(response)
+    try:
+        body = httpx.Response(200, content=content).json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        if isinstance(body.get("message"), str) and body["message"]:
+            message = body["message"][:1000]
+        if isinstance(body.get("code"), int):
+            grpc_code = body["code"]
+        for detail in body.get("details") or []:
+            if isinstance(detail, dict) and isinstance(detail.get("requestId"), str):
+                request_id = detail["requestId"]
+    elif content:
+        message = f"{message}: {content[:200].decode('utf-8', 'replace')}"
+    return SearchApiHTTPError(
+        response.status_code,
+        message,
+        request_id=request_id or client_request_id,
+        grpc_code=grpc_code,
+        retry_after=_retry_after(response.headers.get("Retry-After")),
+    )
+
+
+def _server_request_id(response: httpx.Response) -> str | None:
+    return response.headers.get("x-request-id") or response.headers.get("x-server-trace-id")
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -1,0 +1,73 @@
+"""Test set-up: a private AIRFLOW_HOME, and small real images.
+
+The emulator fixtures (``searchapi_emulator``, ``searchapi_connection`` …) come from the provider's
+own pytest plugin, the same ones our users get.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+
+_home = tempfile.mkdtemp(prefix="searchapi-tests-airflow-home-")
+os.environ.setdefault("AIRFLOW_HOME", _home)
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def make_jpeg(seed: int = 0, size: tuple[int, int] = (32, 24)) -> bytes:
+    """A small real JPEG whose bytes differ with ``seed``."""
+    image = Image.new("RGB", size, ((seed * 37) % 256, (seed * 91) % 256, (seed * 13) % 256))
+    image.putpixel((seed % size[0], 0), (255, 255, 255))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def make_png(seed: int = 0) -> bytes:
+    image = Image.new("RGB", (16, 16), (seed % 256, 0, 0))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def jpeg() -> bytes:
+    return make_jpeg(1)
+
+
+@pytest.fixture
+def make_hook(searchapi_emulator, monkeypatch):
+    """Build a hook on a new connection pointing at the emulator, with the given credential."""
+    import json
+
+    from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
+    from airflow_provider_searchapi.retry import RetryPolicy
+
+    hooks = []
+    fast = RetryPolicy(max_attempts=5, backoff_base=0.01, backoff_max=0.05)
+
+    def build(credential: str = "authorized_key", *, conn_id: str = "searchapi_test", retry_policy=fast, **overrides):
+        extras = {**searchapi_emulator.connection_extras(credential=credential), **overrides}
+        extras = {k: v for k, v in extras.items() if v is not None}
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "yandex_searchapi", "extra": extras}))
+        hook = SearchApiHook(conn_id, retry_policy=retry_policy)
+        hooks.append(hook)
+        return hook
+
+    yield build
+    for hook in hooks:
+        hook.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_secrets_masker():
+    """Each test starts with an empty masker, as each Airflow task process does."""
+    from airflow.sdk.log import _secrets_masker
+
+    yield
+    _secrets_masker().reset_masker()

@@ -1,0 +1,162 @@
+"""SearchApiHook against the emulator over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from airflow_provider_searchapi.exceptions import InvalidImageError, SearchApiError, SearchApiHTTPError
+from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
+from airflow_provider_searchapi.models import ImageFormat
+from tests.conftest import make_jpeg, make_png
+
+
+@pytest.mark.parametrize("credential", ["authorized_key", "api_key", "iam_token", "metadata"])
+def test_search_with_each_credential(make_hook, searchapi_emulator, jpeg, credential):
+    hook = make_hook(credential)
+    result = hook.search_by_image(image=jpeg)
+    assert len(result.images) == searchapi_emulator.settings.images_per_page
+    assert result.page == 0 and result.cbir_id
+    assert all(image.url.startswith("https://") for image in result.images)
+    assert {image.format for image in result.images} <= set(ImageFormat)
+    kind = "Api-Key" if credential == "api_key" else "Bearer"
+    assert searchapi_emulator.stats.authorization_headers[kind] == 1
+
+
+def test_same_image_same_results_other_image_other_results(make_hook, jpeg):
+    hook = make_hook()
+    first, again = hook.search_by_image(image=jpeg), hook.search_by_image(image=jpeg)
+    other = hook.search_by_image(image=make_png(5))
+    assert first == again
+    assert first.cbir_id != other.cbir_id and first.images[0].url != other.images[0].url
+
+
+def test_iter_pages_sends_the_image_once_then_the_cbir_id(make_hook, searchapi_emulator):
+    searchapi_emulator.settings.max_result_pages = 4
+    hook = make_hook()
+    image = next(make_jpeg(seed) for seed in range(100) if _pages_for(hook, make_jpeg(seed)) == 4)
+    searchapi_emulator.stats.reset()
+    pages = list(hook.iter_pages(image=image))
+    assert [p.page for p in pages] == [0, 1, 2, 3]
+    assert len({p.cbir_id for p in pages}) == 1
+    stats = searchapi_emulator.stats.snapshot()
+    assert stats["uploads"] == 1
+    assert stats["search_requests"] == 5  # 4 pages with results, then the empty one that ends it
+
+
+def _pages_for(hook: SearchApiHook, image: bytes) -> int:
+    return (hook.search_by_image(image=image).max_page or 0) + 1
+
+
+def test_iter_pages_respects_max_pages(make_hook, searchapi_emulator, jpeg):
+    searchapi_emulator.settings.max_result_pages = 1
+    hook = make_hook()
+    assert len(list(hook.iter_pages(image=jpeg, max_pages=5))) == 1
+    searchapi_emulator.settings.max_result_pages = 10
+    assert len(list(hook.iter_pages(image=make_jpeg(3), max_pages=1))) == 1
+
+
+def test_expired_cbir_id_falls_back_to_the_image(make_hook, searchapi_emulator):
+    hook = make_hook()
+    image = next(make_jpeg(s) for s in range(100) if _pages_for(hook, make_jpeg(s)) >= 2)
+    searchapi_emulator.settings.cbir_ttl = 0  # every CBIR id has expired by the next request
+    searchapi_emulator.stats.reset()
+    pages = list(hook.iter_pages(image=image, max_pages=2))
+    assert len(pages) == 2
+    assert searchapi_emulator.stats.snapshot()["uploads"] == 2
+
+
+def test_url_and_cbir_queries(make_hook):
+    hook = make_hook()
+    by_url = hook.search_by_image(url="https://example.com/cat.jpg")
+    by_id = hook.search_by_image(cbir_id=by_url.cbir_id, page=0)
+    assert by_url.images == by_id.images
+    with pytest.raises(SearchApiHTTPError) as info:
+        hook.search_by_image(cbir_id="999/unknown")
+    assert info.value.status == 404 and info.value.request_id
+
+
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        (b"", "empty"),
+        (b"hello, this is text", "not a JPEG"),
+        (b"\xff\xd8\xff" + b"\0" * (3 * 1024 * 1024), "over the API's limit"),
+    ],
+)
+def test_bad_images_are_refused_before_any_request(make_hook, searchapi_emulator, data, words):
+    hook = make_hook()
+    with pytest.raises(InvalidImageError, match=words):
+        hook.search_by_image(image=data)
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 0
+
+
+def test_one_of_is_checked_before_any_request(make_hook, searchapi_emulator, jpeg):
+    hook = make_hook()
+    with pytest.raises(SearchApiError, match="exactly one of"):
+        hook.search_by_image(image=jpeg, url="https://x/y.jpg")
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 0
+
+
+def test_truncated_jpeg_is_a_400_with_the_api_message(make_hook, jpeg):
+    hook = make_hook()
+    with pytest.raises(SearchApiHTTPError) as info:
+        hook.search_by_image(image=jpeg[: len(jpeg) // 2])
+    assert info.value.status == 400 and "could not be decoded" in info.value.message
+
+
+async def test_async_twins_share_one_client(make_hook, searchapi_emulator):
+    hook = make_hook()
+    await hook.aget_config()
+    images = [make_jpeg(seed) for seed in range(20)]
+    results = await asyncio.gather(*(hook.asearch_by_image(image=image) for image in images))
+    assert len({r.cbir_id for r in results}) == 20
+    pages = [p async for p in hook.aiter_pages(image=images[0], max_pages=2)]
+    assert 1 <= len(pages) <= 2
+    client = hook.transport._aclient
+    assert client is not None and hook.transport._aclient is client
+    await hook.aclose()
+    assert searchapi_emulator.stats.snapshot()["token_exchanges"] == 1
+
+
+def test_test_connection_success(make_hook):
+    ok, message = make_hook().test_connection()
+    assert ok, message
+    assert "authorized_key credential accepted" in message
+
+
+def test_test_connection_wrong_folder(make_hook):
+    ok, message = make_hook("api_key", folder_id="b1gwrongfolder").test_connection()
+    assert not ok
+    assert "403" in message and "folder_id" in message
+
+
+def test_test_connection_key_unknown_to_iam(make_hook, searchapi_emulator):
+    hook = make_hook()
+    searchapi_emulator._public_keys.clear()
+    ok, message = hook.test_connection()
+    assert not ok
+    assert "IAM refused the authorized key" in message and "401" in message
+    assert "PRIVATE KEY" not in message
+
+
+def test_test_connection_unreachable_endpoint(make_hook):
+    hook = make_hook("api_key", endpoint="http://127.0.0.1:9", retry_policy=None)
+    hook._retry_policy = __import__("airflow_provider_searchapi.retry", fromlist=["RetryPolicy"]).RetryPolicy(max_attempts=1)
+    ok, message = hook.test_connection()
+    assert not ok
+    assert "connection failed" in message and "reachable" in message
+
+
+def test_test_connection_bad_key_json(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_BROKEN", '{"conn_type": "yandex_searchapi", "extra": {"folder_id": "f", "service_account_json": "{oops"}}')
+    ok, message = SearchApiHook("broken").test_connection()
+    assert not ok
+    assert "service_account_json" in message and "not valid JSON" in message
+
+
+def test_no_network_in_init(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_NOWHERE", '{"conn_type": "yandex_searchapi", "extra": {"folder_id": "f", "api_key": "AQVN-abc", "endpoint": "http://127.0.0.1:9"}}')
+    hook = SearchApiHook("nowhere")
+    assert hook._config is None

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from airflow_provider_searchapi.models import (
+    MAX_TEXT_FIELD_CHARS,
+    FamilyMode,
+    FoundImage,
+    ImageFormat,
+    ImageSearchResult,
+    SearchRequest,
+)
+
+
+def test_parses_the_spec_example_with_int64_strings():
+    result = ImageSearchResult.model_validate_json(
+        '{"images": [{"url": "https://example.com/cat.jpg", "format": "IMAGE_FORMAT_JPEG",'
+        ' "width": "1280", "height": "853", "passage": "A grey cat", "host": "example.com",'
+        ' "pageTitle": "Cats", "pageUrl": "https://example.com/cats"}],'
+        ' "page": "2", "maxPage": "4", "id": "4128402/0c5b8e2f7e0d1a9c"}'
+    )
+    assert result.page == 2 and result.max_page == 4 and result.cbir_id == "4128402/0c5b8e2f7e0d1a9c"
+    image = result.images[0]
+    assert (image.width, image.height) == (1280, 853)
+    assert image.format is ImageFormat.JPEG
+    assert image.page_title == "Cats" and image.page_url == "https://example.com/cats"
+
+
+@pytest.mark.parametrize("body", ["{}", '{"images": null}', '{"id": "1/x"}', '{"images": []}'])
+def test_empty_answers_mean_no_images_and_page_zero(body):
+    result = ImageSearchResult.model_validate_json(body)
+    assert result.images == ()
+    assert result.page == 0
+    assert result.max_page is None
+
+
+def test_missing_fields_default_and_unknown_fields_are_ignored():
+    result = ImageSearchResult.model_validate_json(
+        '{"images": [{"url": "u", "newField": {"x": 1}}], "somethingNew": true, "id": "1/a"}'
+    )
+    image = result.images[0]
+    assert image == FoundImage(url="u")
+    assert (image.width, image.height, image.passage, image.host) == (0, 0, "", "")
+
+
+def test_numbers_are_accepted_as_well_as_strings_and_unknown_formats_degrade():
+    image = FoundImage.model_validate({"width": 10, "height": "20", "format": "IMAGE_FORMAT_AVIF"})
+    assert (image.width, image.height, image.format) == (10, 20, ImageFormat.UNSPECIFIED)
+    assert FoundImage.model_validate({"format": 3}).format is ImageFormat.PNG
+
+
+@pytest.mark.parametrize("bad", ['{"page": "two"}', '{"images": [{"width": "1.5"}]}', '{"images": "x"}'])
+def test_wrong_types_are_refused(bad):
+    with pytest.raises(ValueError):
+        ImageSearchResult.model_validate_json(bad)
+
+
+def test_request_body_uses_camel_case_base64_and_int64_strings():
+    request = SearchRequest.build(folder_id="b1g", image=b"\xff\xd8\xffdata", page=3, site="a.com", family_mode="strict")
+    assert request.to_json() == {
+        "folderId": "b1g",
+        "data": base64.b64encode(b"\xff\xd8\xffdata").decode(),
+        "page": "3",
+        "site": "a.com",
+        "familyMode": "FAMILY_MODE_STRICT",
+    }
+
+
+def test_page_zero_and_unset_options_are_omitted():
+    assert SearchRequest.build(folder_id="f", cbir_id="1/x").to_json() == {"folderId": "f", "id": "1/x"}
+    assert SearchRequest.build(folder_id="f", url="https://x/a.jpg").to_json() == {"folderId": "f", "url": "https://x/a.jpg"}
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({}, "exactly one of image, url, cbir_id"),
+        ({"image": b"x", "url": "u"}, "got image, url"),
+        ({"url": "u", "page": -1}, "page must be"),
+        ({"url": "u" * (MAX_TEXT_FIELD_CHARS + 1)}, "url must be"),
+        ({"url": "u", "site": ""}, "site must be"),
+        ({"url": "u", "family_mode": "lenient"}, "family_mode must be one of"),
+    ],
+)
+def test_invalid_requests_name_the_field(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SearchRequest.build(folder_id="f", **kwargs)
+
+
+def test_folder_id_length_is_checked():
+    with pytest.raises(ValueError, match="folder_id"):
+        SearchRequest.build(folder_id="x" * 51, url="u")
+
+
+def test_family_mode_accepts_names_and_wire_values():
+    assert FamilyMode.parse("none") is FamilyMode.NONE
+    assert FamilyMode.parse("FAMILY_MODE_MODERATE") is FamilyMode.MODERATE
+    assert FamilyMode.parse(FamilyMode.STRICT) is FamilyMode.STRICT
+    assert FamilyMode.parse(None) is None
