@@ -487,7 +487,9 @@ class _ServerThread:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         self.url = f"http://{host}:{sock.getsockname()[1]}"
-        config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off", timeout_keep_alive=60)
+        config = uvicorn.Config(
+            app, log_level=log_level, access_log=False, lifespan="off", timeout_keep_alive=60, timeout_graceful_shutdown=1
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()

@@ -1,0 +1,153 @@
+"""Auth flows: JWT, token cache and refresh, one exchange for many callers, 401 refresh-once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from airflow_provider_searchapi.auth import JWT_LIFETIME_SECONDS, IamToken, RefreshingTokenAuth, sign_jwt
+from airflow_provider_searchapi.config import IAM_AUDIENCE, AuthorizedKey
+from airflow_provider_searchapi.exceptions import SearchApiHTTPError
+from airflow_provider_searchapi.testing.keys import generate_authorized_key
+from tests.conftest import make_jpeg
+
+
+def test_jwt_is_ps256_with_kid_and_verifies_with_the_public_key():
+    key_dict = generate_authorized_key()
+    key = AuthorizedKey.from_json(json.dumps(key_dict))
+    now = time.time()
+    token = sign_jwt(key, now=now)
+    header = jwt.get_unverified_header(token)
+    assert header == {"alg": "PS256", "kid": key_dict["id"], "typ": "JWT"}
+    public = serialization.load_pem_public_key(key_dict["public_key"].encode())
+    claims = jwt.decode(token, public, algorithms=["PS256"], audience=IAM_AUDIENCE)
+    assert claims["iss"] == key_dict["service_account_id"]
+    assert claims["iat"] == int(now)
+    assert 0 < claims["exp"] - claims["iat"] <= 3600 == JWT_LIFETIME_SECONDS
+
+
+def test_jwt_does_not_verify_with_another_key():
+    key = AuthorizedKey.from_json(json.dumps(generate_authorized_key()))
+    other = serialization.load_pem_public_key(generate_authorized_key()["public_key"].encode())
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(sign_jwt(key), other, algorithms=["PS256"], audience=IAM_AUDIENCE)
+
+
+class _CountingFetcher:
+    def __init__(self, lifetime: float = 3600.0, delay: float = 0.0) -> None:
+        self.calls = 0
+        self.lifetime = lifetime
+        self.delay = delay
+
+    def __call__(self) -> IamToken:
+        self.calls += 1
+        time.sleep(self.delay)
+        now = time.time()
+        return IamToken(value=f"token-{self.calls}", expires_at=now + self.lifetime, obtained_at=now)
+
+
+def test_token_is_cached_until_refresh_time():
+    fetch = _CountingFetcher(lifetime=12 * 3600)
+    auth = RefreshingTokenAuth(fetch, refresh_after=0.3)
+    assert auth.get_token() == auth.get_token() == "token-1"
+    time.sleep(0.35)
+    assert auth.get_token() == "token-2"
+
+
+def test_token_is_refreshed_before_it_expires():
+    fetch = _CountingFetcher(lifetime=1.0)  # refreshed 10 % (0.1 s) before expiry
+    auth = RefreshingTokenAuth(fetch, refresh_after=3600)
+    auth.get_token()
+    time.sleep(0.95)
+    assert auth.get_token() == "token-2"
+
+
+def test_stale_token_is_dropped_once_for_many_refusals():
+    fetch = _CountingFetcher()
+    auth = RefreshingTokenAuth(fetch)
+    refused = auth.get_token()
+    results = [auth.get_token(stale=refused) for _ in range(10)]
+    assert fetch.calls == 2 and set(results) == {"token-2"}
+
+
+def test_every_new_token_is_reported_for_masking():
+    seen = []
+    auth = RefreshingTokenAuth(_CountingFetcher(), on_new_token=seen.append)
+    auth.get_token(stale=auth.get_token())
+    assert seen == ["token-1", "token-2"]
+
+
+def test_one_exchange_for_many_threads_and_coroutines(make_hook, searchapi_emulator):
+    hook = make_hook("authorized_key", requests_per_second=1000)
+    images = [make_jpeg(seed) for seed in range(32)]
+    errors = []
+
+    def work(image):
+        try:
+            hook.search_by_image(image=image)
+        except Exception as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(image,)) for image in images[:16]]
+    for thread in threads:
+        thread.start()
+
+    async def many():
+        await asyncio.gather(*(hook.asearch_by_image(image=image) for image in images[16:]))
+        await hook.aclose()
+
+    asyncio.run(many())
+    for thread in threads:
+        thread.join()
+    assert not errors
+    stats = searchapi_emulator.stats.snapshot()
+    assert stats["token_exchanges"] == 1
+    assert stats["responses"] == {"200": 32}
+
+
+def test_a_401_refreshes_once_and_the_call_succeeds(make_hook, searchapi_emulator, jpeg):
+    hook = make_hook("authorized_key")
+    hook.search_by_image(image=jpeg)
+    searchapi_emulator.revoke_tokens()
+    result = hook.search_by_image(image=jpeg)
+    assert result.images
+    stats = searchapi_emulator.stats.snapshot()
+    assert stats["token_exchanges"] == 2
+    assert stats["responses"] == {"200": 2, "401": 1}
+
+
+async def test_many_concurrent_401s_cause_one_refresh(make_hook, searchapi_emulator):
+    hook = make_hook("authorized_key", requests_per_second=1000)
+    await hook.asearch_by_image(image=make_jpeg(0))
+    searchapi_emulator.revoke_tokens()
+    results = await asyncio.gather(*(hook.asearch_by_image(image=make_jpeg(s)) for s in range(1, 21)))
+    await hook.aclose()
+    assert all(r.images for r in results)
+    assert searchapi_emulator.stats.snapshot()["token_exchanges"] == 2
+
+
+def test_a_static_token_that_expired_fails_with_401_not_retried(make_hook, searchapi_emulator, jpeg):
+    hook = make_hook("iam_token")
+    searchapi_emulator.revoke_tokens()
+    with pytest.raises(SearchApiHTTPError) as info:
+        hook.search_by_image(image=jpeg)
+    assert info.value.status == 401
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 1
+
+
+def test_minted_tokens_are_registered_with_the_masker(make_hook, searchapi_emulator, jpeg):
+    from airflow.sdk.log import _secrets_masker
+
+    hook = make_hook("authorized_key")
+    hook.search_by_image(image=jpeg)
+    token = hook.auth.get_token()
+    masker = _secrets_masker()
+    assert token not in masker.redact(f"token is {token}")
+    pem = hook.config.authorized_key.private_key.get_secret_value()
+    assert "PRIVATE KEY" not in masker.redact(f"key: {pem}")

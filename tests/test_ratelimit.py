@@ -1,0 +1,81 @@
+"""The client never exceeds requests_per_second, whatever the concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from airflow_provider_searchapi.ratelimit import RateLimiter, shared_rate_limiter
+from tests.conftest import make_jpeg
+
+
+def _max_in_window(times: list[float], window: float = 1.0) -> int:
+    times = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def test_starts_are_spaced_by_the_interval_across_threads():
+    limiter = RateLimiter(50)
+    starts: list[float] = []
+    lock = threading.Lock()
+
+    def work():
+        for _ in range(5):
+            limiter.acquire()
+            with lock:
+                starts.append(time.monotonic())
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    starts.sort()
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert len(starts) == 40
+    assert min(gaps) >= 0.02 - 0.002  # 1/50 s apart, a little clock slack
+    assert _max_in_window(starts) <= 50
+
+
+def test_invalid_rates_are_refused():
+    with pytest.raises(ValueError):
+        RateLimiter(0)
+    with pytest.raises(ValueError):
+        RateLimiter(5, burst=0)
+
+
+def test_limiters_are_shared_per_name_and_rate():
+    assert shared_rate_limiter("conn-a", 10) is shared_rate_limiter("conn-a", 10)
+    assert shared_rate_limiter("conn-a", 10) is not shared_rate_limiter("conn-b", 10)
+
+
+def test_64_concurrent_callers_stay_within_the_limit_at_the_server(make_hook, searchapi_emulator):
+    rate = 20.0
+    searchapi_emulator.settings.quota_rps = rate  # the server would answer 429 past the quota
+    hook = make_hook("api_key", requests_per_second=rate)
+    images = [make_jpeg(seed) for seed in range(64)]
+
+    async def run():
+        started = time.monotonic()
+        await asyncio.gather(*(hook.asearch_by_image(image=image) for image in images))
+        await hook.aclose()
+        return time.monotonic() - started
+
+    elapsed = asyncio.run(run())
+    arrivals = list(searchapi_emulator.stats.arrivals)
+    stats = searchapi_emulator.stats.snapshot()
+    assert stats["responses"] == {"200": 64}  # not one 429
+    # Starts leave the client 1/rate apart; on arrival, network jitter may squeeze one more into a
+    # one-second window (the first request also opens the connection, so it can arrive late).
+    assert _max_in_window(arrivals) <= rate + 1
+    measured = (len(arrivals) - 1) / (max(arrivals) - min(arrivals))
+    assert measured <= rate * 1.02
+    assert elapsed >= (64 - 1) / rate * 0.98

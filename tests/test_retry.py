@@ -1,0 +1,98 @@
+"""Which failures are retried, how many times, and how long the client waits."""
+
+from __future__ import annotations
+
+import pytest
+from tenacity import RetryCallState, Retrying
+
+from airflow_provider_searchapi.exceptions import SearchApiHTTPError
+from airflow_provider_searchapi.retry import RetryPolicy, is_retryable, wait_retry_after
+from tests.conftest import make_jpeg
+
+
+@pytest.mark.parametrize("kind", ["429", "429-no-retry-after", "500", "503", "504", "drop"])
+def test_transient_faults_are_retried_until_success(make_hook, searchapi_emulator, kind):
+    searchapi_emulator.settings.update({"fault_rate": 1.0, "fault_kinds": [kind], "fault_attempts": 2})
+    hook = make_hook("api_key")
+    result = hook.search_by_image(image=make_jpeg(7))
+    assert result.images
+    stats = searchapi_emulator.stats.snapshot()
+    assert stats["search_requests"] == 3  # two injected faults, then the answer
+    assert stats["faults"] == {kind: 2}
+
+
+def test_a_stalled_answer_times_out_and_is_retried(make_hook, searchapi_emulator):
+    searchapi_emulator.settings.update({"fault_rate": 1.0, "fault_kinds": ["stall"], "stall_seconds": 1.5})
+    hook = make_hook("api_key", timeout=0.5)
+    assert hook.search_by_image(image=make_jpeg(8)).images
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 2
+
+
+@pytest.mark.parametrize(
+    "extras, image, status",
+    [
+        ({"folder_id": "b1gotherfolder"}, make_jpeg(1), 403),
+        ({}, make_jpeg(1)[:200], 400),
+    ],
+)
+def test_permanent_errors_are_not_retried(make_hook, searchapi_emulator, extras, image, status):
+    hook = make_hook("api_key", **extras)
+    with pytest.raises(SearchApiHTTPError) as info:
+        hook.search_by_image(image=image)
+    assert info.value.status == status
+    assert info.value.request_id  # from the error body's RequestInfo
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 1
+
+
+def test_404_is_not_retried(make_hook, searchapi_emulator):
+    hook = make_hook("api_key")
+    with pytest.raises(SearchApiHTTPError) as info:
+        hook.search_by_image(cbir_id="1/unknown")
+    assert info.value.status == 404
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 1
+
+
+def test_retries_are_bounded(make_hook, searchapi_emulator):
+    searchapi_emulator.settings.update({"fault_rate": 1.0, "fault_kinds": ["503"], "fault_attempts": 100})
+    hook = make_hook("api_key", retry_policy=RetryPolicy(max_attempts=4, backoff_base=0.01, backoff_max=0.02))
+    with pytest.raises(SearchApiHTTPError) as info:
+        hook.search_by_image(image=make_jpeg(9))
+    assert info.value.status == 503 and info.value.grpc_code == 14
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 4
+
+
+def test_quota_429_honours_retry_after(make_hook, searchapi_emulator):
+    searchapi_emulator.settings.update({"quota_rps": 1.0, "retry_after": 0.4})
+    hook = make_hook("api_key", requests_per_second=1000)  # a client that ignores the quota
+    hook.search_by_image(image=make_jpeg(1))
+    with pytest.raises(SearchApiHTTPError) as info:
+        hook.transport._send(hook._request(image=make_jpeg(2)).to_json())
+    assert info.value.status == 429 and info.value.retry_after == pytest.approx(0.4)
+
+
+def _state_after(err: BaseException, attempt: int = 1) -> RetryCallState:
+    state = RetryCallState(Retrying(), fn=None, args=(), kwargs={})
+    state.attempt_number = attempt
+    state.set_exception((type(err), err, None))
+    return state
+
+
+def test_wait_uses_retry_after_when_given_else_backoff():
+    wait = wait_retry_after(fallback=lambda state: 7.0, cap=60)
+    assert wait(_state_after(SearchApiHTTPError(429, "slow down", retry_after=2.5))) == 2.5
+    assert wait(_state_after(SearchApiHTTPError(429, "slow down", retry_after=600))) == 60
+    assert wait(_state_after(SearchApiHTTPError(503, "busy"))) == 7.0
+
+
+@pytest.mark.parametrize("status, expected", [(0, True), (429, True), (500, True), (502, True), (503, True),
+                                              (504, True), (400, False), (401, False), (403, False), (404, False)])
+def test_retryable_statuses(status, expected):
+    assert is_retryable(SearchApiHTTPError(status, "x")) is expected
+
+
+def test_backoff_grows_and_stays_under_the_cap():
+    policy = RetryPolicy(backoff_base=0.5, backoff_max=4)
+    wait = policy._kwargs()["wait"]
+    waits = [wait(_state_after(SearchApiHTTPError(503, "x"), attempt)) for attempt in range(1, 12) for _ in range(20)]
+    assert all(0 <= w <= 4 for w in waits)
+    assert max(waits) > 1  # it does grow
