@@ -84,5 +84,11 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_searchapi.hooks.searchapi"],
             }
         ],
+        "operators": [
+            {
+                "integration-name": "Yandex Cloud Search API",
+                "python-modules": ["airflow_provider_searchapi.operators.search_by_image"],
+            }
+        ],
         "connection-types": [CONNECTION_TYPE],
     }

@@ -6,6 +6,7 @@ turning transport failures into :class:`SearchApiHTTPError`, retries and the rat
 
 from __future__ import annotations
 
+import collections
 import email.utils
 import time
 import uuid
@@ -63,6 +64,9 @@ class RestTransport:
         self._timeout = timeout
         self._client: httpx.Client | None = None
         self._aclient: httpx.AsyncClient | None = None
+        #: Attempts sent (each one counts against the quota) and failures by HTTP status (0: no answer).
+        self.requests_sent = 0
+        self.failures: collections.Counter[int] = collections.Counter()
 
     # -- sync ---------------------------------------------------------------------------------
     def search(self, request: SearchRequest) -> ImageSearchResult:
@@ -71,7 +75,12 @@ class RestTransport:
         for attempt in self._retry_policy.retrying():
             with attempt:
                 self._limiter.acquire()
-                return self._send(body)
+                self.requests_sent += 1
+                try:
+                    return self._send(body)
+                except SearchApiHTTPError as err:
+                    self.failures[err.status] += 1
+                    raise
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
     def _send(self, body: dict[str, Any]) -> ImageSearchResult:
@@ -102,7 +111,12 @@ class RestTransport:
         async for attempt in self._retry_policy.async_retrying():
             with attempt:
                 await self._limiter.aacquire()
-                return await self._asend(body)
+                self.requests_sent += 1
+                try:
+                    return await self._asend(body)
+                except SearchApiHTTPError as err:
+                    self.failures[err.status] += 1
+                    raise
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
     async def _asend(self, body: dict[str, Any]) -> ImageSearchResult:

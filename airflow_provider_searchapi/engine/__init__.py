@@ -1,0 +1,33 @@
+"""The enrichment engine: list images, search them with bounded concurrency, commit rows to sinks.
+
+Serves :class:`~airflow_provider_searchapi.operators.search_by_image.SearchByImageOperator`, custom
+``@task`` functions and the benchmarks alike.
+"""
+
+from __future__ import annotations
+
+from airflow_provider_searchapi.engine.pipeline import EnrichmentSettings, Enricher, RunSummary
+from airflow_provider_searchapi.engine.sinks import JsonLinesSink, SqlSink, XComSink
+from airflow_provider_searchapi.engine.sources import (
+    SourceImage,
+    images_from_paths,
+    images_from_urls,
+    list_images,
+    shard_images,
+    stable_uri,
+)
+
+__all__ = [
+    "EnrichmentSettings",
+    "Enricher",
+    "JsonLinesSink",
+    "RunSummary",
+    "SourceImage",
+    "SqlSink",
+    "XComSink",
+    "images_from_paths",
+    "images_from_urls",
+    "list_images",
+    "shard_images",
+    "stable_uri",
+]

@@ -1,0 +1,273 @@
+"""The enrichment pipeline: sources → bounded concurrent searches → sinks.
+
+One event loop runs the searches (at most ``max_concurrency`` images in memory at once); listings,
+reads and sink writes run in threads. Every source ends as exactly one of: result rows, an error row,
+or skipped because a sink already holds its results. Sinks receive whole sources in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from airflow_provider_searchapi.engine.downscale import downscale_to_limit
+from airflow_provider_searchapi.engine.progress import Progress
+from airflow_provider_searchapi.engine.records import (
+    STAGE_API,
+    STAGE_READ,
+    STAGE_VALIDATE,
+    error_row,
+    result_rows,
+)
+from airflow_provider_searchapi.engine.sinks import Batch, Sink
+from airflow_provider_searchapi.engine.sources import SourceImage
+from airflow_provider_searchapi.exceptions import InvalidImageError
+from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
+from airflow_provider_searchapi.images import check_image
+from airflow_provider_searchapi.models import MAX_IMAGE_BYTES, FamilyMode
+
+log = logging.getLogger(__name__)
+
+#: Largest object read for downscaling; anything larger is refused unread.
+MAX_READ_BYTES_FOR_DOWNSCALE = 64 * 1024 * 1024
+_LISTING_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class EnrichmentSettings:
+    """How the pipeline searches and commits.
+
+    :param max_pages: result pages per image (page 0 uploads; later pages reuse the CBIR id).
+    :param site: only results from this site.
+    :param family_mode: adult-content filter.
+    :param max_concurrency: images in flight (read, searched, held in memory) at most.
+    :param max_images: search at most this many images in this run (skipped ones do not count).
+    :param downscale_oversized: shrink images over 3 MiB with Pillow instead of recording an error.
+    :param batch_sources: commit to the sinks after this many finished sources…
+    :param batch_seconds: …or after this many seconds, whichever comes first.
+    :param progress_seconds: seconds between progress log lines.
+    """
+
+    max_pages: int = 1
+    site: str | None = None
+    family_mode: FamilyMode | str | None = None
+    max_concurrency: int = 16
+    max_images: int | None = None
+    downscale_oversized: bool = False
+    batch_sources: int = 200
+    batch_seconds: float = 15.0
+    progress_seconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.max_pages < 1:
+            raise ValueError(f"max_pages must be >= 1 (got {self.max_pages})")
+        if self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1 (got {self.max_concurrency})")
+        if self.max_images is not None and self.max_images < 0:
+            raise ValueError(f"max_images must be >= 0 (got {self.max_images})")
+        FamilyMode.parse(self.family_mode)
+
+
+@dataclass
+class RunSummary:
+    """What a run did; small enough for XCom."""
+
+    listed: int = 0
+    searched: int = 0
+    skipped_done: int = 0
+    failed: int = 0
+    result_rows: int = 0
+    requests: int = 0
+    throttled_429: int = 0
+    elapsed_seconds: float = 0.0
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def processed(self) -> int:
+        """Sources that this run searched or recorded as failed."""
+        return self.searched + self.failed
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Enricher:
+    """Runs the pipeline over sources into sinks with a hook.
+
+    :param hook: the Search API hook (its connection's settings are read before the run).
+    :param sinks: where rows go; a source is skipped when every sink already holds it.
+    :param settings: how to search and commit.
+    """
+
+    def __init__(self, hook: SearchApiHook, sinks: list[Sink], settings: EnrichmentSettings | None = None) -> None:
+        self.hook = hook
+        self.sinks = sinks
+        self.settings = settings or EnrichmentSettings()
+        self.summary = RunSummary()
+        self._pending = Batch()
+        self._last_flush = time.monotonic()
+        self._flush_lock: asyncio.Lock | None = None
+        self._done_per_sink: list[set[str]] = []
+
+    # -- sync entry point ---------------------------------------------------------------------
+    def run(self, sources: Iterable[SourceImage]) -> RunSummary:
+        """Search every source not already done and commit the rows; return the summary.
+
+        Failures of single images are recorded, not raised; a sink that cannot commit stops the run
+        (what was committed stays, and a re-run resumes after it).
+        """
+        started = time.monotonic()
+        self.hook.config  # read the connection (and fail on bad settings) before any work
+        self._done_per_sink = [sink.done_sources() for sink in self.sinks]
+        done = _intersection(self._done_per_sink)
+        if done:
+            log.info("Resuming: %d sources already done in the output are skipped", len(done))
+        try:
+            asyncio.run(self._run(sources, done))
+        finally:
+            transport = self.hook.transport
+            self.summary.requests = transport.requests_sent
+            self.summary.throttled_429 = transport.failures.get(429, 0)
+            self.summary.elapsed_seconds = round(time.monotonic() - started, 3)
+            self.summary.outputs = [sink.location() for sink in self.sinks]
+        for sink in self.sinks:
+            sink.finish(self.summary.to_dict())
+        return self.summary
+
+    # -- async pipeline -----------------------------------------------------------------------
+    async def _run(self, sources: Iterable[SourceImage], done: set[str]) -> None:
+        settings = self.settings
+        self._flush_lock = asyncio.Lock()
+        progress = Progress(self.summary, self.hook.transport, interval=settings.progress_seconds)
+        slots = asyncio.Semaphore(settings.max_concurrency)
+        in_flight: set[asyncio.Task[None]] = set()
+        stop = asyncio.Event()
+        ticker = asyncio.create_task(self._tick(progress, stop))
+        executor = ThreadPoolExecutor(max_workers=min(32, settings.max_concurrency), thread_name_prefix="searchapi-read")
+        try:
+            async for source in _aiter_chunked(sources):
+                if ticker.done():  # a sink failed: stop feeding work
+                    break
+                if source.uri in done:
+                    self.summary.listed += 1
+                    self.summary.skipped_done += 1
+                    continue
+                if settings.max_images is not None and self.summary.listed - self.summary.skipped_done >= settings.max_images:
+                    break
+                self.summary.listed += 1
+                await slots.acquire()
+                task = asyncio.create_task(self._process(source, executor))
+                in_flight.add(task)
+                task.add_done_callback(lambda t: (in_flight.discard(t), slots.release()))
+            progress.listing_done()
+            if in_flight:
+                await asyncio.gather(*in_flight)
+        finally:
+            stop.set()
+            flush_error = await asyncio.gather(ticker, return_exceptions=True)
+            executor.shutdown(wait=False, cancel_futures=True)
+            await self.hook.aclose()
+        if isinstance(flush_error[0], BaseException):
+            raise flush_error[0]
+        await self._flush()
+        progress.log(final=True)
+
+    async def _tick(self, progress: Progress, stop: asyncio.Event) -> None:
+        """Log progress and commit batches that are full or old, until told to stop."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=0.2)
+            except asyncio.TimeoutError:
+                pass
+            progress.maybe_log()
+            due = time.monotonic() - self._last_flush >= self.settings.batch_seconds
+            if self._pending.sources >= self.settings.batch_sources or (due and self._pending.sources):
+                await self._flush()
+
+    async def _flush(self) -> None:
+        assert self._flush_lock is not None
+        async with self._flush_lock:
+            batch, self._pending = self._pending, Batch()
+            self._last_flush = time.monotonic()
+            if not batch.sources:
+                return
+            for sink, already in zip(self.sinks, self._done_per_sink):
+                await asyncio.to_thread(sink.write, batch.without(already) if already else batch)
+
+    async def _process(self, source: SourceImage, executor: ThreadPoolExecutor) -> None:
+        """Search one source; record its rows or its error in the pending batch."""
+        stage = STAGE_READ
+        size = None
+        try:
+            query: dict[str, Any]
+            if source.is_url:
+                query = {"url": source.uri}
+            else:
+                data = await asyncio.get_running_loop().run_in_executor(executor, self._read, source)
+                size = len(data)
+                stage = STAGE_VALIDATE
+                query = {"image": self._validate(data, source)}
+            stage = STAGE_API
+            settings = self.settings
+            pages = [
+                page
+                async for page in self.hook.aiter_pages(
+                    **query, site=settings.site, family_mode=settings.family_mode, max_pages=settings.max_pages
+                )
+            ]
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - every failure is recorded against its source
+            if isinstance(err, InvalidImageError):
+                stage = STAGE_VALIDATE
+            self._pending.errors.append(error_row(source, stage, err))
+            self.summary.failed += 1
+        else:
+            rows = result_rows(source, pages, size)
+            self._pending.results.extend(rows)
+            self.summary.searched += 1
+            self.summary.result_rows += len(rows)
+        self._pending.sources += 1
+
+    def _read(self, source: SourceImage) -> bytes:
+        assert source.path is not None
+        limit = MAX_READ_BYTES_FOR_DOWNSCALE if self.settings.downscale_oversized else MAX_IMAGE_BYTES
+        if source.size is not None and source.size > limit:
+            raise InvalidImageError(f"{source.uri}: {source.size:,} bytes is over the limit of {limit:,} bytes; not read")
+        with source.path.open("rb") as handle:
+            data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise InvalidImageError(f"{source.uri}: over the limit of {limit:,} bytes; not read")
+        return data
+
+    def _validate(self, data: bytes, source: SourceImage) -> bytes:
+        if self.settings.downscale_oversized and len(data) > MAX_IMAGE_BYTES:
+            data = downscale_to_limit(data, name=source.uri)
+        check_image(data, name=source.uri)
+        return data
+
+
+def _intersection(sets: list[set[str]]) -> set[str]:
+    if not sets:
+        return set()
+    common = sets[0]
+    for other in sets[1:]:
+        common = common & other
+    return common
+
+
+async def _aiter_chunked(sources: Iterable[SourceImage]) -> Any:
+    """Iterate a (possibly blocking) source listing from the event loop, a chunk at a time."""
+    iterator: Iterator[SourceImage] = iter(sources)
+    while True:
+        chunk = await asyncio.to_thread(lambda: list(itertools.islice(iterator, _LISTING_CHUNK)))
+        if not chunk:
+            return
+        for source in chunk:
+            yield source

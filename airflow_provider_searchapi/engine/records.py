@@ -1,0 +1,115 @@
+"""The rows the engine writes: one per found image (or one per source with no hit), one per error.
+
+The schema is documented in ``docs/operator.md``; columns keep this order in JSON Lines and SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow_provider_searchapi.engine.sources import SourceImage
+from airflow_provider_searchapi.exceptions import SearchApiError, SearchApiHTTPError
+from airflow_provider_searchapi.models import ImageSearchResult
+
+RESULT_COLUMNS: tuple[str, ...] = (
+    "source_uri",
+    "source_size",
+    "source_etag",
+    "source_mtime",
+    "cbir_id",
+    "page",
+    "rank",
+    "url",
+    "format",
+    "width",
+    "height",
+    "passage",
+    "host",
+    "page_title",
+    "page_url",
+    "searched_at",
+)
+
+ERROR_COLUMNS: tuple[str, ...] = (
+    "source_uri",
+    "stage",
+    "error_class",
+    "http_status",
+    "message",
+    "request_id",
+    "retryable",
+    "failed_at",
+)
+
+#: Stages at which an image can fail.
+STAGE_READ, STAGE_VALIDATE, STAGE_API = "read", "validate", "api"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def result_rows(source: SourceImage, pages: Sequence[ImageSearchResult], size: int | None) -> list[dict[str, Any]]:
+    """Rows for one searched source; a single row with empty result columns when nothing was found.
+
+    ``rank`` counts found images across pages from 0.
+    """
+    searched_at = utc_now()
+    head = {
+        "source_uri": source.uri,
+        "source_size": size if size is not None else source.size,
+        "source_etag": source.etag,
+        "source_mtime": source.mtime,
+        "cbir_id": pages[0].cbir_id if pages else None,
+    }
+    rows = []
+    for page in pages:
+        for image in page.images:
+            rows.append(
+                {
+                    **head,
+                    "page": page.page,
+                    "rank": len(rows),
+                    "url": image.url,
+                    "format": image.format.value,
+                    "width": image.width,
+                    "height": image.height,
+                    "passage": image.passage,
+                    "host": image.host,
+                    "page_title": image.page_title,
+                    "page_url": image.page_url,
+                    "searched_at": searched_at,
+                }
+            )
+    if not rows:
+        empty = dict.fromkeys(RESULT_COLUMNS)
+        rows.append({**empty, **head, "searched_at": searched_at})
+    return rows
+
+
+def is_permanent(stage: str, err: BaseException) -> bool:
+    """Whether searching the source again cannot help: the image itself is refused."""
+    return stage == STAGE_VALIDATE or (isinstance(err, SearchApiHTTPError) and err.status == 400)
+
+
+def error_row(source: SourceImage, stage: str, err: BaseException) -> dict[str, Any]:
+    """The row recording why a source failed; the message never holds a credential.
+
+    ``retryable`` is 1 when a later run should search the source again (transient or configuration
+    trouble), 0 when the image itself is refused (such a source counts as done).
+    """
+    status = err.status if isinstance(err, SearchApiHTTPError) else None
+    request_id = err.request_id if isinstance(err, SearchApiHTTPError) else None
+    message = str(err) if isinstance(err, (SearchApiError, OSError, ValueError)) else f"{type(err).__name__}: {err}"
+    return {
+        "source_uri": source.uri,
+        "stage": stage,
+        "error_class": type(err).__name__,
+        "http_status": status,
+        "message": message[:2000],
+        "request_id": request_id,
+        "retryable": 0 if is_permanent(stage, err) else 1,
+        "failed_at": utc_now(),
+    }

@@ -1,0 +1,226 @@
+"""Where the rows go: XCom (small runs), JSON Lines part files in object storage, or a SQL table.
+
+A sink commits a batch whole or not at all, and can say which sources it already holds, so that a
+re-run skips them (resume). A source is *done* when its result rows are committed, or an error that
+no retry can mend (``retryable`` = 0: the image itself is refused); a source whose only trace is a
+retryable error is searched again by the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from contextlib import closing
+from dataclasses import dataclass, field
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from airflow.sdk import BaseHook, ObjectStoragePath
+
+from airflow_provider_searchapi.engine.records import ERROR_COLUMNS, RESULT_COLUMNS
+from airflow_provider_searchapi.engine.sources import stable_uri
+
+
+@dataclass
+class Batch:
+    """Rows of whole sources, committed together."""
+
+    results: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    sources: int = 0
+
+    def without(self, done: set[str]) -> Batch:
+        """The batch less the sources in ``done`` (a sink that already holds them after a crash)."""
+        return Batch(
+            results=[row for row in self.results if row["source_uri"] not in done],
+            errors=[row for row in self.errors if row["source_uri"] not in done],
+            sources=self.sources,
+        )
+
+
+class Sink(Protocol):
+    """What the engine needs of an output."""
+
+    def done_sources(self) -> set[str]:
+        """URIs of the sources whose results are already committed here."""
+
+    def write(self, batch: Batch) -> None:
+        """Commit a batch (all of it or nothing)."""
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Record the end of the run (e.g. a manifest)."""
+
+    def location(self) -> dict[str, Any]:
+        """Where the rows are, for the summary."""
+
+
+class XComSink:
+    """Keeps the rows in memory, to be returned through XCom (small runs only)."""
+
+    def __init__(self) -> None:
+        self.results: list[dict[str, Any]] = []
+        self.errors: list[dict[str, Any]] = []
+
+    def done_sources(self) -> set[str]:
+        return set()
+
+    def write(self, batch: Batch) -> None:
+        self.results.extend(batch.results)
+        self.errors.extend(batch.errors)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        pass
+
+    def location(self) -> dict[str, Any]:
+        return {"xcom": "return value: records, errors"}
+
+
+class JsonLinesSink:
+    """JSON Lines part files under a prefix, committed by writing a temporary object and renaming it.
+
+    Layout: ``results/part-<run>-<n>.jsonl``, ``errors/part-<run>-<n>.jsonl``, ``_manifest/<run>.json``
+    and ``_tmp/`` for parts being written (never read as results).
+
+    :param prefix: the output folder (an ``ObjectStoragePath`` with its connection).
+    """
+
+    def __init__(self, prefix: ObjectStoragePath) -> None:
+        self.prefix = prefix
+        self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+        self._sequence = 0
+        self.parts: list[str] = []
+
+    def done_sources(self) -> set[str]:
+        done: set[str] = set()
+        for kind in ("results", "errors"):
+            folder = self.prefix / kind
+            if not folder.exists():
+                continue
+            for part in sorted(folder.iterdir(), key=str):
+                if part.name.endswith(".jsonl"):
+                    done.update(_done_in_part(part, errors=kind == "errors"))
+        return done
+
+    def write(self, batch: Batch) -> None:
+        self._sequence += 1
+        name = f"part-{self.run_id}-{self._sequence:05d}.jsonl"
+        # Errors first: if the run dies between the two, the sources are not done and are searched again.
+        for kind, rows, columns in (("errors", batch.errors, ERROR_COLUMNS), ("results", batch.results, RESULT_COLUMNS)):
+            if rows:
+                self._commit(f"{kind}/{name}", _jsonl(rows, columns))
+
+    def _commit(self, relative: str, payload: bytes) -> None:
+        temporary = self.prefix / "_tmp" / f"{relative.replace('/', '-')}.{secrets.token_hex(4)}"
+        final = self.prefix / relative
+        temporary.parent.mkdir(parents=True, exist_ok=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_bytes(payload)
+        temporary.rename(final)
+        self.parts.append(stable_uri(final))
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        manifest = {"run_id": self.run_id, "parts": self.parts, "summary": summary}
+        self._commit(f"_manifest/{self.run_id}.json", json.dumps(manifest, indent=2, default=str).encode())
+
+    def location(self) -> dict[str, Any]:
+        base = stable_uri(self.prefix).rstrip("/")
+        return {
+            "results": f"{base}/results/",
+            "errors": f"{base}/errors/",
+            "manifest": f"{base}/_manifest/{self.run_id}.json",
+        }
+
+
+def _done_in_part(part: ObjectStoragePath, *, errors: bool) -> Iterator[str]:
+    with part.open("r", encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                row = json.loads(line)
+                if not errors or row.get("retryable") == 0:
+                    yield row["source_uri"]
+
+
+def _jsonl(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> bytes:
+    lines = (json.dumps({c: row.get(c) for c in columns}, ensure_ascii=False) for row in rows)
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+
+_RESULT_TYPES = {
+    "source_size": "BIGINT",
+    "page": "INTEGER",
+    "rank": "INTEGER",
+    "width": "INTEGER",
+    "height": "INTEGER",
+}
+_ERROR_TYPES = {"http_status": "INTEGER", "retryable": "INTEGER"}
+
+
+class SqlSink:
+    """Rows in a SQL table (and errors in ``<table>_errors``) through common-sql's ``DbApiHook``.
+
+    Each batch is one transaction holding its results and its errors.
+
+    :param conn_id: any connection whose hook is a ``DbApiHook`` (SQLite, PostgreSQL, …).
+    :param table: the results table; ``<table>_errors`` holds the errors.
+    :param create_table: create both tables (and an index on ``source_uri``) when missing.
+    """
+
+    def __init__(self, conn_id: str, table: str, *, create_table: bool = True) -> None:
+        from airflow.providers.common.sql.hooks.sql import DbApiHook
+
+        if not _TABLE_NAME.match(table):
+            raise ValueError(f"sql_table {table!r}: use letters, digits and _ (optionally schema.table)")
+        hook = BaseHook.get_connection(conn_id).get_hook()
+        if not isinstance(hook, DbApiHook):
+            raise ValueError(f"sql_conn_id {conn_id!r}: its hook {type(hook).__name__} is not a DbApiHook (SQL database)")
+        self.hook = hook
+        self.conn_id = conn_id
+        self.table = table
+        self.errors_table = f"{table}_errors"
+        if create_table:
+            self._create_tables()
+
+    def _create_tables(self) -> None:
+        index = self.table.replace(".", "_") + "_source_uri_idx"
+        self.hook.run(
+            [
+                _create_table_sql(self.table, RESULT_COLUMNS, _RESULT_TYPES),
+                _create_table_sql(self.errors_table, ERROR_COLUMNS, _ERROR_TYPES),
+                f"CREATE INDEX IF NOT EXISTS {index} ON {self.table} (source_uri)",
+            ]
+        )
+
+    def done_sources(self) -> set[str]:
+        done = self.hook.get_records(f"SELECT DISTINCT source_uri FROM {self.table}")
+        refused = self.hook.get_records(f"SELECT DISTINCT source_uri FROM {self.errors_table} WHERE retryable = 0")
+        return {row[0] for row in done} | {row[0] for row in refused}
+
+    def write(self, batch: Batch) -> None:
+        placeholder = self.hook.placeholder
+        with closing(self.hook.get_conn()) as conn:
+            with closing(conn.cursor()) as cursor:
+                for table, rows, columns in (
+                    (self.table, batch.results, RESULT_COLUMNS),
+                    (self.errors_table, batch.errors, ERROR_COLUMNS),
+                ):
+                    if rows:
+                        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([placeholder] * len(columns))})"
+                        cursor.executemany(sql, [tuple(row.get(c) for c in columns) for row in rows])
+            conn.commit()
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        pass
+
+    def location(self) -> dict[str, Any]:
+        return {"sql_conn_id": self.conn_id, "table": self.table, "errors_table": self.errors_table}
+
+
+def _create_table_sql(table: str, columns: tuple[str, ...], types: dict[str, str]) -> str:
+    body = ", ".join(
+        f"{name} {types.get(name, 'TEXT')}{' NOT NULL' if name == 'source_uri' else ''}" for name in columns
+    )
+    return f"CREATE TABLE IF NOT EXISTS {table} ({body})"

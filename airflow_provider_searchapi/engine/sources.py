@@ -1,0 +1,171 @@
+"""Where the images come from: object-storage listings (streamed), explicit paths, or public URLs.
+
+A source's *URI* is its stable name in every record: ``<protocol>://<path>`` without the connection id
+that ``str(ObjectStoragePath)`` carries (``s3://bucket/images/cat.jpg``, ``file:///data/cat.jpg``), or
+the image URL itself.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow.sdk import ObjectStoragePath
+
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """One image to search.
+
+    :param uri: its stable name (see the module's docstring).
+    :param path: where to read it from; ``None`` for a public URL that is sent as is.
+    :param size: size in bytes, when the listing told.
+    :param etag: the store's ETag, when it has one.
+    :param mtime: last modification time (ISO 8601, UTC), when known.
+    """
+
+    uri: str
+    path: ObjectStoragePath | None = None
+    size: int | None = None
+    etag: str | None = None
+    mtime: str | None = None
+
+    @property
+    def is_url(self) -> bool:
+        return self.path is None
+
+
+def stable_uri(path: ObjectStoragePath) -> str:
+    """``<protocol>://<path>`` of a storage path, without its connection id."""
+    return f"{path.protocol}://{path.path}"
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """A regex for a glob relative to its root: ``**`` spans folders, ``*`` and ``?`` stay in one."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:[^/]+/)*")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[":
+            end = pattern.find("]", i + 2)
+            if end == -1:
+                out.append(re.escape(pattern[i]))
+                i += 1
+            else:
+                body = pattern[i + 1 : end].replace("\\", "\\\\")
+                out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+                i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def _split_glob(url: str) -> tuple[str, str | None]:
+    """Split ``s3://b/images/**/*.jpg`` into the folder to walk and the pattern below it."""
+    match = _GLOB_CHARS.search(url)
+    if match is None:
+        return url, None
+    cut = url.rfind("/", 0, match.start())
+    return url[: cut + 1], url[cut + 1 :]
+
+
+def _mtime(info: dict[str, Any]) -> str | None:
+    value = info.get("LastModified") or info.get("mtime") or info.get("last_modified")
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).isoformat()
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, timezone.utc).isoformat()
+    return str(value) if value else None
+
+
+def _etag(info: dict[str, Any]) -> str | None:
+    value = info.get("ETag") or info.get("etag")
+    return str(value).strip('"') if value else None
+
+
+def list_images(source: str, *, conn_id: str | None = None) -> Iterator[SourceImage]:
+    """Stream the files under an object-storage URL, folder by folder, in a stable order.
+
+    :param source: a file (``s3://b/cat.jpg``), a folder (``s3://b/images/``: every file below it) or
+        a glob (``s3://b/images/**/*.jpg``).
+    :param conn_id: the storage connection (e.g. an ``aws`` connection; ``None`` for ``file://``).
+    :raises FileNotFoundError: nothing exists at a non-glob ``source``.
+    """
+    root_url, pattern = _split_glob(source)
+    root = ObjectStoragePath(root_url, conn_id=conn_id)
+    if pattern is None and not root_url.endswith("/") and root.is_file():
+        info = root.stat()
+        yield _source(root, info)
+        return
+    if pattern is None and not root.exists():
+        raise FileNotFoundError(f"source {source!r}: no such file or folder")
+    matcher = _glob_regex(pattern) if pattern else None
+    fs, base = root.fs, root.path.rstrip("/")
+    for folder, _dirs, files in fs.walk(base, detail=True):
+        for name in sorted(files):
+            info = files[name]
+            full = info.get("name") or f"{folder}/{name}"
+            relative = full[len(base) :].lstrip("/")
+            if matcher is not None and not matcher.match(relative):
+                continue
+            yield _source(root / relative, info)
+
+
+def _source(path: ObjectStoragePath, info: dict[str, Any]) -> SourceImage:
+    size = info.get("size", info.get("Size"))
+    return SourceImage(
+        uri=stable_uri(path), path=path, size=int(size) if size is not None else None, etag=_etag(info), mtime=_mtime(info)
+    )
+
+
+def images_from_paths(paths: Iterable[str], *, conn_id: str | None = None) -> Iterator[SourceImage]:
+    """Sources for explicit paths (what a mapped shard receives); nothing is listed."""
+    for url in paths:
+        path = ObjectStoragePath(url, conn_id=conn_id)
+        yield SourceImage(uri=stable_uri(path), path=path)
+
+
+def images_from_urls(urls: Iterable[str]) -> Iterator[SourceImage]:
+    """Sources for public image URLs, sent to the API as ``url`` (nothing is downloaded)."""
+    for url in urls:
+        yield SourceImage(uri=url)
+
+
+def shard_images(
+    source: str, shards: int, *, conn_id: str | None = None, max_images: int | None = None
+) -> list[list[str]]:
+    """List ``source`` once and deal its files into ``shards`` lists, for ``.expand()``.
+
+    Each list holds storage URLs that :class:`SearchByImageOperator` takes as ``source``, with the
+    same ``source_conn_id``. Shards differ in size by at most one image; empty shards are dropped.
+
+    :param source: as in :func:`list_images`.
+    :param shards: how many lists (mind ``[core] max_map_length``, 1024 by default).
+    :param conn_id: the storage connection.
+    :param max_images: list at most this many images.
+    """
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1 (got {shards})")
+    buckets: list[list[str]] = [[] for _ in range(shards)]
+    for index, image in enumerate(list_images(source, conn_id=conn_id)):
+        if max_images is not None and index >= max_images:
+            break
+        assert image.path is not None
+        buckets[index % shards].append(image.uri)
+    return [bucket for bucket in buckets if bucket]

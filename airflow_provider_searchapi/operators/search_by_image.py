@@ -1,0 +1,217 @@
+"""``SearchByImageOperator``: enrich a set of images with what Yandex Images knows about them."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
+
+from airflow_provider_searchapi.engine import (
+    EnrichmentSettings,
+    Enricher,
+    JsonLinesSink,
+    SqlSink,
+    XComSink,
+    images_from_paths,
+    images_from_urls,
+    list_images,
+)
+from airflow_provider_searchapi.engine.sinks import Sink
+from airflow_provider_searchapi.engine.sources import SourceImage
+from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
+from airflow_provider_searchapi.models import FamilyMode
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+#: ``output="xcom"`` refuses more images than this: use object storage or SQL instead.
+MAX_XCOM_IMAGES = 500
+
+
+class SearchByImageError(Exception):
+    """The run finished and committed its rows, but too many images failed."""
+
+
+class SearchByImageOperator(BaseOperator):
+    """Search Yandex Images for every image of a dataset and store what is found.
+
+    Images are read from object storage (``source``) or given as public URLs (``image_urls``). Each
+    image ends as result rows, an error row, or skipped because the output already holds it (resume).
+    The return value (XCom) is a small summary of counts and output locations.
+
+    :param source: an ``ObjectStoragePath`` URL (``s3://bucket/images/``), a glob
+        (``s3://bucket/images/**/*.jpg``), a single file, or a list of file URLs (a shard). Templated.
+    :param source_conn_id: the storage connection of ``source`` (e.g. an ``aws`` connection, whose
+        extra ``endpoint_url`` reaches Yandex Object Storage or any S3-compatible store).
+    :param image_urls: public image URLs, sent as they are instead of ``source``. Templated.
+    :param searchapi_conn_id: the ``yandex_searchapi`` connection.
+    :param max_pages: result pages per image (1 page is one request). Templated.
+    :param site: only results from this site. Templated.
+    :param family_mode: adult-content filter: ``none``, ``moderate`` or ``strict``.
+    :param max_concurrency: images in flight at once (bounds memory and open requests).
+    :param requests_per_second: this task's cap on calls per second, overriding the connection's
+        (give each of N parallel tasks the quota ÷ N).
+    :param max_images: search at most this many images in this run (already-done ones not counted).
+    :param max_error_ratio: fail the task when failed ÷ processed exceeds this (after committing).
+    :param output: ``"xcom"`` to return the rows in the summary (at most 500 images).
+    :param output_path: an ``ObjectStoragePath`` prefix for JSON Lines parts. Templated.
+    :param output_conn_id: the storage connection of ``output_path``.
+    :param sql_conn_id: a SQL connection (any ``DbApiHook``: SQLite, PostgreSQL…) to insert rows into.
+    :param sql_table: the results table (errors go to ``<sql_table>_errors``). Templated.
+    :param create_table: create the tables when missing.
+    :param downscale_oversized: shrink images over 3 MiB with Pillow instead of recording an error.
+    """
+
+    template_fields: Sequence[str] = (
+        "source",
+        "source_conn_id",
+        "image_urls",
+        "max_pages",
+        "site",
+        "output_path",
+        "output_conn_id",
+        "sql_conn_id",
+        "sql_table",
+    )
+    ui_color = "#ffcc00"
+
+    def __init__(
+        self,
+        *,
+        source: str | list[str] | None = None,
+        source_conn_id: str | None = None,
+        image_urls: list[str] | None = None,
+        searchapi_conn_id: str = SearchApiHook.default_conn_name,
+        max_pages: int = 1,
+        site: str | None = None,
+        family_mode: FamilyMode | str | None = None,
+        max_concurrency: int = 16,
+        requests_per_second: float | None = None,
+        max_images: int | None = None,
+        max_error_ratio: float = 0.0,
+        output: str | None = None,
+        output_path: str | None = None,
+        output_conn_id: str | None = None,
+        sql_conn_id: str | None = None,
+        sql_table: str | None = None,
+        create_table: bool = True,
+        downscale_oversized: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if (source is None) == (image_urls is None):
+            raise ValueError("give exactly one of source (object storage) or image_urls (public URLs)")
+        if output not in (None, "xcom"):
+            raise ValueError(f"output must be 'xcom' or None (got {output!r}); use output_path or sql_conn_id for storage")
+        if output is None and output_path is None and sql_conn_id is None:
+            raise ValueError("say where results go: output='xcom', output_path=… and/or sql_conn_id=… with sql_table=…")
+        if output == "xcom" and (output_path or sql_conn_id):
+            raise ValueError("output='xcom' cannot be combined with output_path or sql_conn_id")
+        if (sql_conn_id is None) != (sql_table is None):
+            raise ValueError("sql_conn_id and sql_table go together")
+        if not 0.0 <= max_error_ratio <= 1.0:
+            raise ValueError(f"max_error_ratio must be between 0 and 1 (got {max_error_ratio})")
+        if output_path and "outlets" not in kwargs:
+            kwargs["outlets"] = [Asset(_static_prefix(output_path))]
+        super().__init__(**kwargs)
+        self.source = source
+        self.source_conn_id = source_conn_id
+        self.image_urls = image_urls
+        self.searchapi_conn_id = searchapi_conn_id
+        self.max_pages = max_pages
+        self.site = site
+        self.family_mode = family_mode
+        self.max_concurrency = max_concurrency
+        self.requests_per_second = requests_per_second
+        self.max_images = max_images
+        self.max_error_ratio = max_error_ratio
+        self.output_mode = output  # "output" itself is BaseOperator's XComArg property
+        self.output_path = output_path
+        self.output_conn_id = output_conn_id
+        self.sql_conn_id = sql_conn_id
+        self.sql_table = sql_table
+        self.create_table = create_table
+        self.downscale_oversized = downscale_oversized
+
+    @cached_property
+    def hook(self) -> SearchApiHook:
+        """The Search API hook of this task."""
+        return SearchApiHook(
+            self.searchapi_conn_id,
+            requests_per_second=self.requests_per_second,
+            max_connections=max(10, self.max_concurrency),
+        )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        settings = EnrichmentSettings(
+            max_pages=int(self.max_pages),
+            site=self.site or None,
+            family_mode=self.family_mode,
+            max_concurrency=self.max_concurrency,
+            max_images=self.max_images,
+            downscale_oversized=self.downscale_oversized,
+        )
+        sources = self._sources()
+        xcom_sink = XComSink() if self.output_mode == "xcom" else None
+        if xcom_sink is not None:
+            sources = iter(_at_most(sources, MAX_XCOM_IMAGES))
+        sinks: list[Sink] = [xcom_sink] if xcom_sink is not None else self._storage_sinks()
+
+        summary = Enricher(self.hook, sinks, settings).run(sources)
+        result = summary.to_dict()
+        if xcom_sink is not None:
+            result["records"] = xcom_sink.results
+            result["errors"] = xcom_sink.errors
+        self.log.info(
+            "Searched %d images (%d result rows), %d failed, %d skipped as already done; outputs: %s",
+            summary.searched,
+            summary.result_rows,
+            summary.failed,
+            summary.skipped_done,
+            summary.outputs,
+        )
+        if summary.processed and summary.failed / summary.processed > self.max_error_ratio:
+            raise SearchByImageError(
+                f"{summary.failed} of {summary.processed} images failed "
+                f"({summary.failed / summary.processed:.1%} > max_error_ratio {self.max_error_ratio:.1%}); "
+                f"the errors are in {_errors_location(summary.outputs)}. Everything else is committed: "
+                "re-running the task searches only what is not done."
+            )
+        return result
+
+    def _sources(self) -> Iterator[SourceImage]:
+        if self.image_urls is not None:
+            return images_from_urls(self.image_urls)
+        if isinstance(self.source, str):
+            return list_images(self.source, conn_id=self.source_conn_id or None)
+        return images_from_paths(self.source or [], conn_id=self.source_conn_id or None)
+
+    def _storage_sinks(self) -> list[Sink]:
+        sinks: list[Sink] = []
+        if self.output_path:
+            sinks.append(JsonLinesSink(ObjectStoragePath(self.output_path, conn_id=self.output_conn_id or None)))
+        if self.sql_conn_id and self.sql_table:
+            sinks.append(SqlSink(self.sql_conn_id, self.sql_table, create_table=self.create_table))
+        return sinks
+
+
+def _at_most(sources: Iterator[SourceImage], limit: int) -> list[SourceImage]:
+    listed = list(itertools.islice(sources, limit + 1))
+    if len(listed) > limit:
+        raise ValueError(
+            f"output='xcom' takes at most {limit} images and the source holds more: "
+            "write to object storage (output_path=…) or SQL (sql_conn_id=…, sql_table=…) instead"
+        )
+    return listed
+
+
+def _static_prefix(output_path: str) -> str:
+    """The part of a templated path known at parse time, for the Asset the task updates."""
+    return output_path.split("{{", 1)[0].rstrip("/") or output_path
+
+
+def _errors_location(outputs: list[dict[str, Any]]) -> str:
+    places = [o.get("errors") or o.get("errors_table") or o.get("xcom") for o in outputs]
+    return ", ".join(str(p) for p in places if p) or "the task log"
