@@ -71,3 +71,26 @@ def _fresh_secrets_masker():
 
     yield
     _secrets_masker().reset_masker()
+
+
+pytest_plugins = ["tests.storage"]
+
+
+@pytest.fixture
+def sqlite_conn_id(tmp_path, monkeypatch) -> str:
+    """A ``sqlite`` connection to a new database file."""
+    import json
+
+    monkeypatch.setenv("AIRFLOW_CONN_RESULTS_DB", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "results.db")}))
+    return "results_db"
+
+
+def write_images(folder, count: int, *, start: int = 0) -> list:
+    """``count`` distinct small JPEGs in ``folder``; returns their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed in range(start, start + count):
+        path = folder / f"img-{seed:04d}.jpg"
+        path.write_bytes(make_jpeg(seed))
+        paths.append(path)
+    return paths

@@ -1,8 +1,12 @@
 """The enrichment pipeline: sources → bounded concurrent searches → sinks.
 
-One event loop runs the searches (at most ``max_concurrency`` images in memory at once); listings,
-reads and sink writes run in threads. Every source ends as exactly one of: result rows, an error row,
-or skipped because a sink already holds its results. Sinks receive whole sources in batches.
+One event loop runs the searches; listings, reads and sink writes run in threads. Every source ends
+as exactly one of: result rows, an error row, or skipped because a sink already holds it. Sinks
+receive whole sources in batches.
+
+An image holds one of ``max_concurrency`` slots from the moment it is read until its rows are
+committed. So at most ``max_concurrency`` images are in memory, and a crash loses (and a re-run pays
+again for) at most ``max_concurrency`` searched images.
 """
 
 from __future__ import annotations
@@ -49,8 +53,9 @@ class EnrichmentSettings:
     :param max_concurrency: images in flight (read, searched, held in memory) at most.
     :param max_images: search at most this many images in this run (skipped ones do not count).
     :param downscale_oversized: shrink images over 3 MiB with Pillow instead of recording an error.
-    :param batch_sources: commit to the sinks after this many finished sources…
-    :param batch_seconds: …or after this many seconds, whichever comes first.
+    :param batch_sources: commit to the sinks once this many sources are finished (at most
+        ``max_concurrency``; default half of it)…
+    :param batch_seconds: …or once the oldest finished source waited this many seconds.
     :param progress_seconds: seconds between progress log lines.
     """
 
@@ -60,8 +65,8 @@ class EnrichmentSettings:
     max_concurrency: int = 16
     max_images: int | None = None
     downscale_oversized: bool = False
-    batch_sources: int = 200
-    batch_seconds: float = 15.0
+    batch_sources: int | None = None
+    batch_seconds: float = 5.0
     progress_seconds: float = 10.0
 
     def __post_init__(self) -> None:
@@ -72,6 +77,12 @@ class EnrichmentSettings:
         if self.max_images is not None and self.max_images < 0:
             raise ValueError(f"max_images must be >= 0 (got {self.max_images})")
         FamilyMode.parse(self.family_mode)
+
+    @property
+    def commit_after(self) -> int:
+        """Finished sources that trigger a commit."""
+        wanted = self.batch_sources or max(1, self.max_concurrency // 2)
+        return max(1, min(wanted, self.max_concurrency))
 
 
 @dataclass
@@ -113,6 +124,8 @@ class Enricher:
         self._pending = Batch()
         self._last_flush = time.monotonic()
         self._flush_lock: asyncio.Lock | None = None
+        self._slots = asyncio.Semaphore(1)
+        self._finished = asyncio.Event()
         self._done_per_sink: list[set[str]] = []
 
     # -- sync entry point ---------------------------------------------------------------------
@@ -144,51 +157,64 @@ class Enricher:
     async def _run(self, sources: Iterable[SourceImage], done: set[str]) -> None:
         settings = self.settings
         self._flush_lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self._finished = asyncio.Event()
         progress = Progress(self.summary, self.hook.transport, interval=settings.progress_seconds)
-        slots = asyncio.Semaphore(settings.max_concurrency)
         in_flight: set[asyncio.Task[None]] = set()
         stop = asyncio.Event()
-        ticker = asyncio.create_task(self._tick(progress, stop))
+        committer = asyncio.create_task(self._commit_loop(progress, stop))
         executor = ThreadPoolExecutor(max_workers=min(32, settings.max_concurrency), thread_name_prefix="searchapi-read")
         try:
             async for source in _aiter_chunked(sources):
-                if ticker.done():  # a sink failed: stop feeding work
-                    break
                 if source.uri in done:
                     self.summary.listed += 1
                     self.summary.skipped_done += 1
                     continue
                 if settings.max_images is not None and self.summary.listed - self.summary.skipped_done >= settings.max_images:
                     break
+                await self._acquire_slot(committer)
                 self.summary.listed += 1
-                await slots.acquire()
                 task = asyncio.create_task(self._process(source, executor))
                 in_flight.add(task)
-                task.add_done_callback(lambda t: (in_flight.discard(t), slots.release()))
+                task.add_done_callback(in_flight.discard)
             progress.listing_done()
             if in_flight:
                 await asyncio.gather(*in_flight)
         finally:
             stop.set()
-            flush_error = await asyncio.gather(ticker, return_exceptions=True)
+            self._finished.set()
+            outcome = (await asyncio.gather(committer, return_exceptions=True))[0]
             executor.shutdown(wait=False, cancel_futures=True)
             await self.hook.aclose()
-        if isinstance(flush_error[0], BaseException):
-            raise flush_error[0]
-        await self._flush()
+        if isinstance(outcome, BaseException):
+            raise outcome
         progress.log(final=True)
 
-    async def _tick(self, progress: Progress, stop: asyncio.Event) -> None:
-        """Log progress and commit batches that are full or old, until told to stop."""
-        while not stop.is_set():
+    async def _acquire_slot(self, committer: asyncio.Task[None]) -> None:
+        """Wait for a free slot; fail at once if the committer died (a sink failed)."""
+        acquire = asyncio.ensure_future(self._slots.acquire())
+        await asyncio.wait({acquire, committer}, return_when=asyncio.FIRST_COMPLETED)
+        if not acquire.done():
+            acquire.cancel()
+            committer.result()  # raises the sink's error
+            raise RuntimeError("the committer stopped before the run ended")
+
+    async def _commit_loop(self, progress: Progress, stop: asyncio.Event) -> None:
+        """Commit finished sources when enough of them wait or the oldest waited long enough."""
+        settings = self.settings
+        while True:
             try:
-                await asyncio.wait_for(stop.wait(), timeout=0.2)
+                await asyncio.wait_for(self._finished.wait(), timeout=0.2)
             except asyncio.TimeoutError:
                 pass
+            self._finished.clear()
             progress.maybe_log()
-            due = time.monotonic() - self._last_flush >= self.settings.batch_seconds
-            if self._pending.sources >= self.settings.batch_sources or (due and self._pending.sources):
+            waiting = self._pending.sources
+            due = time.monotonic() - self._last_flush >= settings.batch_seconds
+            if waiting and (waiting >= settings.commit_after or due or stop.is_set()):
                 await self._flush()
+            elif stop.is_set():
+                return
 
     async def _flush(self) -> None:
         assert self._flush_lock is not None
@@ -199,6 +225,8 @@ class Enricher:
                 return
             for sink, already in zip(self.sinks, self._done_per_sink):
                 await asyncio.to_thread(sink.write, batch.without(already) if already else batch)
+            for _ in range(batch.sources):
+                self._slots.release()
 
     async def _process(self, source: SourceImage, executor: ThreadPoolExecutor) -> None:
         """Search one source; record its rows or its error in the pending batch."""
@@ -233,7 +261,11 @@ class Enricher:
             self._pending.results.extend(rows)
             self.summary.searched += 1
             self.summary.result_rows += len(rows)
+        if not self._pending.sources:
+            self._last_flush = time.monotonic()  # the batch's age counts from its first source
         self._pending.sources += 1
+        if self._pending.sources >= self.settings.commit_after:
+            self._finished.set()
 
     def _read(self, source: SourceImage) -> bytes:
         assert source.path is not None

@@ -58,6 +58,7 @@ class EmulatorSettings:
     :param token_ttl: lifetime of minted IAM tokens, in seconds.
     :param images_per_page: results per full page.
     :param max_result_pages: pages of results per query at most (each query has 1..N, from its hash).
+    :param no_results_rate: share (0..1) of queries that find nothing at all (chosen by their hash).
     :param cbir_ttl: seconds a CBIR id stays valid for later pages (``None``: forever); past it, 404.
     """
 
@@ -72,6 +73,7 @@ class EmulatorSettings:
     images_per_page: int = 10
     max_result_pages: int = 3
     cbir_ttl: float | None = None
+    no_results_rate: float = 0.0
 
     def update(self, values: dict[str, Any]) -> None:
         """Set knobs from a dict (as the ``/_emulator/settings`` endpoint receives them)."""
@@ -424,9 +426,11 @@ class Emulator:
     def _results(self, query: str, page: int, site: str | None) -> dict[str, Any]:
         digest = bytes.fromhex(query)
         pages = 1 + digest[0] % max(1, self.settings.max_result_pages)
+        if _unit("empty", query) < self.settings.no_results_rate:
+            pages = 0
         cbir_id = f"{int.from_bytes(digest[1:4], 'big') % 9_000_000 + 1_000_000}/{base64.urlsafe_b64encode(digest[4:16]).decode().rstrip('=')}"
         self._cbir[cbir_id] = (query, time.monotonic())
-        body: dict[str, Any] = {"id": cbir_id, "maxPage": str(pages - 1)}
+        body: dict[str, Any] = {"id": cbir_id, "maxPage": str(max(pages - 1, 0))}
         if page:
             body["page"] = str(page)  # proto3 JSON drops page 0
         if page >= pages:

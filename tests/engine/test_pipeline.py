@@ -1,0 +1,212 @@
+"""The enrichment pipeline over real storage, the emulator and SQLite."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sqlite3
+
+import pytest
+from PIL import Image
+
+from airflow_provider_searchapi.engine import (
+    EnrichmentSettings,
+    Enricher,
+    JsonLinesSink,
+    SqlSink,
+    XComSink,
+    images_from_urls,
+    list_images,
+)
+from airflow_provider_searchapi.engine.records import ERROR_COLUMNS, RESULT_COLUMNS
+from airflow_provider_searchapi.engine.sinks import Batch
+from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
+from tests.conftest import make_jpeg, write_images
+
+
+@pytest.fixture
+def hook(searchapi_connection):
+    return SearchApiHook(searchapi_connection, requests_per_second=1000)
+
+
+def run(hook, source, sinks, **settings):
+    return Enricher(hook, sinks, EnrichmentSettings(**settings)).run(
+        list_images(source) if isinstance(source, str) else source
+    )
+
+
+def test_rows_follow_the_schema_and_rank_across_pages(hook, tmp_path, searchapi_emulator):
+    write_images(tmp_path / "in", 5)
+    sink = XComSink()
+    summary = run(hook, f"file://{tmp_path}/in/", [sink], max_pages=3)
+    assert (summary.listed, summary.searched, summary.failed) == (5, 5, 0)
+    assert all(tuple(row) == RESULT_COLUMNS for row in sink.results)
+    by_source: dict[str, list[dict]] = {}
+    for row in sink.results:
+        by_source.setdefault(row["source_uri"], []).append(row)
+    assert len(by_source) == 5
+    for rows in by_source.values():
+        assert [r["rank"] for r in rows] == list(range(len(rows)))
+        assert len({r["cbir_id"] for r in rows}) == 1
+        assert rows[0]["source_size"] > 0 and rows[0]["source_mtime"]
+        pages = sorted({r["page"] for r in rows})
+        assert pages == list(range(len(pages))) and len(pages) <= 3
+    assert summary.result_rows == len(sink.results)
+    assert summary.requests == searchapi_emulator.stats.snapshot()["search_requests"]
+
+
+def test_a_source_with_no_hits_still_has_one_row(hook, tmp_path, searchapi_emulator):
+    searchapi_emulator.settings.no_results_rate = 1.0
+    write_images(tmp_path / "in", 3)
+    sink = XComSink()
+    run(hook, f"file://{tmp_path}/in/", [sink], max_pages=2)
+    assert len(sink.results) == 3
+    assert all(row["url"] is None and row["rank"] is None and row["cbir_id"] for row in sink.results)
+
+
+def test_mixed_bad_input_lands_as_named_errors(hook, tmp_path, searchapi_emulator):
+    folder = tmp_path / "in"
+    write_images(folder, 3)
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "truncated.jpg").write_bytes(make_jpeg(99)[:300])
+    (folder / "huge.jpg").write_bytes(b"\xff\xd8\xff" + os.urandom(4 * 1024 * 1024))
+    (folder / "text.jpg").write_text("this is not an image")
+    sink = XComSink()
+    summary = run(hook, f"file://{folder}/", [sink])
+    assert (summary.listed, summary.searched, summary.failed) == (7, 3, 4)
+    errors = {row["source_uri"].rsplit("/", 1)[1]: row for row in sink.errors}
+    assert all(tuple(row) == ERROR_COLUMNS for row in sink.errors)
+    assert errors["empty.jpg"]["stage"] == "validate" and "empty" in errors["empty.jpg"]["message"]
+    assert errors["huge.jpg"]["stage"] == "validate" and "over the limit" in errors["huge.jpg"]["message"]
+    assert errors["text.jpg"]["stage"] == "validate" and "not a JPEG" in errors["text.jpg"]["message"]
+    assert errors["truncated.jpg"]["stage"] == "api" and errors["truncated.jpg"]["http_status"] == 400
+    assert all(row["retryable"] == 0 for row in sink.errors)  # the images themselves are refused
+    assert {row["source_uri"] for row in sink.results}.isdisjoint(row["source_uri"] for row in sink.errors)
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 4  # 3 good + the truncated one
+
+
+def test_oversized_images_are_downscaled_when_asked(hook, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    noise = Image.frombytes("RGB", (1200, 1200), os.urandom(1200 * 1200 * 3))
+    buffer = io.BytesIO()
+    noise.save(buffer, "PNG")
+    assert buffer.tell() > 3 * 1024 * 1024
+    (folder / "big.png").write_bytes(buffer.getvalue())
+    refused, shrunk = XComSink(), XComSink()
+    assert run(hook, f"file://{folder}/", [refused]).failed == 1
+    assert run(hook, f"file://{folder}/", [shrunk], downscale_oversized=True).searched == 1
+    assert shrunk.results[0]["source_size"] == buffer.tell()
+
+
+def test_concurrency_is_bounded(hook, tmp_path, searchapi_emulator):
+    searchapi_emulator.settings.latency = 0.05
+    write_images(tmp_path / "in", 40)
+    summary = run(hook, f"file://{tmp_path}/in/", [XComSink()], max_concurrency=6)
+    assert summary.searched == 40
+    assert 2 <= searchapi_emulator.stats.snapshot()["max_in_flight"] <= 6
+
+
+def test_max_images_and_urls(hook, searchapi_emulator):
+    sink = XComSink()
+    urls = [f"https://example.com/{i}.jpg" for i in range(10)]
+    summary = run(hook, images_from_urls(urls), [sink], max_images=4)
+    assert (summary.listed, summary.searched) == (4, 4)
+    assert searchapi_emulator.stats.snapshot()["uploads"] == 0  # URLs are sent, not downloaded
+
+
+def test_resume_skips_what_is_committed(hook, tmp_path, searchapi_emulator, sqlite_conn_id):
+    write_images(tmp_path / "in", 12)
+    (tmp_path / "in" / "text.jpg").write_text("nope")
+    out = f"file://{tmp_path}/out/"
+
+    def sinks():
+        from airflow.sdk import ObjectStoragePath
+
+        return [JsonLinesSink(ObjectStoragePath(out)), SqlSink(sqlite_conn_id, "found")]
+
+    first = run(hook, f"file://{tmp_path}/in/", sinks(), max_concurrency=4)
+    calls = searchapi_emulator.stats.snapshot()["search_requests"]
+    write_images(tmp_path / "in", 3, start=100)  # new images arrive
+    second = run(hook, f"file://{tmp_path}/in/", sinks(), max_concurrency=4)
+    assert (first.searched, first.failed) == (12, 1)
+    assert (second.skipped_done, second.searched, second.failed) == (13, 3, 0)
+    assert searchapi_emulator.stats.snapshot()["search_requests"] - calls == 3
+    with sqlite3.connect(tmp_path / "results.db") as db:
+        sources, distinct_rows = db.execute(
+            "SELECT COUNT(DISTINCT source_uri), COUNT(DISTINCT source_uri || '#' || COALESCE(rank, -1)) FROM found"
+        ).fetchone()
+        total = db.execute("SELECT COUNT(*) FROM found").fetchone()[0]
+    assert sources == 15 and distinct_rows == total  # no duplicate rows
+    jsonl = [json.loads(line) for part in (tmp_path / "out" / "results").glob("*.jsonl") for line in part.read_text().splitlines()]
+    assert len(jsonl) == total
+    assert len(list((tmp_path / "out" / "_manifest").glob("*.json"))) == 2
+
+
+class _FailingSink(JsonLinesSink):
+    """Fails on the n-th commit, like a store that goes away mid-run."""
+
+    def __init__(self, prefix, fail_on: int) -> None:
+        super().__init__(prefix)
+        self.writes = 0
+        self.fail_on = fail_on
+
+    def write(self, batch: Batch) -> None:
+        self.writes += 1
+        if self.writes == self.fail_on:
+            super().write(Batch(errors=batch.errors, sources=batch.sources))  # errors land, then…
+            raise OSError("storage went away")
+        super().write(batch)
+
+
+def test_a_storage_failure_stops_the_run_and_a_rerun_completes_without_duplicates(hook, tmp_path):
+    from airflow.sdk import ObjectStoragePath
+
+    write_images(tmp_path / "in", 30)
+    prefix = ObjectStoragePath(f"file://{tmp_path}/out/")
+    with pytest.raises(OSError, match="storage went away"):
+        run(hook, f"file://{tmp_path}/in/", [_FailingSink(prefix, fail_on=3)], max_concurrency=4, batch_sources=2)
+    committed = JsonLinesSink(prefix).done_sources()
+    assert 0 < len(committed) < 30
+    assert not [p for p in (tmp_path / "out" / "results").iterdir() if not p.name.endswith(".jsonl")]
+    summary = run(hook, f"file://{tmp_path}/in/", [JsonLinesSink(prefix)], max_concurrency=4)
+    assert summary.skipped_done == len(committed) and summary.searched == 30 - len(committed)
+    rows = [json.loads(line) for part in (tmp_path / "out" / "results").glob("*.jsonl") for line in part.read_text().splitlines()]
+    keys = [(row["source_uri"], row["rank"]) for row in rows]
+    assert len(keys) == len(set(keys)) and len({row["source_uri"] for row in rows}) == 30
+
+
+def test_s3_to_s3_and_sqlite(hook, bucket, s3_conn_id, sqlite_conn_id, tmp_path):
+    from airflow.sdk import ObjectStoragePath
+
+    root = ObjectStoragePath(f"{bucket}/images/", conn_id=s3_conn_id)
+    for seed in range(6):
+        (root / f"d{seed % 2}" / f"{seed}.jpg").write_bytes(make_jpeg(seed))
+    out = ObjectStoragePath(f"{bucket}/results/", conn_id=s3_conn_id)
+    summary = run(hook, list_images(f"{bucket}/images/**/*.jpg", conn_id=s3_conn_id), [JsonLinesSink(out), SqlSink(sqlite_conn_id, "found")])
+    assert summary.searched == 6
+    parts = [p for p in (out / "results").iterdir()]
+    rows = [json.loads(line) for p in parts for line in p.read_text().splitlines()]
+    assert {row["source_uri"] for row in rows} == {f"{bucket}/images/d{s % 2}/{s}.jpg" for s in range(6)}
+    assert all(row["source_etag"] for row in rows)
+    assert not (out / "_tmp").exists()  # every part was moved into place (S3 has no empty folders)
+
+
+def test_sql_sink_refuses_bad_names_and_non_sql_connections(sqlite_conn_id, monkeypatch):
+    with pytest.raises(ValueError, match="sql_table"):
+        SqlSink(sqlite_conn_id, "found; DROP TABLE x")
+    monkeypatch.setenv("AIRFLOW_CONN_NOT_SQL", '{"conn_type": "yandex_searchapi", "extra": {"folder_id": "f"}}')
+    with pytest.raises(ValueError, match="not a DbApiHook"):
+        SqlSink("not_sql", "found")
+
+
+def test_invalid_settings_are_refused():
+    with pytest.raises(ValueError, match="max_pages"):
+        EnrichmentSettings(max_pages=0)
+    with pytest.raises(ValueError, match="max_concurrency"):
+        EnrichmentSettings(max_concurrency=0)
+    with pytest.raises(ValueError, match="family_mode"):
+        EnrichmentSettings(family_mode="sometimes")
+    assert EnrichmentSettings(max_concurrency=16).commit_after == 8
+    assert EnrichmentSettings(max_concurrency=4, batch_sources=100).commit_after == 4

@@ -1,0 +1,117 @@
+"""Listing sources from file:// and s3:// (moto) storage."""
+
+from __future__ import annotations
+
+import pytest
+from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_searchapi.engine.sources import (
+    _glob_regex,
+    images_from_paths,
+    images_from_urls,
+    list_images,
+    shard_images,
+    stable_uri,
+)
+from tests.conftest import make_jpeg
+
+
+@pytest.mark.parametrize(
+    "pattern, path, matches",
+    [
+        ("*.jpg", "a.jpg", True),
+        ("*.jpg", "sub/a.jpg", False),
+        ("**/*.jpg", "a.jpg", True),
+        ("**/*.jpg", "x/y/a.jpg", True),
+        ("**/*.jpg", "x/y/a.png", False),
+        ("img-??.png", "img-01.png", True),
+        ("img-??.png", "img-1.png", False),
+        ("[ab]*.gif", "b1.gif", True),
+        ("[!ab]*.gif", "b1.gif", False),
+        ("2024/**", "2024/01/x.jpg", True),
+        ("a+b (1).jpg", "a+b (1).jpg", True),
+    ],
+)
+def test_glob_patterns(pattern, path, matches):
+    assert bool(_glob_regex(pattern).match(path)) is matches
+
+
+@pytest.fixture
+def tree(tmp_path):
+    for relative in ["a.jpg", "b.png", "sub/c.jpg", "sub/deeper/d.jpg", "sub/notes.txt", "odd name #1.jpg"]:
+        path = tmp_path / "images" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(make_jpeg(len(relative)))
+    return tmp_path / "images"
+
+
+def _names(sources):
+    return [s.uri.split("/images/", 1)[1] for s in sources]
+
+
+def test_folder_lists_every_file_below_it_in_a_stable_order(tree):
+    names = _names(list_images(f"file://{tree}/"))
+    assert names == ["a.jpg", "b.png", "odd name #1.jpg", "sub/c.jpg", "sub/notes.txt", "sub/deeper/d.jpg"]
+
+
+def test_globs_filter_at_any_depth(tree):
+    assert _names(list_images(f"file://{tree}/**/*.jpg")) == ["a.jpg", "odd name #1.jpg", "sub/c.jpg", "sub/deeper/d.jpg"]
+    assert _names(list_images(f"file://{tree}/*.jpg")) == ["a.jpg", "odd name #1.jpg"]
+    assert _names(list_images(f"file://{tree}/sub/*")) == ["sub/c.jpg", "sub/notes.txt"]
+
+
+def test_single_file_with_size_and_mtime(tree):
+    (source,) = list(list_images(f"file://{tree}/a.jpg"))
+    assert source.uri == f"file://{tree}/a.jpg"
+    assert source.size == (tree / "a.jpg").stat().st_size
+    assert source.mtime and source.mtime.endswith("+00:00")
+
+
+def test_missing_source_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        list(list_images(f"file://{tmp_path}/nothing-here/"))
+
+
+def test_listing_is_lazy(tree):
+    iterator = list_images(f"file://{tree}/")
+    assert next(iterator).uri.endswith("/a.jpg")  # nothing else needed to get the first one
+
+
+def test_s3_listing_through_an_aws_connection(bucket, s3_conn_id):
+    root = ObjectStoragePath(f"{bucket}/images/", conn_id=s3_conn_id)
+    for name in ["x/1.jpg", "x/2.jpg", "y/3.png", "top.jpg"]:
+        (root / name).write_bytes(make_jpeg(len(name)))
+    sources = list(list_images(f"{bucket}/images/**/*.jpg", conn_id=s3_conn_id))
+    assert [s.uri for s in sources] == [f"{bucket}/images/top.jpg", f"{bucket}/images/x/1.jpg", f"{bucket}/images/x/2.jpg"]
+    assert all(s.etag and s.size and s.mtime for s in sources)
+    assert "s3_test" not in "".join(s.uri for s in sources)  # stable URIs hold no connection id
+    assert sources[0].path.read_bytes() == make_jpeg(len("top.jpg"))
+
+
+def test_stable_uri_drops_the_connection_id(bucket, s3_conn_id):
+    path = ObjectStoragePath(f"{bucket}/a/b.jpg", conn_id=s3_conn_id)
+    assert "s3_test@" in str(path)
+    assert stable_uri(path) == f"{bucket}/a/b.jpg"
+
+
+def test_shards_cover_every_image_once_and_balance(tree):
+    shards = shard_images(f"file://{tree}/", 4)
+    flat = [uri for shard in shards for uri in shard]
+    assert sorted(flat) == sorted(s.uri for s in list_images(f"file://{tree}/"))
+    assert len(flat) == len(set(flat)) == 6
+    assert [len(s) for s in shards] == [2, 2, 1, 1]
+    assert len(shard_images(f"file://{tree}/", 10)) == 6  # no empty shards
+    assert sum(map(len, shard_images(f"file://{tree}/", 2, max_images=3))) == 3
+    with pytest.raises(ValueError):
+        shard_images(f"file://{tree}/", 0)
+
+
+def test_shard_paths_read_back(tree):
+    (shard,) = shard_images(f"file://{tree}/*.png", 1)
+    (source,) = list(images_from_paths(shard))
+    assert source.uri == shard[0] and source.path.read_bytes() == (tree / "b.png").read_bytes()
+
+
+def test_urls_are_sources_as_they_are():
+    (source,) = list(images_from_urls(["https://example.com/cat.jpg"]))
+    assert source.is_url and source.uri == "https://example.com/cat.jpg"
