@@ -1,0 +1,54 @@
+"""Kill a run with SIGKILL midway, re-run it: complete output, no duplicate rows, little paid twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import write_images
+
+SCRIPT = Path(__file__).with_name("enrich_in_subprocess.py")
+IMAGES = 240
+CONCURRENCY = 8
+
+
+def _jsonl_rows(folder: Path) -> list[dict]:
+    return [json.loads(line) for part in sorted(folder.glob("*.jsonl")) for line in part.read_text().splitlines()]
+
+
+def test_sigkill_midway_then_rerun(tmp_path, searchapi_emulator, searchapi_connection, sqlite_conn_id):
+    searchapi_emulator.settings.latency = 0.05
+    write_images(tmp_path / "in", IMAGES)
+    args = [sys.executable, str(SCRIPT), f"file://{tmp_path}/in/", f"file://{tmp_path}/out/", sqlite_conn_id, str(CONCURRENCY)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while searchapi_emulator.stats.snapshot()["search_requests"] < IMAGES // 3:
+        assert process.poll() is None, process.stderr.read()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = searchapi_emulator.stats.snapshot()["search_requests"]
+    assert killed_at < IMAGES  # it really died midway
+
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+
+    with sqlite3.connect(tmp_path / "results.db") as db:
+        rows = db.execute("SELECT source_uri, rank FROM found").fetchall()
+    assert len({uri for uri, _ in rows}) == IMAGES  # every image has its rows
+    assert len(rows) == len(set(rows))  # and none twice
+    jsonl = _jsonl_rows(tmp_path / "out" / "results")
+    keys = [(row["source_uri"], row["rank"]) for row in jsonl]
+    assert len({uri for uri, _ in keys}) == IMAGES and len(keys) == len(set(keys))
+    stats = searchapi_emulator.stats.snapshot()
+    assert stats["queries_answered"] == IMAGES
+    assert stats["queries_answered_more_than_once"] <= CONCURRENCY  # only what was in flight at the kill

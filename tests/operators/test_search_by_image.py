@@ -1,0 +1,85 @@
+"""SearchByImageOperator: arguments, XCom output, error ratio, outlets."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_searchapi.operators.search_by_image import (
+    MAX_XCOM_IMAGES,
+    SearchByImageError,
+    SearchByImageOperator,
+)
+from tests.conftest import write_images
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"output": "xcom"}, "exactly one of source"),
+        ({"source": "file:///x/", "image_urls": ["https://x/y.jpg"], "output": "xcom"}, "exactly one of source"),
+        ({"source": "file:///x/"}, "say where results go"),
+        ({"source": "file:///x/", "output": "csv"}, "output must be 'xcom'"),
+        ({"source": "file:///x/", "output": "xcom", "output_path": "file:///o/"}, "cannot be combined"),
+        ({"source": "file:///x/", "sql_conn_id": "db"}, "go together"),
+        ({"source": "file:///x/", "output": "xcom", "max_error_ratio": 1.5}, "max_error_ratio"),
+    ],
+)
+def test_bad_arguments_are_refused_at_parse_time(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        SearchByImageOperator(task_id="t", **kwargs)
+
+
+def test_output_path_is_declared_as_an_asset():
+    op = SearchByImageOperator(task_id="t", source="s3://b/in/", output_path="s3://b/results/{{ ds }}/")
+    (asset,) = op.outlets
+    assert asset.uri == "s3://b/results"
+
+
+def test_xcom_output_returns_records_and_summary(tmp_path, searchapi_connection):
+    write_images(tmp_path / "in", 3)
+    result = SearchByImageOperator(task_id="t", source=f"file://{tmp_path}/in/*.jpg", output="xcom", max_pages=2).execute({})
+    assert result["searched"] == 3 and result["failed"] == 0
+    assert {row["source_uri"] for row in result["records"]} == {f"file://{tmp_path}/in/img-{i:04d}.jpg" for i in range(3)}
+    assert result["errors"] == []
+    assert result["outputs"] == [{"xcom": "return value: records, errors"}]
+
+
+def test_xcom_output_refuses_big_sources_before_any_call(tmp_path, searchapi_connection, searchapi_emulator):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(MAX_XCOM_IMAGES + 1):
+        (folder / f"{i}.jpg").write_bytes(b"\xff\xd8\xff")
+    with pytest.raises(ValueError, match="at most 500 images"):
+        SearchByImageOperator(task_id="t", source=f"file://{folder}/", output="xcom").execute({})
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 0
+
+
+def test_error_ratio_fails_the_task_after_committing(tmp_path, searchapi_connection, sqlite_conn_id):
+    write_images(tmp_path / "in", 3)
+    (tmp_path / "in" / "bad.jpg").write_text("nope")
+    op = SearchByImageOperator(
+        task_id="t", source=f"file://{tmp_path}/in/", sql_conn_id=sqlite_conn_id, sql_table="found", max_error_ratio=0.1
+    )
+    with pytest.raises(SearchByImageError, match=r"1 of 4 images failed \(25.0% > max_error_ratio 10.0%\).*found_errors"):
+        op.execute({})
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "results.db") as db:
+        assert db.execute("SELECT COUNT(DISTINCT source_uri) FROM found").fetchone()[0] == 3
+        assert db.execute("SELECT stage FROM found_errors").fetchall() == [("validate",)]
+    tolerant = SearchByImageOperator(
+        task_id="t", source=f"file://{tmp_path}/in/", sql_conn_id=sqlite_conn_id, sql_table="found", max_error_ratio=0.5
+    )
+    assert tolerant.execute({})["skipped_done"] == 4  # the refused image counts as done too
+
+
+def test_public_urls(searchapi_connection, searchapi_emulator):
+    urls = [f"https://example.com/{i}.jpg" for i in range(4)]
+    result = SearchByImageOperator(task_id="t", image_urls=urls, output="xcom").execute({})
+    assert {row["source_uri"] for row in result["records"]} == set(urls)
+    assert searchapi_emulator.stats.snapshot()["uploads"] == 0
+
+
+def test_requests_per_second_overrides_the_connection(searchapi_connection):
+    op = SearchByImageOperator(task_id="t", image_urls=["https://x/y.jpg"], output="xcom", requests_per_second=2.5)
+    assert op.hook.config.requests_per_second == 2.5
