@@ -23,7 +23,7 @@ import secrets
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
@@ -127,13 +127,34 @@ class EmulatorStats:
 
 
 def _error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    request_id = secrets.token_hex(8)
-    body = {
-        "code": code,
-        "message": message,
-        "details": [{"@type": "type.googleapis.com/google.rpc.RequestInfo", "requestId": request_id}],
-    }
-    return JSONResponse(body, status_code=status, headers={"x-request-id": request_id, **(headers or {})})
+    outcome = SearchOutcome.error(status, code, message, headers)
+    return JSONResponse(outcome.body, status_code=status, headers=outcome.headers)
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """The emulator's answer to one search, whatever the transport (REST or gRPC) carries it.
+
+    :param status: HTTP status (200 on success).
+    :param body: the result (proto3 JSON shape) or the error body (``code``, ``message``, ``details``).
+    :param headers: extra response headers (``x-request-id``, ``Retry-After``).
+    :param drop: close the connection instead of answering (an injected fault).
+    """
+
+    status: int
+    body: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False
+
+    @classmethod
+    def error(cls, status: int, code: int, message: str, headers: dict[str, str] | None = None) -> SearchOutcome:
+        request_id = secrets.token_hex(8)
+        body = {
+            "code": code,
+            "message": message,
+            "details": [{"@type": "type.googleapis.com/google.rpc.RequestInfo", "requestId": request_id}],
+        }
+        return cls(status, body, {"x-request-id": request_id, **(headers or {})})
 
 
 class _DropConnection(Response):
@@ -322,56 +343,69 @@ class Emulator:
         return False
 
     async def _search_by_image(self, request: Request) -> Response:
+        try:
+            body: Any = await request.json()
+        except ValueError:
+            body = None
+        outcome = await self.search(request.headers.get("authorization", ""), body)
+        if outcome.drop:
+            return _DropConnection()
+        return JSONResponse(outcome.body, status_code=outcome.status, headers=outcome.headers)
+
+    async def search(self, authorization: str, body: Any) -> SearchOutcome:
+        """Answer one search request, counting it; REST and gRPC front ends both call this.
+
+        :param authorization: the ``Authorization`` header (or gRPC metadata) value.
+        :param body: the request in proto3 JSON shape (``None`` if it was unreadable).
+        """
         stats = self.stats
         with stats.lock:
             stats.search_requests += 1
             stats.arrivals.append(time.monotonic())
             stats.in_flight += 1
             stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
-            stats.authorization_headers[request.headers.get("authorization", "").partition(" ")[0]] += 1
+            stats.authorization_headers[authorization.partition(" ")[0]] += 1
         try:
-            response = await self._answer(request)
+            outcome = await self._answer(authorization, body)
         finally:
             with stats.lock:
                 stats.in_flight -= 1
         with stats.lock:
-            stats.responses[response.status_code] += 1
-        return response
+            stats.responses[0 if outcome.drop else outcome.status] += 1
+        return outcome
 
-    async def _answer(self, request: Request) -> Response:
+    async def _answer(self, authorization: str, body: Any) -> SearchOutcome:
         settings = self.settings
-        if not self._authorized(request.headers.get("authorization", "")):
-            return _error(401, 16, "Token is invalid or has expired.")
+        if not self._authorized(authorization):
+            return SearchOutcome.error(401, 16, "Token is invalid or has expired.")
         if self._over_quota():
             headers = {"Retry-After": f"{settings.retry_after:g}"} if settings.retry_after is not None else {}
-            return _error(429, 8, "Quota exceeded: too many requests per second.", headers)
-        try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, 3, "Request body is not valid JSON.")
+            return SearchOutcome.error(429, 8, "Quota exceeded: too many requests per second.", headers)
+        if body is None:
+            return SearchOutcome.error(400, 3, "Request body is not valid JSON.")
         if not isinstance(body, dict):
-            return _error(400, 3, "Request body must be a JSON object.")
+            return SearchOutcome.error(400, 3, "Request body must be a JSON object.")
         if body.get("folderId") != self.folder_id:
-            return _error(403, 7, f"Permission denied to folder {body.get('folderId')!r}.")
+            return SearchOutcome.error(403, 7, f"Permission denied to folder {body.get('folderId')!r}.")
         given = [name for name in ("url", "data", "id") if body.get(name)]
         if len(given) != 1:
-            return _error(400, 3, f"Exactly one of url, data, id must be set (got {given or 'none'}).")
+            return SearchOutcome.error(400, 3, f"Exactly one of url, data, id must be set (got {given or 'none'}).")
         try:
             page = int(body.get("page", 0))
         except (TypeError, ValueError):
-            return _error(400, 3, "page must be an integer.")
+            return SearchOutcome.error(400, 3, "page must be an integer.")
         if page < 0:
-            return _error(400, 3, "page must be >= 0.")
+            return SearchOutcome.error(400, 3, "page must be >= 0.")
 
         if "data" in given:
             try:
                 data = base64.b64decode(body["data"], validate=True)
             except (binascii.Error, TypeError, ValueError):
-                return _error(400, 3, "data is not valid base64.")
+                return SearchOutcome.error(400, 3, "data is not valid base64.")
             if len(data) > MAX_IMAGE_BYTES:
-                return _error(400, 3, f"Image is larger than {MAX_IMAGE_BYTES} bytes.")
+                return SearchOutcome.error(400, 3, f"Image is larger than {MAX_IMAGE_BYTES} bytes.")
             if not _decodable(data):
-                return _error(400, 3, "Image could not be decoded.")
+                return SearchOutcome.error(400, 3, "Image could not be decoded.")
             query = hashlib.sha256(data).hexdigest()
             with self.stats.lock:
                 self.stats.uploads += 1
@@ -381,7 +415,7 @@ class Emulator:
             query, created = self._cbir.get(str(body["id"]), ("", 0.0))
             ttl = settings.cbir_ttl
             if not query or (ttl is not None and time.monotonic() - created >= ttl):
-                return _error(404, 5, "Unknown or expired CBIR id.")
+                return SearchOutcome.error(404, 5, "Unknown or expired CBIR id.")
 
         attempt = self._count_attempt(query, page)
         fault = self._fault(query, page, attempt)
@@ -391,7 +425,7 @@ class Emulator:
             await asyncio.sleep(settings.latency)
         with self.stats.lock:
             self.stats.searches_by_query[f"{query}:{page}"] += 1
-        return JSONResponse(self._results(query, page, site=body.get("site")))
+        return SearchOutcome(200, self._results(query, page, site=body.get("site")))
 
     def _count_attempt(self, query: str, page: int) -> int:
         key = f"attempt:{query}:{page}"
@@ -408,20 +442,20 @@ class Emulator:
         kinds = settings.fault_kinds
         return kinds[int(_unit("kind", query, page, attempt) * len(kinds))]
 
-    async def _inject(self, fault: str) -> Response:
+    async def _inject(self, fault: str) -> SearchOutcome:
         with self.stats.lock:
             self.stats.faults[fault] += 1
         if fault == "429":
-            return _error(429, 8, "Too many requests.", {"Retry-After": "0.05"})
+            return SearchOutcome.error(429, 8, "Too many requests.", {"Retry-After": "0.05"})
         if fault == "429-no-retry-after":
-            return _error(429, 8, "Too many requests.")
+            return SearchOutcome.error(429, 8, "Too many requests.")
         if fault == "stall":
             await asyncio.sleep(self.settings.stall_seconds)
-            return _error(504, 4, "Deadline exceeded.")
+            return SearchOutcome.error(504, 4, "Deadline exceeded.")
         if fault == "drop":
-            return _DropConnection()
+            return SearchOutcome(0, drop=True)
         status = int(fault)
-        return _error(status, 13 if status == 500 else 14, "Injected transient failure.")
+        return SearchOutcome.error(status, 13 if status == 500 else 14, "Injected transient failure.")
 
     def _results(self, query: str, page: int, site: str | None) -> dict[str, Any]:
         digest = bytes.fromhex(query)
