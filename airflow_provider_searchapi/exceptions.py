@@ -43,6 +43,8 @@ class SearchApiHTTPError(SearchApiError):
     :param request_id: the request id to quote to support, when the API gave one; else our own
         ``x-client-request-id``.
     :param grpc_code: the gRPC status code carried in the error body, when present.
+    :param retry_after: seconds the server asked to wait (``Retry-After``).
+    :param retryable: override of the status-based decision (e.g. a certificate failure is final).
     """
 
     def __init__(
@@ -53,8 +55,10 @@ class SearchApiHTTPError(SearchApiError):
         request_id: str | None = None,
         grpc_code: int | None = None,
         retry_after: float | None = None,
+        retryable: bool | None = None,
     ) -> None:
         self.status = status
+        self._retryable = retryable
         self.message = message
         self.request_id = request_id
         self.grpc_code = grpc_code
@@ -65,6 +69,8 @@ class SearchApiHTTPError(SearchApiError):
     @property
     def retryable(self) -> bool:
         """Whether trying the same request again later may succeed."""
+        if self._retryable is not None:
+            return self._retryable
         return self.status in RETRYABLE_STATUSES or self.status == 0
 
 

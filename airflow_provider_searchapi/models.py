@@ -63,7 +63,12 @@ def _int64(value: Any) -> int:
         raise ValueError("expected an integer, got a boolean")
     if isinstance(value, float) and not value.is_integer():
         raise ValueError(f"expected an integer, got {value!r}")
-    return int(value)
+    if not isinstance(value, (int, float, str)):
+        raise ValueError(f"expected an integer, got {type(value).__name__}")
+    try:
+        return int(value)
+    except (ValueError, OverflowError):
+        raise ValueError(f"expected an integer, got {str(value)[:40]!r}") from None
 
 
 class FoundImage(_WireModel):

@@ -20,9 +20,11 @@ from PIL import Image  # noqa: E402
 
 
 def make_jpeg(seed: int = 0, size: tuple[int, int] = (32, 24)) -> bytes:
-    """A small real JPEG whose bytes differ with ``seed``."""
+    """A small real JPEG whose bytes differ with ``seed`` (distinct for seeds below 65,536)."""
     image = Image.new("RGB", size, ((seed * 37) % 256, (seed * 91) % 256, (seed * 13) % 256))
-    image.putpixel((seed % size[0], 0), (255, 255, 255))
+    for bit in range(16):  # the seed, drawn as a row of white pixels
+        if seed >> bit & 1:
+            image.putpixel((bit, 2), (255, 255, 255))
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=90)
     return buffer.getvalue()

@@ -87,6 +87,11 @@ class JsonLinesSink:
     """
 
     def __init__(self, prefix: ObjectStoragePath) -> None:
+        if ".." in prefix.path.split("/"):
+            raise ValueError(
+                f"output_path {stable_uri(prefix)!r} has a '..' segment: give the output folder itself, "
+                "so that no part can land outside it"
+            )
         self.prefix = prefix
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         self._sequence = 0

@@ -81,6 +81,12 @@ class SearchApiHook(BaseHook):
 
     def _load_config(self, extras: dict[str, Any]) -> SearchApiConfig:
         config = SearchApiConfig.from_extras(extras)
+        if not config.verify_tls:
+            self.log.warning(
+                "Connection %s has verify_tls=false: TLS certificates are NOT checked; use it only with a "
+                "local emulator or a proxy you trust",
+                self.searchapi_conn_id,
+            )
         if self._requests_per_second is not None:
             config = config.model_copy(update={"requests_per_second": float(self._requests_per_second)})
         _mask_credentials(config)

@@ -38,7 +38,7 @@ from airflow_provider_searchapi.config import IAM_AUDIENCE
 from airflow_provider_searchapi.images import sniff_format
 from airflow_provider_searchapi.models import MAX_IMAGE_BYTES
 
-FAULT_KINDS = ("429", "429-no-retry-after", "500", "503", "504", "stall", "drop")
+FAULT_KINDS = ("429", "429-no-retry-after", "500", "503", "504", "stall", "drop", "garbage", "wrong-types", "giant")
 DEFAULT_FOLDER_ID = "b1gemulatorfolder000"
 
 
@@ -52,7 +52,8 @@ class EmulatorSettings:
     :param retry_after: seconds sent in ``Retry-After`` on a quota 429 (``None``: no header).
     :param fault_rate: share (0..1) of search attempts answered with an injected fault.
     :param fault_kinds: which faults to inject, drawn evenly: ``429``, ``429-no-retry-after``, ``500``,
-        ``503``, ``504``, ``stall`` (no answer for ``stall_seconds``), ``drop`` (connection closed).
+        ``503``, ``504``, ``stall`` (no answer for ``stall_seconds``), ``drop`` (connection closed), and
+        malformed 200 answers: ``garbage`` (not JSON), ``wrong-types``, ``giant`` (a 16 MiB body).
     :param fault_attempts: faults hit only the first N attempts of the same query, so retries succeed.
     :param stall_seconds: how long a ``stall`` fault waits before answering 504.
     :param token_ttl: lifetime of minted IAM tokens, in seconds.
@@ -109,6 +110,8 @@ class EmulatorStats:
             self.max_in_flight = 0
             self.arrivals: collections.deque[float] = collections.deque(maxlen=200_000)
             self.authorization_headers: collections.Counter[str] = collections.Counter()
+            #: token exchanges that carried an Authorization header (they never should)
+            self.iam_authorization_headers = 0
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready copy of the counters."""
@@ -139,12 +142,14 @@ class SearchOutcome:
     :param body: the result (proto3 JSON shape) or the error body (``code``, ``message``, ``details``).
     :param headers: extra response headers (``x-request-id``, ``Retry-After``).
     :param drop: close the connection instead of answering (an injected fault).
+    :param raw: bytes to send as the body instead of ``body`` (a malformed answer).
     """
 
     status: int
     body: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False
+    raw: bytes | None = None
 
     @classmethod
     def error(cls, status: int, code: int, message: str, headers: dict[str, str] | None = None) -> SearchOutcome:
@@ -163,6 +168,13 @@ class _DropConnection(Response):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"1000")]})
         raise ConnectionAbortedError("emulator: injected dropped connection")
+
+
+_MALFORMED = {
+    "garbage": lambda: b"<html>502 Bad Gateway</html>",
+    "wrong-types": lambda: b'{"images": [{"url": "x", "width": "wide"}], "page": {"n": 1}}',
+    "giant": lambda: b'{"images": [], "padding": "' + b"x" * (16 * 1024 * 1024) + b'"}',
+}
 
 
 def _rfc3339(ts: float) -> str:
@@ -230,9 +242,17 @@ class Emulator:
         self._tokens.clear()
 
     # -- server -------------------------------------------------------------------------------
-    def start(self, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "critical") -> Emulator:
-        """Serve on ``host:port`` (port 0: a free one) in a background thread."""
-        self._server = _ServerThread(self.app, host, port, log_level)
+    def start(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        log_level: str = "critical",
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
+    ) -> Emulator:
+        """Serve on ``host:port`` (port 0: a free one) in a background thread; HTTPS with a cert and key."""
+        self._server = _ServerThread(self.app, host, port, log_level, ssl_certfile, ssl_keyfile)
         return self
 
     def stop(self) -> None:
@@ -288,6 +308,8 @@ class Emulator:
 
     # -- IAM ----------------------------------------------------------------------------------
     async def _iam_tokens(self, request: Request) -> Response:
+        with self.stats.lock:
+            self.stats.iam_authorization_headers += int("authorization" in request.headers)
         try:
             signed = (await request.json())["jwt"]
             kid = jwt.get_unverified_header(signed).get("kid")
@@ -350,6 +372,8 @@ class Emulator:
         outcome = await self.search(request.headers.get("authorization", ""), body)
         if outcome.drop:
             return _DropConnection()
+        if outcome.raw is not None:
+            return Response(outcome.raw, status_code=outcome.status, media_type="application/json")
         return JSONResponse(outcome.body, status_code=outcome.status, headers=outcome.headers)
 
     async def search(self, authorization: str, body: Any) -> SearchOutcome:
@@ -454,6 +478,8 @@ class Emulator:
             return SearchOutcome.error(504, 4, "Deadline exceeded.")
         if fault == "drop":
             return SearchOutcome(0, drop=True)
+        if fault in _MALFORMED:
+            return SearchOutcome(200, raw=_MALFORMED[fault]())
         status = int(fault)
         return SearchOutcome.error(status, 13 if status == 500 else 14, "Injected transient failure.")
 
@@ -518,15 +544,25 @@ def _decodable(data: bytes) -> bool:
 class _ServerThread:
     """uvicorn serving an ASGI app on a socket of ours, in a daemon thread."""
 
-    def __init__(self, app: Any, host: str, port: int, log_level: str) -> None:
+    def __init__(
+        self, app: Any, host: str, port: int, log_level: str, ssl_certfile: str | None, ssl_keyfile: str | None
+    ) -> None:
         import uvicorn
 
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        self.url = f"http://{host}:{sock.getsockname()[1]}"
+        scheme = "https" if ssl_certfile else "http"
+        self.url = f"{scheme}://{host}:{sock.getsockname()[1]}"
         config = uvicorn.Config(
-            app, log_level=log_level, access_log=False, lifespan="off", timeout_keep_alive=60, timeout_graceful_shutdown=1
+            app,
+            log_level=log_level,
+            access_log=False,
+            lifespan="off",
+            timeout_keep_alive=60,
+            timeout_graceful_shutdown=1,
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import email.utils
+import ssl
 import time
 import uuid
 from typing import Any
@@ -92,11 +93,23 @@ class RestTransport:
                 "POST", self.url, json=body, headers={"x-client-request-id": client_request_id}
             ) as response:
                 content = _read_capped(response.iter_bytes(), response)
-        except httpx.TimeoutException:
-            raise SearchApiHTTPError(0, f"no answer within {self._timeout:g} s", request_id=client_request_id) from None
         except httpx.TransportError as err:
-            raise SearchApiHTTPError(0, f"connection failed: {type(err).__name__}", request_id=client_request_id) from None
+            raise self._transport_error(err, client_request_id) from None
         return _parse(response, content, client_request_id)
+
+    def _transport_error(self, err: httpx.TransportError, client_request_id: str) -> SearchApiHTTPError:
+        """No answer: a timeout or a connection failure (retried), or a refused certificate (final)."""
+        if isinstance(err, httpx.TimeoutException):
+            return SearchApiHTTPError(0, f"no answer within {self._timeout:g} s", request_id=client_request_id)
+        if _certificate_refused(err):
+            return SearchApiHTTPError(
+                0,
+                f"TLS certificate of {httpx.URL(self.url).host} could not be verified; fix the server's "
+                "certificate or the CA bundle (verify_tls=false turns checking off, at your own risk)",
+                request_id=client_request_id,
+                retryable=False,
+            )
+        return SearchApiHTTPError(0, f"connection failed: {type(err).__name__}", request_id=client_request_id)
 
     def close(self) -> None:
         """Close the sync client."""
@@ -135,10 +148,8 @@ class RestTransport:
                         raise _too_large(response)
                     chunks.append(chunk)
                 content = b"".join(chunks)
-        except httpx.TimeoutException:
-            raise SearchApiHTTPError(0, f"no answer within {self._timeout:g} s", request_id=client_request_id) from None
         except httpx.TransportError as err:
-            raise SearchApiHTTPError(0, f"connection failed: {type(err).__name__}", request_id=client_request_id) from None
+            raise self._transport_error(err, client_request_id) from None
         return _parse(response, content, client_request_id)
 
     async def aclose(self) -> None:
@@ -146,6 +157,15 @@ class RestTransport:
         if self._aclient is not None:
             await self._aclient.aclose()
             self._aclient = None
+
+
+def _certificate_refused(err: BaseException) -> bool:
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _read_capped(chunks: Any, response: httpx.Response) -> bytes:

@@ -1,0 +1,68 @@
+"""Transient faults are retried to 100 % results; permanent ones are reported once per image."""
+
+from __future__ import annotations
+
+import json
+
+from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_searchapi.engine import EnrichmentSettings, Enricher, JsonLinesSink, SqlSink, XComSink, list_images
+from tests.conftest import make_jpeg
+
+IMAGES = 2000
+TRANSIENT = ["429", "429-no-retry-after", "500", "503", "504", "stall", "drop"]
+
+
+def test_2000_images_through_20_percent_transient_faults(make_hook, searchapi_emulator, bucket, s3_conn_id, sqlite_conn_id, tmp_path):
+    source = ObjectStoragePath(f"{bucket}/images/", conn_id=s3_conn_id)
+    source.fs.pipe({f"{source.path}/{i // 500}/{i}.jpg": make_jpeg(i) for i in range(IMAGES)})
+    searchapi_emulator.settings.update({"fault_rate": 0.2, "fault_kinds": TRANSIENT, "stall_seconds": 1.0})
+    hook = make_hook("authorized_key", requests_per_second=1000, timeout=0.3)
+    out = ObjectStoragePath(f"{bucket}/results/", conn_id=s3_conn_id)
+
+    summary = Enricher(
+        hook, [JsonLinesSink(out), SqlSink(sqlite_conn_id, "found")], EnrichmentSettings(max_concurrency=32)
+    ).run(list_images(f"{bucket}/images/**/*.jpg", conn_id=s3_conn_id))
+
+    stats = searchapi_emulator.stats.snapshot()
+    injected = sum(stats["faults"].values())
+    assert (summary.listed, summary.searched, summary.failed) == (IMAGES, IMAGES, 0)
+    assert 0.15 * IMAGES < injected < 0.25 * IMAGES
+    assert set(stats["faults"]) == set(TRANSIENT)
+    # Each injected fault costs exactly one more attempt: retries are bounded and nothing is re-sent twice.
+    assert stats["search_requests"] == summary.requests == IMAGES + injected
+    assert stats["queries_answered"] == IMAGES and stats["queries_answered_more_than_once"] == 0
+    rows = [json.loads(line) for part in (out / "results").iterdir() for line in part.read_text().splitlines()]
+    assert len({row["source_uri"] for row in rows}) == IMAGES
+    assert len(rows) == len({(row["source_uri"], row["rank"]) for row in rows})
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "results.db") as db:
+        total, distinct = db.execute("SELECT COUNT(*), COUNT(DISTINCT source_uri || '#' || rank) FROM found").fetchone()
+    assert total == distinct == len(rows)
+
+
+def test_a_permanent_403_is_not_retried_and_reported_once_per_image(make_hook, searchapi_emulator, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(20):
+        (folder / f"{i}.jpg").write_bytes(make_jpeg(i))
+    hook = make_hook("api_key", requests_per_second=1000, folder_id="b1gnotyours")
+    sink = XComSink()
+    summary = Enricher(hook, [sink]).run(list_images(f"file://{folder}/"))
+    assert (summary.searched, summary.failed) == (0, 20)
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 20
+    assert sorted(row["source_uri"] for row in sink.errors) == sorted(f"file://{folder}/{i}.jpg" for i in range(20))
+    assert {(row["stage"], row["http_status"], row["retryable"]) for row in sink.errors} == {("api", 403, 1)}
+    assert all("Permission denied" in row["message"] and row["request_id"] for row in sink.errors)
+
+
+def test_a_400_is_not_retried(make_hook, searchapi_emulator, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(5):
+        (folder / f"{i}.jpg").write_bytes(make_jpeg(i)[:250])  # truncated: the service cannot decode them
+    sink = XComSink()
+    Enricher(make_hook("api_key", requests_per_second=1000), [sink]).run(list_images(f"file://{folder}/"))
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 5
+    assert [(row["http_status"], row["retryable"]) for row in sink.errors] == [(400, 0)] * 5
