@@ -75,7 +75,7 @@ def _fresh_secrets_masker():
     _secrets_masker().reset_masker()
 
 
-pytest_plugins = ["tests.storage"]
+pytest_plugins = ["tests.storage", "tests.airflow_env"]
 
 
 @pytest.fixture

@@ -309,8 +309,10 @@ def _mask_credentials(config: SearchApiConfig) -> None:
             _mask(secret.get_secret_value())
     if config.authorized_key is not None:
         pem = config.authorized_key.private_key.get_secret_value()
-        _mask(pem)
-        _mask(json.dumps(pem)[1:-1])  # the PEM as it reads inside the key file's JSON text
+        body = "\n".join(line for line in pem.strip().splitlines() if not line.startswith("-----"))
+        for form in (pem, body):  # the key whole, and its base64 body however it is framed
+            _mask(form)
+            _mask(json.dumps(form)[1:-1])  # as it reads inside JSON text
 
 
 def _later_pages(first: ImageSearchResult, max_pages: int | None) -> range:

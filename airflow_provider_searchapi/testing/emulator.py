@@ -126,6 +126,7 @@ class EmulatorStats:
                 "queries_answered": len(self.searches_by_query),
                 "queries_answered_more_than_once": sum(1 for n in self.searches_by_query.values() if n > 1),
                 "max_in_flight": self.max_in_flight,
+                "iam_authorization_headers": self.iam_authorization_headers,
             }
 
 

@@ -3,49 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from airflow.sdk import ObjectStoragePath
 
+from tests.airflow_env import connections_env, dags_test
 from tests.conftest import make_jpeg
-
-ROOT = Path(__file__).resolve().parents[2]
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
-
-
-@pytest.fixture(scope="module")
-def airflow_env(tmp_path_factory):
-    home = tmp_path_factory.mktemp("airflow-home")
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags_examples"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "PYTHONPATH": str(ROOT),
-    }
-    env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
-    migrate = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
-    assert migrate.returncode == 0, migrate.stderr[-3000:]
-    return env
-
-
-def _dags_test(env: dict, dag_id: str, conf: dict | None = None) -> subprocess.CompletedProcess:
-    command = [AIRFLOW, "dags", "test", dag_id] + (["-c", json.dumps(conf)] if conf else [])
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    assert "state=success" in result.stdout + result.stderr
-    return result
 
 
 @pytest.fixture
 def env(airflow_env, searchapi_connection, s3_conn_id, tmp_path):
     """The Airflow environment plus the connections: emulator, moto S3 and a SQLite results file."""
-    connections = {key: value for key, value in os.environ.items() if key.startswith(("AIRFLOW_CONN_", "AWS_"))}
+    connections = connections_env()
     connections["AIRFLOW_CONN_SEARCHAPI_RESULTS_DB"] = json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "results.db")})
     return {**airflow_env, **connections}
 
@@ -60,7 +30,7 @@ def test_enrich_bucket_from_s3_to_s3_and_sqlite(env, bucket, s3_conn_id, tmp_pat
         "output_path": f"{bucket}/results/",
         "output_conn_id": s3_conn_id,
     }
-    _dags_test(env, "searchapi_enrich_bucket", conf)
+    dags_test(env, "searchapi_enrich_bucket", conf)
     with sqlite3.connect(tmp_path / "results.db") as db:
         assert db.execute("SELECT COUNT(DISTINCT source_uri) FROM image_search_results").fetchone()[0] == 5
     (day,) = list(ObjectStoragePath(f"{bucket}/results/", conn_id=s3_conn_id).iterdir())
@@ -70,7 +40,7 @@ def test_enrich_bucket_from_s3_to_s3_and_sqlite(env, bucket, s3_conn_id, tmp_pat
 
 def test_sharded_example_maps_over_shards(env, tmp_path):
     out = tmp_path / "sharded"
-    result = _dags_test(env, "searchapi_enrich_sharded", {"output_path": f"file://{out}/"})
+    result = dags_test(env, "searchapi_enrich_sharded", {"output_path": f"file://{out}/"})
     rows = [json.loads(line) for part in (out / "results").glob("*.jsonl") for line in part.read_text().splitlines()]
     assert len({row["source_uri"] for row in rows}) == 8  # every bundled sample image, once
     assert len(list((out / "_manifest").glob("*.json"))) == 4  # one run per shard
@@ -78,7 +48,7 @@ def test_sharded_example_maps_over_shards(env, tmp_path):
 
 
 def test_custom_task_example(env, searchapi_emulator):
-    _dags_test(env, "searchapi_custom_task")
+    dags_test(env, "searchapi_custom_task")
     stats = searchapi_emulator.stats.snapshot()
     # The engine task uploads the 4 bundled JPEGs; the hook task uploads one image once and asks
     # for its second page by CBIR id.
