@@ -21,7 +21,7 @@ import jwt
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from airflow_provider_searchapi.config import IAM_AUDIENCE, AuthorizedKey
-from airflow_provider_searchapi.exceptions import SearchApiAuthError
+from airflow_provider_searchapi.exceptions import SearchApiAuthError, certificate_refused
 
 #: Lifetime of the JWT we sign; IAM accepts at most one hour.
 JWT_LIFETIME_SECONDS = 3600
@@ -181,12 +181,19 @@ class ServiceAccountKeyFetcher:
     )
     def __call__(self) -> IamToken:
         started = time.time()
-        with httpx.Client(timeout=self._timeout, verify=self._verify) as client:
-            response = client.post(
-                self._endpoint,
-                json={"jwt": sign_jwt(self._key, now=started)},
-                headers={"x-client-request-id": str(uuid.uuid4())},
-            )
+        try:
+            with httpx.Client(timeout=self._timeout, verify=self._verify) as client:
+                response = client.post(
+                    self._endpoint,
+                    json={"jwt": sign_jwt(self._key, now=started)},
+                    headers={"x-client-request-id": str(uuid.uuid4())},
+                )
+        except httpx.TransportError as err:
+            if certificate_refused(err):
+                raise SearchApiAuthError(
+                    f"TLS certificate of the IAM endpoint {httpx.URL(self._endpoint).host} could not be verified"
+                ) from None
+            raise
         if response.status_code != 200:
             raise SearchApiAuthError(
                 f"IAM refused the authorized key {self._key.id} of service account "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 
 class SearchApiError(Exception):
     """Base class of every error this provider raises."""
@@ -80,3 +82,13 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 class SearchApiResponseError(SearchApiError):
     """The API answered 200 with a body we cannot read as a search result."""
+
+
+def certificate_refused(err: BaseException) -> bool:
+    """Whether a connection failed because the server's TLS certificate could not be verified."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

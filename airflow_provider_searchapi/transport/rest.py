@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import email.utils
-import ssl
 import time
 import uuid
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from airflow_provider_searchapi.exceptions import SearchApiHTTPError, SearchApiResponseError
+from airflow_provider_searchapi.exceptions import SearchApiHTTPError, SearchApiResponseError, certificate_refused
 from airflow_provider_searchapi.models import ImageSearchResult, SearchRequest
 from airflow_provider_searchapi.ratelimit import RateLimiter
 from airflow_provider_searchapi.retry import RetryPolicy
@@ -101,7 +100,7 @@ class RestTransport:
         """No answer: a timeout or a connection failure (retried), or a refused certificate (final)."""
         if isinstance(err, httpx.TimeoutException):
             return SearchApiHTTPError(0, f"no answer within {self._timeout:g} s", request_id=client_request_id)
-        if _certificate_refused(err):
+        if certificate_refused(err):
             return SearchApiHTTPError(
                 0,
                 f"TLS certificate of {httpx.URL(self.url).host} could not be verified; fix the server's "
@@ -157,15 +156,6 @@ class RestTransport:
         if self._aclient is not None:
             await self._aclient.aclose()
             self._aclient = None
-
-
-def _certificate_refused(err: BaseException) -> bool:
-    seen: BaseException | None = err
-    while seen is not None:
-        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def _read_capped(chunks: Any, response: httpx.Response) -> bytes:
