@@ -126,9 +126,7 @@ class RefreshingTokenAuth(httpx.Auth):
             request.headers["Authorization"] = f"Bearer {self.get_token(stale=token)}"
             yield request
 
-    async def async_auth_flow(
-        self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         # The exchange is rare (hourly): run it in a thread under the same lock as sync callers, so
         # that threads and coroutines of the whole process share one token.
         token = self._cached() or await asyncio.to_thread(self.get_token)

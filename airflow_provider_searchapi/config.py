@@ -21,9 +21,7 @@ from airflow_provider_searchapi.models import MAX_FOLDER_ID_CHARS
 
 DEFAULT_ENDPOINT = "https://searchapi.api.cloud.yandex.net"
 DEFAULT_IAM_ENDPOINT = "https://iam.api.cloud.yandex.net/iam/v1/tokens"
-DEFAULT_METADATA_ENDPOINT = (
-    "http://169.254.169.254/computeMetadata/v1/instance/service-accounts/default/token"
-)
+DEFAULT_METADATA_ENDPOINT = "http://169.254.169.254/computeMetadata/v1/instance/service-accounts/default/token"
 #: The ``aud`` claim IAM expects in a service-account JWT, whatever address the exchange goes to.
 IAM_AUDIENCE = "https://iam.api.cloud.yandex.net/iam/v1/tokens"
 #: The default quota of search-by-image calls per second (per cloud).
@@ -72,8 +70,9 @@ class AuthorizedKey(BaseModel):
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise SearchApiConfigError(
-                field, f"is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); "
-                "paste the whole file `yc iam key create --output key.json` wrote"
+                field,
+                f"is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); "
+                "paste the whole file `yc iam key create --output key.json` wrote",
             ) from None
         if not isinstance(data, dict):
             raise SearchApiConfigError(field, "must be a JSON object with id, service_account_id, private_key")
@@ -161,9 +160,7 @@ class SearchApiConfig(BaseModel):
             )
         sources = [name for name in _CREDENTIAL_EXTRAS if name in values]
         if len(sources) > 1:
-            raise SearchApiConfigError(
-                sources[1], f"give only one credential; found {' and '.join(sources)}"
-            )
+            raise SearchApiConfigError(sources[1], f"give only one credential; found {' and '.join(sources)}")
         if "folder_id" not in values:
             raise SearchApiConfigError("folder_id", "is required: the ID of the folder billed for searches")
         fields: dict[str, Any] = {k: v for k, v in values.items() if k not in _CREDENTIAL_EXTRAS}

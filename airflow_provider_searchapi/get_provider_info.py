@@ -30,9 +30,7 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "Whole JSON of `yc iam key create --output key.json`. Give one credential only.",
         secret=True,
     ),
-    "service_account_json_path": _text(
-        "…or path to the authorized key file", "Path of that JSON file on the workers."
-    ),
+    "service_account_json_path": _text("…or path to the authorized key file", "Path of that JSON file on the workers."),
     "api_key": _text("API key", "Service-account API key with scope yc.search-api.execute.", secret=True),
     "iam_token": _text("IAM token", "A static IAM token (lives at most 12 hours).", secret=True),
     "endpoint": _text("Search API endpoint", "Base URL; default https://searchapi.api.cloud.yandex.net"),
@@ -55,7 +53,7 @@ CONNECTION_TYPE: dict[str, Any] = {
         "relabeling": {},
         "placeholders": {
             "folder_id": "b1g0123456789abcdefg",
-            "service_account_json": '{"id": "aje…", "service_account_id": "aje…", "private_key": "-----BEGIN PRIVATE KEY-----…"}',
+            "service_account_json": '{"id": "aje…", "service_account_id": "aje…", "private_key": "-----BEGIN …"}',
             "service_account_json_path": "/opt/airflow/secrets/searchapi-key.json",
             "endpoint": "https://searchapi.api.cloud.yandex.net",
             "iam_endpoint": "https://iam.api.cloud.yandex.net/iam/v1/tokens",

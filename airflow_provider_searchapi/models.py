@@ -178,9 +178,7 @@ class SearchRequest(BaseModel):
         """Check the request against the API's rules and return it; raise ``ValueError`` naming the field."""
         given = [name for name, value in (("image", image), ("url", url), ("cbir_id", cbir_id)) if value is not None]
         if len(given) != 1:
-            raise ValueError(
-                f"exactly one of image, url, cbir_id must be given (got {', '.join(given) or 'none'})"
-            )
+            raise ValueError(f"exactly one of image, url, cbir_id must be given (got {', '.join(given) or 'none'})")
         if not isinstance(page, int) or isinstance(page, bool) or page < 0:
             raise ValueError(f"page must be a whole number >= 0 (got {page!r})")
         for name, value in (("url", url), ("cbir_id", cbir_id), ("site", site)):

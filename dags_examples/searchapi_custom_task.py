@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, task
 
-from airflow_provider_searchapi.engine import EnrichmentSettings, Enricher, XComSink, list_images
+from airflow_provider_searchapi.engine import Enricher, EnrichmentSettings, XComSink, list_images
 from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
 from airflow_provider_searchapi.testing.samples import SAMPLE_DIR
 

@@ -60,12 +60,15 @@ def main() -> int:
         rows, sources = db.execute("SELECT COUNT(*), COUNT(DISTINCT source_uri) FROM image_search_results").fetchone()
         failed = db.execute("SELECT COUNT(*) FROM image_search_results_errors").fetchone()[0]
         sample = db.execute(
-            "SELECT source_uri, rank, url, width, height, host FROM image_search_results ORDER BY source_uri, rank LIMIT 3"
+            "SELECT source_uri, rank, url, width, height, host FROM image_search_results"
+            " ORDER BY source_uri, rank LIMIT 3"
         ).fetchall()
     parts = sorted(p.relative_to(RESULTS) for p in RESULTS.rglob("*.json*"))
     print()
-    print(f"Searched {sources} images: {rows} result rows, {failed} errors; "
-          f"{stats['search_requests']} API calls, {stats['token_exchanges']} IAM token exchange(s).")
+    print(
+        f"Searched {sources} images: {rows} result rows, {failed} errors; "
+        f"{stats['search_requests']} API calls, {stats['token_exchanges']} IAM token exchange(s)."
+    )
     for source_uri, rank, url, width, height, host in sample:
         print(f"  {Path(source_uri).name:<12} #{rank} {url} ({width}x{height}, {host})")
     print("Results:")

@@ -38,8 +38,14 @@ def scene(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     names = [
-        ("sunset.jpg", "JPEG"), ("harbour.jpg", "JPEG"), ("meadow.jpg", "JPEG"), ("city.jpg", "JPEG"),
-        ("tiles.png", "PNG"), ("badge.gif", "GIF"), ("poster.webp", "WEBP"), ("sketch.bmp", "BMP"),
+        ("sunset.jpg", "JPEG"),
+        ("harbour.jpg", "JPEG"),
+        ("meadow.jpg", "JPEG"),
+        ("city.jpg", "JPEG"),
+        ("tiles.png", "PNG"),
+        ("badge.gif", "GIF"),
+        ("poster.webp", "WEBP"),
+        ("sketch.bmp", "BMP"),
     ]
     for seed, (name, kind) in enumerate(names):
         size = (96, 64) if kind == "BMP" else (320, 240)

@@ -6,11 +6,14 @@ own pytest plugin, the same ones our users get.
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
+import shutil
 import tempfile
 
 _home = tempfile.mkdtemp(prefix="searchapi-tests-airflow-home-")
+atexit.register(shutil.rmtree, _home, ignore_errors=True)
 os.environ.setdefault("AIRFLOW_HOME", _home)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
@@ -56,7 +59,9 @@ def make_hook(searchapi_emulator, monkeypatch):
     def build(credential: str = "authorized_key", *, conn_id: str = "searchapi_test", retry_policy=fast, **overrides):
         extras = {**searchapi_emulator.connection_extras(credential=credential), **overrides}
         extras = {k: v for k, v in extras.items() if v is not None}
-        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "yandex_searchapi", "extra": extras}))
+        monkeypatch.setenv(
+            f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "yandex_searchapi", "extra": extras})
+        )
         hook = SearchApiHook(conn_id, retry_policy=retry_policy)
         hooks.append(hook)
         return hook
@@ -83,7 +88,9 @@ def sqlite_conn_id(tmp_path, monkeypatch) -> str:
     """A ``sqlite`` connection to a new database file."""
     import json
 
-    monkeypatch.setenv("AIRFLOW_CONN_RESULTS_DB", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "results.db")}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_RESULTS_DB", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "results.db")})
+    )
     return "results_db"
 
 

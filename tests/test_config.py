@@ -54,8 +54,15 @@ def test_other_credentials_and_none_means_metadata():
 
 def test_form_values_arrive_as_strings_and_empty_strings_count_as_absent():
     config = SearchApiConfig.from_extras(
-        {"folder_id": "f", "api_key": "AQVNsecret", "iam_token": "", "timeout": "12.5",
-         "requests_per_second": "3", "verify_tls": "false", "endpoint": "http://127.0.0.1:1/"}
+        {
+            "folder_id": "f",
+            "api_key": "AQVNsecret",
+            "iam_token": "",
+            "timeout": "12.5",
+            "requests_per_second": "3",
+            "verify_tls": "false",
+            "endpoint": "http://127.0.0.1:1/",
+        }
     )
     assert (config.timeout, config.requests_per_second, config.verify_tls) == (12.5, 3.0, False)
     assert config.endpoint == "http://127.0.0.1:1"
@@ -74,7 +81,11 @@ def test_config_is_immutable():
         ({"folder_id": "f", "api_key": "AQVNsecret", "iam_token": "t1.x"}, "iam_token", "only one credential"),
         ({"folder_id": "f", "service_account_json": "{not json"}, "service_account_json", "not valid JSON"),
         ({"folder_id": "f", "service_account_json": "[1]"}, "service_account_json", "JSON object"),
-        ({"folder_id": "f", "service_account_json_path": "/nonexistent/key.json"}, "service_account_json_path", "no file"),
+        (
+            {"folder_id": "f", "service_account_json_path": "/nonexistent/key.json"},
+            "service_account_json_path",
+            "no file",
+        ),
         ({"folder_id": "f", "api_key": "AQVNsecret", "timeout": "-1"}, "timeout", "greater than 0"),
         ({"folder_id": "f", "api_key": "AQVNsecret", "requests_per_second": "fast"}, "requests_per_second", "number"),
         ({"folder_id": "f", "api_key": "AQVNsecret", "endpoint": "ftp://x"}, "endpoint", "http"),

@@ -58,7 +58,9 @@ def test_wrong_types_are_refused(bad):
 
 
 def test_request_body_uses_camel_case_base64_and_int64_strings():
-    request = SearchRequest.build(folder_id="b1g", image=b"\xff\xd8\xffdata", page=3, site="a.com", family_mode="strict")
+    request = SearchRequest.build(
+        folder_id="b1g", image=b"\xff\xd8\xffdata", page=3, site="a.com", family_mode="strict"
+    )
     assert request.to_json() == {
         "folderId": "b1g",
         "data": base64.b64encode(b"\xff\xd8\xffdata").decode(),
@@ -70,7 +72,10 @@ def test_request_body_uses_camel_case_base64_and_int64_strings():
 
 def test_page_zero_and_unset_options_are_omitted():
     assert SearchRequest.build(folder_id="f", cbir_id="1/x").to_json() == {"folderId": "f", "id": "1/x"}
-    assert SearchRequest.build(folder_id="f", url="https://x/a.jpg").to_json() == {"folderId": "f", "url": "https://x/a.jpg"}
+    assert SearchRequest.build(folder_id="f", url="https://x/a.jpg").to_json() == {
+        "folderId": "f",
+        "url": "https://x/a.jpg",
+    }
 
 
 @pytest.mark.parametrize(

@@ -84,8 +84,21 @@ def test_wait_uses_retry_after_when_given_else_backoff():
     assert wait(_state_after(SearchApiHTTPError(503, "busy"))) == 7.0
 
 
-@pytest.mark.parametrize("status, expected", [(0, True), (429, True), (500, True), (502, True), (503, True),
-                                              (504, True), (400, False), (401, False), (403, False), (404, False)])
+@pytest.mark.parametrize(
+    "status, expected",
+    [
+        (0, True),
+        (429, True),
+        (500, True),
+        (502, True),
+        (503, True),
+        (504, True),
+        (400, False),
+        (401, False),
+        (403, False),
+        (404, False),
+    ],
+)
 def test_retryable_statuses(status, expected):
     assert is_retryable(SearchApiHTTPError(status, "x")) is expected
 

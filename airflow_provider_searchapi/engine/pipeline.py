@@ -136,7 +136,7 @@ class Enricher:
         (what was committed stays, and a re-run resumes after it).
         """
         started = time.monotonic()
-        self.hook.config  # read the connection (and fail on bad settings) before any work
+        _ = self.hook.config  # read the connection (and fail on bad settings) before any work
         self._done_per_sink = [sink.done_sources() for sink in self.sinks]
         done = _intersection(self._done_per_sink)
         if done:
@@ -163,14 +163,19 @@ class Enricher:
         in_flight: set[asyncio.Task[None]] = set()
         stop = asyncio.Event()
         committer = asyncio.create_task(self._commit_loop(progress, stop))
-        executor = ThreadPoolExecutor(max_workers=min(32, settings.max_concurrency), thread_name_prefix="searchapi-read")
+        executor = ThreadPoolExecutor(
+            max_workers=min(32, settings.max_concurrency), thread_name_prefix="searchapi-read"
+        )
         try:
             async for source in _aiter_chunked(sources):
                 if source.uri in done:
                     self.summary.listed += 1
                     self.summary.skipped_done += 1
                     continue
-                if settings.max_images is not None and self.summary.listed - self.summary.skipped_done >= settings.max_images:
+                if (
+                    settings.max_images is not None
+                    and self.summary.listed - self.summary.skipped_done >= settings.max_images
+                ):
                     break
                 await self._acquire_slot(committer)
                 self.summary.listed += 1
@@ -223,7 +228,7 @@ class Enricher:
             self._last_flush = time.monotonic()
             if not batch.sources:
                 return
-            for sink, already in zip(self.sinks, self._done_per_sink):
+            for sink, already in zip(self.sinks, self._done_per_sink, strict=True):
                 await asyncio.to_thread(sink.write, batch.without(already) if already else batch)
             for _ in range(batch.sources):
                 self._slots.release()
@@ -271,7 +276,9 @@ class Enricher:
         assert source.path is not None
         limit = MAX_READ_BYTES_FOR_DOWNSCALE if self.settings.downscale_oversized else MAX_IMAGE_BYTES
         if source.size is not None and source.size > limit:
-            raise InvalidImageError(f"{source.uri}: {source.size:,} bytes is over the limit of {limit:,} bytes; not read")
+            raise InvalidImageError(
+                f"{source.uri}: {source.size:,} bytes is over the limit of {limit:,} bytes; not read"
+            )
         with source.path.open("rb") as handle:
             data = handle.read(limit + 1)
         if len(data) > limit:

@@ -12,9 +12,9 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
-from collections.abc import Iterator
 from typing import Any, Protocol
 
 from airflow.sdk import BaseHook, ObjectStoragePath
@@ -112,7 +112,10 @@ class JsonLinesSink:
         self._sequence += 1
         name = f"part-{self.run_id}-{self._sequence:05d}.jsonl"
         # Errors first: if the run dies between the two, the sources are not done and are searched again.
-        for kind, rows, columns in (("errors", batch.errors, ERROR_COLUMNS), ("results", batch.results, RESULT_COLUMNS)):
+        for kind, rows, columns in (
+            ("errors", batch.errors, ERROR_COLUMNS),
+            ("results", batch.results, RESULT_COLUMNS),
+        ):
             if rows:
                 self._commit(f"{kind}/{name}", _jsonl(rows, columns))
 
@@ -181,7 +184,9 @@ class SqlSink:
             raise ValueError(f"sql_table {table!r}: use letters, digits and _ (optionally schema.table)")
         hook = BaseHook.get_connection(conn_id).get_hook()
         if not isinstance(hook, DbApiHook):
-            raise ValueError(f"sql_conn_id {conn_id!r}: its hook {type(hook).__name__} is not a DbApiHook (SQL database)")
+            raise ValueError(
+                f"sql_conn_id {conn_id!r}: its hook {type(hook).__name__} is not a DbApiHook (SQL database)"
+            )
         self.hook = hook
         self.conn_id = conn_id
         self.table = table
@@ -213,7 +218,8 @@ class SqlSink:
                     (self.errors_table, batch.errors, ERROR_COLUMNS),
                 ):
                     if rows:
-                        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([placeholder] * len(columns))})"
+                        values = ", ".join([placeholder] * len(columns))
+                        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})"
                         cursor.executemany(sql, [tuple(row.get(c) for c in columns) for row in rows])
             conn.commit()
 

@@ -130,7 +130,11 @@ def list_images(source: str, *, conn_id: str | None = None) -> Iterator[SourceIm
 def _source(path: ObjectStoragePath, info: dict[str, Any]) -> SourceImage:
     size = info.get("size", info.get("Size"))
     return SourceImage(
-        uri=stable_uri(path), path=path, size=int(size) if size is not None else None, etag=_etag(info), mtime=_mtime(info)
+        uri=stable_uri(path),
+        path=path,
+        size=int(size) if size is not None else None,
+        etag=_etag(info),
+        mtime=_mtime(info),
     )
 
 

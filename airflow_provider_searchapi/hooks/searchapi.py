@@ -210,7 +210,9 @@ class SearchApiHook(BaseHook):
 
     def _next_page(self, first: ImageSearchResult, page: int, **query: Any) -> ImageSearchResult:
         try:
-            return self.search_by_image(cbir_id=first.cbir_id, page=page, site=query["site"], family_mode=query["family_mode"])
+            return self.search_by_image(
+                cbir_id=first.cbir_id, page=page, site=query["site"], family_mode=query["family_mode"]
+            )
         except SearchApiHTTPError as err:
             if err.status != 404 or (query["image"] is None and query["url"] is None):
                 raise

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
 from airflow_provider_searchapi.engine import (
-    EnrichmentSettings,
     Enricher,
+    EnrichmentSettings,
     JsonLinesSink,
     SqlSink,
     XComSink,
@@ -104,7 +104,9 @@ class SearchByImageOperator(BaseOperator):
         if (source is None) == (image_urls is None):
             raise ValueError("give exactly one of source (object storage) or image_urls (public URLs)")
         if output not in (None, "xcom"):
-            raise ValueError(f"output must be 'xcom' or None (got {output!r}); use output_path or sql_conn_id for storage")
+            raise ValueError(
+                f"output must be 'xcom' or None (got {output!r}); use output_path or sql_conn_id for storage"
+            )
         if output is None and output_path is None and sql_conn_id is None:
             raise ValueError("say where results go: output='xcom', output_path=… and/or sql_conn_id=… with sql_table=…")
         if output == "xcom" and (output_path or sql_conn_id):

@@ -16,14 +16,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import collections
 import hashlib
 import json
 import secrets
-import socket
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any
 
@@ -37,130 +35,19 @@ from starlette.routing import Route
 from airflow_provider_searchapi.config import IAM_AUDIENCE
 from airflow_provider_searchapi.images import sniff_format
 from airflow_provider_searchapi.models import MAX_IMAGE_BYTES
+from airflow_provider_searchapi.testing.emulator_state import (
+    EmulatorSettings,
+    EmulatorStats,
+    SearchOutcome,
+)
+from airflow_provider_searchapi.testing.server import ServerThread
 
-FAULT_KINDS = ("429", "429-no-retry-after", "500", "503", "504", "stall", "drop", "garbage", "wrong-types", "giant")
 DEFAULT_FOLDER_ID = "b1gemulatorfolder000"
-
-
-@dataclass
-class EmulatorSettings:
-    """Knobs of the emulator; change them at any time (``emulator.settings.latency = 0.3``).
-
-    :param latency: seconds each search waits before answering.
-    :param quota_rps: searches per second allowed (token bucket, burst = one second's worth); past it
-        the answer is 429. ``None``: no quota.
-    :param retry_after: seconds sent in ``Retry-After`` on a quota 429 (``None``: no header).
-    :param fault_rate: share (0..1) of search attempts answered with an injected fault.
-    :param fault_kinds: which faults to inject, drawn evenly: ``429``, ``429-no-retry-after``, ``500``,
-        ``503``, ``504``, ``stall`` (no answer for ``stall_seconds``), ``drop`` (connection closed), and
-        malformed 200 answers: ``garbage`` (not JSON), ``wrong-types``, ``giant`` (a 16 MiB body).
-    :param fault_attempts: faults hit only the first N attempts of the same query, so retries succeed.
-    :param stall_seconds: how long a ``stall`` fault waits before answering 504.
-    :param token_ttl: lifetime of minted IAM tokens, in seconds.
-    :param images_per_page: results per full page.
-    :param max_result_pages: pages of results per query at most (each query has 1..N, from its hash).
-    :param no_results_rate: share (0..1) of queries that find nothing at all (chosen by their hash).
-    :param cbir_ttl: seconds a CBIR id stays valid for later pages (``None``: forever); past it, 404.
-    """
-
-    latency: float = 0.0
-    quota_rps: float | None = None
-    retry_after: float | None = 1.0
-    fault_rate: float = 0.0
-    fault_kinds: tuple[str, ...] = ("429", "500", "503")
-    fault_attempts: int = 1
-    stall_seconds: float = 30.0
-    token_ttl: float = 12 * 3600.0
-    images_per_page: int = 10
-    max_result_pages: int = 3
-    cbir_ttl: float | None = None
-    no_results_rate: float = 0.0
-
-    def update(self, values: dict[str, Any]) -> None:
-        """Set knobs from a dict (as the ``/_emulator/settings`` endpoint receives them)."""
-        known = {f.name for f in fields(self)}
-        for name, value in values.items():
-            if name not in known:
-                raise ValueError(f"unknown emulator setting {name!r}")
-            if name == "fault_kinds":
-                value = tuple(value)
-                bad = set(value) - set(FAULT_KINDS)
-                if bad:
-                    raise ValueError(f"unknown fault kinds {sorted(bad)}; known: {FAULT_KINDS}")
-            setattr(self, name, value)
-
-
-class EmulatorStats:
-    """What reached the emulator; read it from any thread with :meth:`snapshot`."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.reset()
-
-    def reset(self) -> None:
-        with self.lock:
-            self.search_requests = 0
-            self.uploads = 0
-            self.responses: collections.Counter[int] = collections.Counter()
-            self.faults: collections.Counter[str] = collections.Counter()
-            self.token_exchanges = 0
-            self.metadata_tokens = 0
-            self.searches_by_query: collections.Counter[str] = collections.Counter()
-            self.in_flight = 0
-            self.max_in_flight = 0
-            self.arrivals: collections.deque[float] = collections.deque(maxlen=200_000)
-            self.authorization_headers: collections.Counter[str] = collections.Counter()
-            #: token exchanges that carried an Authorization header (they never should)
-            self.iam_authorization_headers = 0
-
-    def snapshot(self) -> dict[str, Any]:
-        """A JSON-ready copy of the counters."""
-        with self.lock:
-            return {
-                "search_requests": self.search_requests,
-                "uploads": self.uploads,
-                "responses": {str(k): v for k, v in sorted(self.responses.items())},
-                "faults": dict(self.faults),
-                "token_exchanges": self.token_exchanges,
-                "metadata_tokens": self.metadata_tokens,
-                "queries_answered": len(self.searches_by_query),
-                "queries_answered_more_than_once": sum(1 for n in self.searches_by_query.values() if n > 1),
-                "max_in_flight": self.max_in_flight,
-                "iam_authorization_headers": self.iam_authorization_headers,
-            }
 
 
 def _error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     outcome = SearchOutcome.error(status, code, message, headers)
     return JSONResponse(outcome.body, status_code=status, headers=outcome.headers)
-
-
-@dataclass(frozen=True)
-class SearchOutcome:
-    """The emulator's answer to one search, whatever the transport (REST or gRPC) carries it.
-
-    :param status: HTTP status (200 on success).
-    :param body: the result (proto3 JSON shape) or the error body (``code``, ``message``, ``details``).
-    :param headers: extra response headers (``x-request-id``, ``Retry-After``).
-    :param drop: close the connection instead of answering (an injected fault).
-    :param raw: bytes to send as the body instead of ``body`` (a malformed answer).
-    """
-
-    status: int
-    body: dict[str, Any] = field(default_factory=dict)
-    headers: dict[str, str] = field(default_factory=dict)
-    drop: bool = False
-    raw: bytes | None = None
-
-    @classmethod
-    def error(cls, status: int, code: int, message: str, headers: dict[str, str] | None = None) -> SearchOutcome:
-        request_id = secrets.token_hex(8)
-        body = {
-            "code": code,
-            "message": message,
-            "details": [{"@type": "type.googleapis.com/google.rpc.RequestInfo", "requestId": request_id}],
-        }
-        return cls(status, body, {"x-request-id": request_id, **(headers or {})})
 
 
 class _DropConnection(Response):
@@ -206,7 +93,7 @@ class Emulator:
         self._attempts: dict[str, int] = {}
         self._bucket_level = 0.0
         self._bucket_time = 0.0
-        self._server: _ServerThread | None = None
+        self._server: ServerThread | None = None
         self.app = Starlette(
             routes=[
                 Route("/iam/v1/tokens", self._iam_tokens, methods=["POST"]),
@@ -253,7 +140,7 @@ class Emulator:
         ssl_keyfile: str | None = None,
     ) -> Emulator:
         """Serve on ``host:port`` (port 0: a free one) in a background thread; HTTPS with a cert and key."""
-        self._server = _ServerThread(self.app, host, port, log_level, ssl_certfile, ssl_keyfile)
+        self._server = ServerThread(self.app, host, port, log_level, ssl_certfile, ssl_keyfile)
         return self
 
     def stop(self) -> None:
@@ -275,7 +162,9 @@ class Emulator:
             raise RuntimeError("the emulator is not started")
         return self._server.url
 
-    def connection_extras(self, *, credential: str = "authorized_key", key: dict[str, Any] | None = None) -> dict[str, Any]:
+    def connection_extras(
+        self, *, credential: str = "authorized_key", key: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Extras of a ``yandex_searchapi`` connection pointing here, with a new credential.
 
         :param credential: ``authorized_key``, ``api_key``, ``iam_token`` or ``metadata``.
@@ -315,7 +204,7 @@ class Emulator:
             signed = (await request.json())["jwt"]
             kid = jwt.get_unverified_header(signed).get("kid")
         except (ValueError, KeyError, TypeError, jwt.PyJWTError):
-            return _error(400, 3, "body must be {\"jwt\": <signed JWT>}")
+            return _error(400, 3, 'body must be {"jwt": <signed JWT>}')
         if kid not in self._public_keys:
             return _error(401, 16, f"unknown key id {kid!r}")
         service_account_id, public_key = self._public_keys[kid]
@@ -489,7 +378,8 @@ class Emulator:
         pages = 1 + digest[0] % max(1, self.settings.max_result_pages)
         if _unit("empty", query) < self.settings.no_results_rate:
             pages = 0
-        cbir_id = f"{int.from_bytes(digest[1:4], 'big') % 9_000_000 + 1_000_000}/{base64.urlsafe_b64encode(digest[4:16]).decode().rstrip('=')}"
+        shard = int.from_bytes(digest[1:4], "big") % 9_000_000 + 1_000_000
+        cbir_id = f"{shard}/{base64.urlsafe_b64encode(digest[4:16]).decode().rstrip('=')}"
         self._cbir[cbir_id] = (query, time.monotonic())
         body: dict[str, Any] = {"id": cbir_id, "maxPage": str(max(pages - 1, 0))}
         if page:
@@ -542,43 +432,6 @@ def _decodable(data: bytes) -> bool:
     return kind is not None
 
 
-class _ServerThread:
-    """uvicorn serving an ASGI app on a socket of ours, in a daemon thread."""
-
-    def __init__(
-        self, app: Any, host: str, port: int, log_level: str, ssl_certfile: str | None, ssl_keyfile: str | None
-    ) -> None:
-        import uvicorn
-
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        scheme = "https" if ssl_certfile else "http"
-        self.url = f"{scheme}://{host}:{sock.getsockname()[1]}"
-        config = uvicorn.Config(
-            app,
-            log_level=log_level,
-            access_log=False,
-            lifespan="off",
-            timeout_keep_alive=60,
-            timeout_graceful_shutdown=1,
-            ssl_certfile=ssl_certfile,
-            ssl_keyfile=ssl_keyfile,
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the emulator did not start on {self.url}")
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Serve the emulator until interrupted; print its endpoints and a connection for Airflow."""
     import argparse
@@ -586,7 +439,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from airflow_provider_searchapi.testing.keys import generate_authorized_key
 
-    parser = argparse.ArgumentParser(prog="python -m airflow_provider_searchapi.testing.emulator", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m airflow_provider_searchapi.testing.emulator", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     parser.add_argument("--folder-id", default=DEFAULT_FOLDER_ID)

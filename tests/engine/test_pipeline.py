@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from airflow_provider_searchapi.engine import (
-    EnrichmentSettings,
     Enricher,
+    EnrichmentSettings,
     JsonLinesSink,
     SqlSink,
     XComSink,
@@ -139,7 +139,11 @@ def test_resume_skips_what_is_committed(hook, tmp_path, searchapi_emulator, sqli
         ).fetchone()
         total = db.execute("SELECT COUNT(*) FROM found").fetchone()[0]
     assert sources == 15 and distinct_rows == total  # no duplicate rows
-    jsonl = [json.loads(line) for part in (tmp_path / "out" / "results").glob("*.jsonl") for line in part.read_text().splitlines()]
+    jsonl = [
+        json.loads(line)
+        for part in (tmp_path / "out" / "results").glob("*.jsonl")
+        for line in part.read_text().splitlines()
+    ]
     assert len(jsonl) == total
     assert len(list((tmp_path / "out" / "_manifest").glob("*.json"))) == 2
 
@@ -172,7 +176,11 @@ def test_a_storage_failure_stops_the_run_and_a_rerun_completes_without_duplicate
     assert not [p for p in (tmp_path / "out" / "results").iterdir() if not p.name.endswith(".jsonl")]
     summary = run(hook, f"file://{tmp_path}/in/", [JsonLinesSink(prefix)], max_concurrency=4)
     assert summary.skipped_done == len(committed) and summary.searched == 30 - len(committed)
-    rows = [json.loads(line) for part in (tmp_path / "out" / "results").glob("*.jsonl") for line in part.read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for part in (tmp_path / "out" / "results").glob("*.jsonl")
+        for line in part.read_text().splitlines()
+    ]
     keys = [(row["source_uri"], row["rank"]) for row in rows]
     assert len(keys) == len(set(keys)) and len({row["source_uri"] for row in rows}) == 30
 
@@ -184,7 +192,11 @@ def test_s3_to_s3_and_sqlite(hook, bucket, s3_conn_id, sqlite_conn_id, tmp_path)
     for seed in range(6):
         (root / f"d{seed % 2}" / f"{seed}.jpg").write_bytes(make_jpeg(seed))
     out = ObjectStoragePath(f"{bucket}/results/", conn_id=s3_conn_id)
-    summary = run(hook, list_images(f"{bucket}/images/**/*.jpg", conn_id=s3_conn_id), [JsonLinesSink(out), SqlSink(sqlite_conn_id, "found")])
+    summary = run(
+        hook,
+        list_images(f"{bucket}/images/**/*.jpg", conn_id=s3_conn_id),
+        [JsonLinesSink(out), SqlSink(sqlite_conn_id, "found")],
+    )
     assert summary.searched == 6
     parts = [p for p in (out / "results").iterdir()]
     rows = [json.loads(line) for p in parts for line in p.read_text().splitlines()]

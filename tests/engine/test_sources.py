@@ -55,7 +55,12 @@ def test_folder_lists_every_file_below_it_in_a_stable_order(tree):
 
 
 def test_globs_filter_at_any_depth(tree):
-    assert _names(list_images(f"file://{tree}/**/*.jpg")) == ["a.jpg", "odd name #1.jpg", "sub/c.jpg", "sub/deeper/d.jpg"]
+    assert _names(list_images(f"file://{tree}/**/*.jpg")) == [
+        "a.jpg",
+        "odd name #1.jpg",
+        "sub/c.jpg",
+        "sub/deeper/d.jpg",
+    ]
     assert _names(list_images(f"file://{tree}/*.jpg")) == ["a.jpg", "odd name #1.jpg"]
     assert _names(list_images(f"file://{tree}/sub/*")) == ["sub/c.jpg", "sub/notes.txt"]
 
@@ -82,7 +87,11 @@ def test_s3_listing_through_an_aws_connection(bucket, s3_conn_id):
     for name in ["x/1.jpg", "x/2.jpg", "y/3.png", "top.jpg"]:
         (root / name).write_bytes(make_jpeg(len(name)))
     sources = list(list_images(f"{bucket}/images/**/*.jpg", conn_id=s3_conn_id))
-    assert [s.uri for s in sources] == [f"{bucket}/images/top.jpg", f"{bucket}/images/x/1.jpg", f"{bucket}/images/x/2.jpg"]
+    assert [s.uri for s in sources] == [
+        f"{bucket}/images/top.jpg",
+        f"{bucket}/images/x/1.jpg",
+        f"{bucket}/images/x/2.jpg",
+    ]
     assert all(s.etag and s.size and s.mtime for s in sources)
     assert "s3_test" not in "".join(s.uri for s in sources)  # stable URIs hold no connection id
     assert sources[0].path.read_bytes() == make_jpeg(len("top.jpg"))

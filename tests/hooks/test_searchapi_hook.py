@@ -143,20 +143,28 @@ def test_test_connection_key_unknown_to_iam(make_hook, searchapi_emulator):
 
 def test_test_connection_unreachable_endpoint(make_hook):
     hook = make_hook("api_key", endpoint="http://127.0.0.1:9", retry_policy=None)
-    hook._retry_policy = __import__("airflow_provider_searchapi.retry", fromlist=["RetryPolicy"]).RetryPolicy(max_attempts=1)
+    hook._retry_policy = __import__("airflow_provider_searchapi.retry", fromlist=["RetryPolicy"]).RetryPolicy(
+        max_attempts=1
+    )
     ok, message = hook.test_connection()
     assert not ok
     assert "connection failed" in message and "reachable" in message
 
 
 def test_test_connection_bad_key_json(monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_BROKEN", '{"conn_type": "yandex_searchapi", "extra": {"folder_id": "f", "service_account_json": "{oops"}}')
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BROKEN",
+        '{"conn_type": "yandex_searchapi", "extra": {"folder_id": "f", "service_account_json": "{oops"}}',
+    )
     ok, message = SearchApiHook("broken").test_connection()
     assert not ok
     assert "service_account_json" in message and "not valid JSON" in message
 
 
 def test_no_network_in_init(monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_NOWHERE", '{"conn_type": "yandex_searchapi", "extra": {"folder_id": "f", "api_key": "AQVN-abc", "endpoint": "http://127.0.0.1:9"}}')
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_NOWHERE",
+        '{"conn_type": "yandex_searchapi", "extra": {"folder_id": "f", "api_key": "AQVN-abc", "endpoint": "http://127.0.0.1:9"}}',
+    )
     hook = SearchApiHook("nowhere")
     assert hook._config is None

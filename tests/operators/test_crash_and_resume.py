@@ -25,7 +25,14 @@ def _jsonl_rows(folder: Path) -> list[dict]:
 def test_sigkill_midway_then_rerun(tmp_path, searchapi_emulator, searchapi_connection, sqlite_conn_id):
     searchapi_emulator.settings.latency = 0.05
     write_images(tmp_path / "in", IMAGES)
-    args = [sys.executable, str(SCRIPT), f"file://{tmp_path}/in/", f"file://{tmp_path}/out/", sqlite_conn_id, str(CONCURRENCY)]
+    args = [
+        sys.executable,
+        str(SCRIPT),
+        f"file://{tmp_path}/in/",
+        f"file://{tmp_path}/out/",
+        sqlite_conn_id,
+        str(CONCURRENCY),
+    ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
 
     process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -16,7 +16,9 @@ from tests.conftest import make_jpeg
 def env(airflow_env, searchapi_connection, s3_conn_id, tmp_path):
     """The Airflow environment plus the connections: emulator, moto S3 and a SQLite results file."""
     connections = connections_env()
-    connections["AIRFLOW_CONN_SEARCHAPI_RESULTS_DB"] = json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "results.db")})
+    connections["AIRFLOW_CONN_SEARCHAPI_RESULTS_DB"] = json.dumps(
+        {"conn_type": "sqlite", "host": str(tmp_path / "results.db")}
+    )
     return {**airflow_env, **connections}
 
 

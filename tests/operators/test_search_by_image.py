@@ -37,9 +37,13 @@ def test_output_path_is_declared_as_an_asset():
 
 def test_xcom_output_returns_records_and_summary(tmp_path, searchapi_connection):
     write_images(tmp_path / "in", 3)
-    result = SearchByImageOperator(task_id="t", source=f"file://{tmp_path}/in/*.jpg", output="xcom", max_pages=2).execute({})
+    result = SearchByImageOperator(
+        task_id="t", source=f"file://{tmp_path}/in/*.jpg", output="xcom", max_pages=2
+    ).execute({})
     assert result["searched"] == 3 and result["failed"] == 0
-    assert {row["source_uri"] for row in result["records"]} == {f"file://{tmp_path}/in/img-{i:04d}.jpg" for i in range(3)}
+    assert {row["source_uri"] for row in result["records"]} == {
+        f"file://{tmp_path}/in/img-{i:04d}.jpg" for i in range(3)
+    }
     assert result["errors"] == []
     assert result["outputs"] == [{"xcom": "return value: records, errors"}]
 
@@ -60,7 +64,9 @@ def test_error_ratio_fails_the_task_after_committing(tmp_path, searchapi_connect
     op = SearchByImageOperator(
         task_id="t", source=f"file://{tmp_path}/in/", sql_conn_id=sqlite_conn_id, sql_table="found", max_error_ratio=0.1
     )
-    with pytest.raises(SearchByImageError, match=r"1 of 4 images failed \(25.0% > max_error_ratio 10.0%\).*found_errors"):
+    with pytest.raises(
+        SearchByImageError, match=r"1 of 4 images failed \(25.0% > max_error_ratio 10.0%\).*found_errors"
+    ):
         op.execute({})
     import sqlite3
 

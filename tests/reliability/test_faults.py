@@ -6,14 +6,23 @@ import json
 
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_searchapi.engine import EnrichmentSettings, Enricher, JsonLinesSink, SqlSink, XComSink, list_images
+from airflow_provider_searchapi.engine import (
+    Enricher,
+    EnrichmentSettings,
+    JsonLinesSink,
+    SqlSink,
+    XComSink,
+    list_images,
+)
 from tests.conftest import make_jpeg
 
 IMAGES = 2000
 TRANSIENT = ["429", "429-no-retry-after", "500", "503", "504", "stall", "drop"]
 
 
-def test_2000_images_through_20_percent_transient_faults(make_hook, searchapi_emulator, bucket, s3_conn_id, sqlite_conn_id, tmp_path):
+def test_2000_images_through_20_percent_transient_faults(
+    make_hook, searchapi_emulator, bucket, s3_conn_id, sqlite_conn_id, tmp_path
+):
     source = ObjectStoragePath(f"{bucket}/images/", conn_id=s3_conn_id)
     source.fs.pipe({f"{source.path}/{i // 500}/{i}.jpg": make_jpeg(i) for i in range(IMAGES)})
     searchapi_emulator.settings.update({"fault_rate": 0.2, "fault_kinds": TRANSIENT, "stall_seconds": 1.0})

@@ -22,13 +22,24 @@ json_values = st.recursive(
 image_like = st.fixed_dictionaries(
     {},
     optional={
-        "url": json_values, "format": json_values, "width": json_values, "height": json_values,
-        "passage": json_values, "host": json_values, "pageTitle": json_values, "pageUrl": json_values,
+        "url": json_values,
+        "format": json_values,
+        "width": json_values,
+        "height": json_values,
+        "passage": json_values,
+        "host": json_values,
+        "pageTitle": json_values,
+        "pageUrl": json_values,
     },
 )
 response_like = st.fixed_dictionaries(
-    {}, optional={"images": st.lists(image_like, max_size=3) | json_values, "page": json_values,
-                  "maxPage": json_values, "id": json_values},
+    {},
+    optional={
+        "images": st.lists(image_like, max_size=3) | json_values,
+        "page": json_values,
+        "maxPage": json_values,
+        "id": json_values,
+    },
 )
 
 
@@ -43,7 +54,10 @@ def test_any_json_parses_or_raises_a_validation_error(value):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=300) | response_like.map(lambda v: json.dumps(v).encode()), st.sampled_from([200, 200, 400, 429, 500, 503]))
+@given(
+    st.binary(max_size=300) | response_like.map(lambda v: json.dumps(v).encode()),
+    st.sampled_from([200, 200, 400, 429, 500, 503]),
+)
 def test_any_answer_is_a_result_or_one_of_our_errors(content, status):
     response = httpx.Response(status, content=b"", headers={"Retry-After": "1"})
     try:
@@ -56,14 +70,26 @@ def test_any_answer_is_a_result_or_one_of_our_errors(content, status):
 
 SECRET = "AQVN-very-secret-value-1234567890"
 plain_names = st.sampled_from(
-    ["folder_id", "service_account_json_path", "endpoint", "iam_endpoint", "timeout", "requests_per_second",
-     "verify_tls", "unknown_thing"]
+    [
+        "folder_id",
+        "service_account_json_path",
+        "endpoint",
+        "iam_endpoint",
+        "timeout",
+        "requests_per_second",
+        "verify_tls",
+        "unknown_thing",
+    ]
 )
 secret_names = st.sampled_from(["service_account_json", "api_key", "iam_token"])
 plain_values = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30)
-secret_values = plain_values | st.just(SECRET) | st.just(f"  {SECRET}  ") | st.just(
-    json.dumps({"id": "k", "service_account_id": "s", "private_key": SECRET})
-) | st.just(json.dumps({"id": "k", "service_account_id": "s", "private_key": f"-----BEGIN PRIVATE KEY-----{SECRET}"}))
+secret_values = (
+    plain_values
+    | st.just(SECRET)
+    | st.just(f"  {SECRET}  ")
+    | st.just(json.dumps({"id": "k", "service_account_id": "s", "private_key": SECRET}))
+    | st.just(json.dumps({"id": "k", "service_account_id": "s", "private_key": f"-----BEGIN PRIVATE KEY-----{SECRET}"}))
+)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -9,8 +9,8 @@ import pytest
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_searchapi.engine import (
-    EnrichmentSettings,
     Enricher,
+    EnrichmentSettings,
     JsonLinesSink,
     XComSink,
     images_from_paths,
@@ -89,7 +89,9 @@ def test_keys_with_odd_characters(make_hook, bucket, s3_conn_id):
 
 
 @pytest.mark.parametrize("output_path", ["file:///tmp/results/../../etc/", "s3://bucket/out/../other/"])
-def test_an_output_path_escaping_its_folder_is_refused_before_any_call(output_path, searchapi_connection, searchapi_emulator):
+def test_an_output_path_escaping_its_folder_is_refused_before_any_call(
+    output_path, searchapi_connection, searchapi_emulator
+):
     with pytest.raises(ValueError, match=r"output_path .* '\.\.' segment"):
         JsonLinesSink(ObjectStoragePath(output_path))
     op = SearchByImageOperator(task_id="t", image_urls=["https://x/y.jpg"], output_path=output_path)
@@ -110,9 +112,9 @@ def test_malformed_answers_are_named_errors(make_hook, searchapi_emulator, kind,
     searchapi_emulator.settings.update({"fault_rate": 0.5, "fault_kinds": [kind]})
     sink = XComSink()
     urls = [f"https://x/{i}.jpg" for i in range(20)]
-    summary = Enricher(make_hook("api_key", requests_per_second=1000), [sink], EnrichmentSettings(max_concurrency=4)).run(
-        images_from_urls(urls)
-    )
+    summary = Enricher(
+        make_hook("api_key", requests_per_second=1000), [sink], EnrichmentSettings(max_concurrency=4)
+    ).run(images_from_urls(urls))
     assert summary.searched + summary.failed == 20 and 0 < summary.failed < 20
     assert {row["error_class"] for row in sink.errors} == {"SearchApiResponseError"}
     assert all(words in row["message"] and row["stage"] == "api" for row in sink.errors)

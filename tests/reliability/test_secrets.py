@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_searchapi.exceptions import SearchApiError
-from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
 from tests.airflow_env import dags_test
 from tests.conftest import make_jpeg
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_searchapi.engine import EnrichmentSettings, Enricher, JsonLinesSink, list_images
+from airflow_provider_searchapi.engine import Enricher, EnrichmentSettings, JsonLinesSink, list_images
 from tests.conftest import write_images
 
 
@@ -43,6 +43,10 @@ def test_failure_mid_write_leaves_only_complete_parts(failing, make_hook, tmp_pa
     committed = JsonLinesSink(prefix).done_sources()
     summary = Enricher(hook, [JsonLinesSink(prefix)], settings).run(list_images(f"file://{tmp_path}/in/"))
     assert summary.skipped_done == len(committed) and summary.searched + len(committed) == 24
-    rows = [json.loads(line) for part in (tmp_path / "out" / "results").glob("*.jsonl") for line in part.read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for part in (tmp_path / "out" / "results").glob("*.jsonl")
+        for line in part.read_text().splitlines()
+    ]
     assert len({row["source_uri"] for row in rows}) == 24
     assert len(rows) == len({(row["source_uri"], row["rank"]) for row in rows})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from airflow_provider_searchapi.engine import EnrichmentSettings, Enricher, XComSink, images_from_urls
+from airflow_provider_searchapi.engine import Enricher, EnrichmentSettings, XComSink, images_from_urls
 
 
 def _urls(count: int) -> list[str]:

@@ -103,7 +103,9 @@ def test_results_are_deterministic_paged_and_proto3_shaped(searchapi_emulator):
     assert first == _search(searchapi_emulator, body).json()
     assert isinstance(first["images"][0]["width"], str)  # int64 as a string
     last = int(first["maxPage"])
-    beyond = _search(searchapi_emulator, {"folderId": searchapi_emulator.folder_id, "id": first["id"], "page": str(last + 1)}).json()
+    beyond = _search(
+        searchapi_emulator, {"folderId": searchapi_emulator.folder_id, "id": first["id"], "page": str(last + 1)}
+    ).json()
     assert "images" not in beyond and beyond["page"] == str(last + 1)
 
 
@@ -145,9 +147,17 @@ def test_admin_endpoints(searchapi_emulator):
 def test_runs_as_a_module_and_writes_a_working_connection(tmp_path):
     conn_file, ready = tmp_path / "conn.json", tmp_path / "ready"
     process = subprocess.Popen(
-        [sys.executable, "-m", "airflow_provider_searchapi.testing.emulator", "--conn-out", str(conn_file),
-         "--ready-file", str(ready)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "airflow_provider_searchapi.testing.emulator",
+            "--conn-out",
+            str(conn_file),
+            "--ready-file",
+            str(ready),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 30
