@@ -9,6 +9,7 @@ import pytest
 from airflow_provider_searchapi.exceptions import InvalidImageError, SearchApiError, SearchApiHTTPError
 from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
 from airflow_provider_searchapi.models import ImageFormat
+from airflow_provider_searchapi.retry import RetryPolicy
 from tests.conftest import make_jpeg, make_png
 
 
@@ -142,9 +143,8 @@ def test_test_connection_key_unknown_to_iam(make_hook, searchapi_emulator):
 
 
 def test_test_connection_unreachable_endpoint(make_hook):
-    hook = make_hook("api_key", endpoint="http://127.0.0.1:9", retry_policy=None)
-    hook._retry_policy = __import__("airflow_provider_searchapi.retry", fromlist=["RetryPolicy"]).RetryPolicy(
-        max_attempts=1
+    hook = make_hook(
+        "api_key", endpoint="http://127.0.0.1:9", retry_policy=RetryPolicy(max_attempts=2, backoff_base=0.01)
     )
     ok, message = hook.test_connection()
     assert not ok
