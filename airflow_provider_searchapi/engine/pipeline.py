@@ -133,16 +133,21 @@ class Enricher:
         """Search every source not already done and commit the rows; return the summary.
 
         Failures of single images are recorded, not raised; a sink that cannot commit stops the run
-        (what was committed stays, and a re-run resumes after it).
+        (what was committed stays, and a re-run resumes after it). Call :meth:`arun` instead from
+        code that already runs an event loop.
         """
+        return asyncio.run(self.arun(sources))
+
+    async def arun(self, sources: Iterable[SourceImage]) -> RunSummary:
+        """:meth:`run` for async callers; blocking work (listing, reading, sinks) runs in threads."""
         started = time.monotonic()
-        _ = self.hook.config  # read the connection (and fail on bad settings) before any work
-        self._done_per_sink = [sink.done_sources() for sink in self.sinks]
+        await self.hook.aget_config()  # read the connection (and fail on bad settings) before any work
+        self._done_per_sink = [await asyncio.to_thread(sink.done_sources) for sink in self.sinks]
         done = _intersection(self._done_per_sink)
         if done:
             log.info("Resuming: %d sources already done in the output are skipped", len(done))
         try:
-            asyncio.run(self._run(sources, done))
+            await self._run(sources, done)
         finally:
             transport = self.hook.transport
             self.summary.requests = transport.requests_sent
@@ -150,7 +155,7 @@ class Enricher:
             self.summary.elapsed_seconds = round(time.monotonic() - started, 3)
             self.summary.outputs = [sink.location() for sink in self.sinks]
         for sink in self.sinks:
-            sink.finish(self.summary.to_dict())
+            await asyncio.to_thread(sink.finish, self.summary.to_dict())
         return self.summary
 
     # -- async pipeline -----------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
@@ -69,14 +70,19 @@ class SearchApiHook(BaseHook):
         """The validated connection settings (read once, on first use)."""
         if self._config is None:
             conn = self.get_connection(self.searchapi_conn_id)
-            self._config = self._load_config(conn.extra_dejson)
+            config = self._load_config(conn.extra_dejson)
+            _mask_credentials(config)
+            self._config = config
         return self._config
 
     async def aget_config(self) -> SearchApiConfig:
         """The validated connection settings, read without blocking the event loop."""
         if self._config is None:
             conn = await self.aget_connection(self.searchapi_conn_id)
-            self._config = self._load_config(conn.extra_dejson)
+            config = self._load_config(conn.extra_dejson)
+            # Masking talks to the task supervisor: do it off the event loop's thread.
+            await asyncio.to_thread(_mask_credentials, config)
+            self._config = config
         return self._config
 
     def _load_config(self, extras: dict[str, Any]) -> SearchApiConfig:
@@ -89,7 +95,6 @@ class SearchApiHook(BaseHook):
             )
         if self._requests_per_second is not None:
             config = config.model_copy(update={"requests_per_second": float(self._requests_per_second)})
-        _mask_credentials(config)
         return config
 
     # -- plumbing -----------------------------------------------------------------------------
