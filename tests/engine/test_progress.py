@@ -1,0 +1,52 @@
+"""Progress lines say done/total, rate, ETA, failures and 429s."""
+
+from __future__ import annotations
+
+import collections
+import logging
+
+import pytest
+
+from airflow_provider_searchapi.engine.pipeline import RunSummary
+from airflow_provider_searchapi.engine.progress import Progress
+
+
+class _Transport:
+    requests_sent = 130
+    failures = collections.Counter({429: 7, 503: 2})
+
+
+@pytest.fixture
+def lines():
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("airflow_provider_searchapi.progress")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield records
+    logger.removeHandler(handler)
+
+
+def test_progress_line_while_listing_and_after(lines):
+    summary = RunSummary(listed=120, skipped_done=20, searched=45, failed=5, result_rows=900)
+    progress = Progress(summary, _Transport(), interval=10)
+    progress.started -= 10.0  # ten seconds into the run
+    progress.log()
+    assert "50/100+ (listing) images" in lines[-1] and "ETA ?" in lines[-1]
+    progress.listing_done()
+    progress.log()
+    line = lines[-1]
+    assert line.startswith("Progress: 50/100 images (5.0/s, ETA 0m10s")
+    assert "5 failed, 20 skipped as done, 900 result rows, 130 requests, 7 throttled (429)" in line
+    progress.log(final=True)
+    assert lines[-1].startswith("Finished: 50/100")
+
+
+def test_lines_come_every_interval_only(lines):
+    progress = Progress(RunSummary(), _Transport(), interval=3600)
+    progress.maybe_log()
+    assert lines == []
+    progress.last -= 3600
+    progress.maybe_log()
+    assert len(lines) == 1
