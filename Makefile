@@ -10,7 +10,7 @@ INSTALLED := $(VENV)/.installed
 # This machine's pip configuration may name local indexes that do not exist: hide those warnings.
 PIP_QUIET := { grep -v -e "is ignored: it is neither" -e "^$$" || true; }
 
-.PHONY: install demo test clean
+.PHONY: install demo test clean chromium
 
 install: $(INSTALLED)
 
@@ -25,8 +25,20 @@ $(INSTALLED): pyproject.toml
 demo: $(INSTALLED)
 	$(BIN)/python scripts/demo.py
 
-test: $(INSTALLED)
+test: $(INSTALLED) chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The browser tests (tests/e2e) drive Debian's Chromium; install it when missing and permitted.
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian's chromium for the browser tests…"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+	      || echo "WARNING: could not install chromium: the browser tests (tests/e2e) will be SKIPPED"; \
+	  else \
+	    echo "WARNING: no /usr/bin/chromium and no permission to install it: tests/e2e will be SKIPPED"; \
+	  fi; \
+	fi
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache *.egg-info
