@@ -235,6 +235,8 @@ def _key_from_path(value: Any) -> AuthorizedKey:
         raise SearchApiConfigError(field, f"no file at {path}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise SearchApiConfigError(field, f"cannot read {path}: {type(err).__name__}") from None
+    except ValueError:  # e.g. a NUL character in the path
+        raise SearchApiConfigError(field, "is not a valid file path") from None
     return AuthorizedKey.from_json(text, field=f"{field} ({path})")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -196,11 +197,23 @@ class SearchRequest(BaseModel):
             family_mode=FamilyMode.parse(family_mode),
         )
 
-    def to_json(self) -> dict[str, Any]:
+    def encode(self) -> bytes:
+        """The REST body as bytes, like ``json.dumps(self.to_json())`` but cheaper for images.
+
+        The base64 text is spliced in rather than passed through the JSON encoder, which would scan
+        and copy a megabyte string once more for nothing (base64 needs no escaping).
+        """
+        if self.image is None:
+            return json.dumps(self.to_json(), separators=(",", ":")).encode()
+        head = json.dumps(self.to_json(with_image=False), separators=(",", ":")).encode()
+        return b"".join((head[:-1], b',"data":"', base64.b64encode(self.image), b'"}'))
+
+    def to_json(self, *, with_image: bool = True) -> dict[str, Any]:
         """The REST body: camelCase names, bytes in base64, int64 as a string."""
         body: dict[str, Any] = {"folderId": self.folder_id}
         if self.image is not None:
-            body["data"] = base64.b64encode(self.image).decode("ascii")
+            if with_image:
+                body["data"] = base64.b64encode(self.image).decode("ascii")
         elif self.url is not None:
             body["url"] = self.url
         else:

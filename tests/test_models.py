@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 
@@ -104,3 +105,17 @@ def test_family_mode_accepts_names_and_wire_values():
     assert FamilyMode.parse("FAMILY_MODE_MODERATE") is FamilyMode.MODERATE
     assert FamilyMode.parse(FamilyMode.STRICT) is FamilyMode.STRICT
     assert FamilyMode.parse(None) is None
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"image": b"\xff\xd8\xff" + bytes(range(256)) * 40, "page": 2, "site": 'a"b.com', "family_mode": "none"},
+        {"image": b"\x89PNG\r\n\x1a\n"},
+        {"url": "https://x/é.jpg", "page": 1},
+        {"cbir_id": "1/x"},
+    ],
+)
+def test_encoded_body_is_the_json_of_the_request(kwargs):
+    request = SearchRequest.build(folder_id="b1g", **kwargs)
+    assert json.loads(request.encode()) == request.to_json()

@@ -284,7 +284,9 @@ class Enricher:
             raise InvalidImageError(
                 f"{source.uri}: {source.size:,} bytes is over the limit of {limit:,} bytes; not read"
             )
-        with source.path.open("rb") as handle:
+        # Through the filesystem itself: ObjectStoragePath.open would record every image read as an
+        # input Asset for lineage (costly, and noise); the task's outlet is what it produces.
+        with source.path.fs.open(source.path.path, "rb") as handle:
             data = handle.read(limit + 1)
         if len(data) > limit:
             raise InvalidImageError(f"{source.uri}: over the limit of {limit:,} bytes; not read")

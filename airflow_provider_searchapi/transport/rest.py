@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import collections
 import email.utils
+import itertools
+import math
 import time
 import uuid
 from typing import Any
@@ -23,6 +25,9 @@ from airflow_provider_searchapi.retry import RetryPolicy
 SEARCH_BY_IMAGE_PATH = "/v2/image/search_by_image"
 #: An answer larger than this is refused unread: a page of 40 results is a few tens of KiB.
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+#: httpcore looks at every pooled connection on each request, so its cost grows with the pool. The
+#: async side therefore spreads requests over several clients whose pools hold at most this many.
+POOL_SHARD_SIZE = 16
 _USER_AGENT = "airflow-provider-searchapi"
 
 
@@ -35,7 +40,7 @@ class RestTransport:
     :param timeout: seconds per HTTP request.
     :param retry_policy: how failed calls are retried.
     :param verify_tls: verify the server's certificate.
-    :param max_connections: size of the connection pool of each client.
+    :param max_connections: connections open at most (per sync client; over all async clients).
     """
 
     def __init__(
@@ -57,13 +62,16 @@ class RestTransport:
         self._client_kwargs: dict[str, Any] = {
             "auth": auth,
             "timeout": timeout,
-            "verify": verify_tls,
+            # One TLS context for every client: building one costs milliseconds.
+            "verify": httpx.create_ssl_context() if verify_tls else False,
             "limits": limits,
             "headers": {"User-Agent": _USER_AGENT},
         }
         self._timeout = timeout
         self._client: httpx.Client | None = None
-        self._aclient: httpx.AsyncClient | None = None
+        self._max_connections = max_connections
+        self._aclients: list[httpx.AsyncClient] = []
+        self._turn = itertools.count()
         #: Attempts sent (each one counts against the quota) and failures by HTTP status (0: no answer).
         self.requests_sent = 0
         self.failures: collections.Counter[int] = collections.Counter()
@@ -71,7 +79,7 @@ class RestTransport:
     # -- sync ---------------------------------------------------------------------------------
     def search(self, request: SearchRequest) -> ImageSearchResult:
         """Send one request (with retries) and return the parsed page."""
-        body = request.to_json()
+        body = request.encode()
         for attempt in self._retry_policy.retrying():
             with attempt:
                 self._limiter.acquire()
@@ -83,14 +91,12 @@ class RestTransport:
                     raise
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
-    def _send(self, body: dict[str, Any]) -> ImageSearchResult:
+    def _send(self, body: bytes) -> ImageSearchResult:
         if self._client is None:
             self._client = httpx.Client(**self._client_kwargs)
         client_request_id = str(uuid.uuid4())
         try:
-            with self._client.stream(
-                "POST", self.url, json=body, headers={"x-client-request-id": client_request_id}
-            ) as response:
+            with self._client.stream("POST", self.url, content=body, headers=_headers(client_request_id)) as response:
                 content = _read_capped(response.iter_bytes(), response)
         except httpx.TransportError as err:
             raise self._transport_error(err, client_request_id) from None
@@ -119,25 +125,24 @@ class RestTransport:
     # -- async --------------------------------------------------------------------------------
     async def asearch(self, request: SearchRequest) -> ImageSearchResult:
         """Send one request (with retries) without blocking the event loop."""
-        body = request.to_json()
+        body = request.encode()
         async for attempt in self._retry_policy.async_retrying():
             with attempt:
+                client = self._async_client()  # made before the wait, so the slot is used to send
                 await self._limiter.aacquire()
                 self.requests_sent += 1
                 try:
-                    return await self._asend(body)
+                    return await self._asend(client, body)
                 except SearchApiHTTPError as err:
                     self.failures[err.status] += 1
                     raise
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
-    async def _asend(self, body: dict[str, Any]) -> ImageSearchResult:
-        if self._aclient is None:
-            self._aclient = httpx.AsyncClient(**self._client_kwargs)
+    async def _asend(self, client: httpx.AsyncClient, body: bytes) -> ImageSearchResult:
         client_request_id = str(uuid.uuid4())
         try:
-            async with self._aclient.stream(
-                "POST", self.url, json=body, headers={"x-client-request-id": client_request_id}
+            async with client.stream(
+                "POST", self.url, content=body, headers=_headers(client_request_id)
             ) as response:
                 chunks = []
                 size = 0
@@ -151,11 +156,24 @@ class RestTransport:
             raise self._transport_error(err, client_request_id) from None
         return _parse(response, content, client_request_id)
 
+    def _async_client(self) -> httpx.AsyncClient:
+        """The next of the async clients, made on first use (in the event loop that uses them)."""
+        if not self._aclients:
+            shards = max(1, math.ceil(self._max_connections / POOL_SHARD_SIZE))
+            size = math.ceil(self._max_connections / shards)
+            limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+            self._aclients = [httpx.AsyncClient(**{**self._client_kwargs, "limits": limits}) for _ in range(shards)]
+        return self._aclients[next(self._turn) % len(self._aclients)]
+
     async def aclose(self) -> None:
-        """Close the async client (call it from the event loop that used it)."""
-        if self._aclient is not None:
-            await self._aclient.aclose()
-            self._aclient = None
+        """Close the async clients (call it from the event loop that used them)."""
+        clients, self._aclients = self._aclients, []
+        for client in clients:
+            await client.aclose()
+
+
+def _headers(client_request_id: str) -> dict[str, str]:
+    return {"Content-Type": "application/json", "x-client-request-id": client_request_id}
 
 
 def _read_capped(chunks: Any, response: httpx.Response) -> bytes:

@@ -115,9 +115,12 @@ async def test_async_twins_share_one_client(make_hook, searchapi_emulator):
     assert len({r.cbir_id for r in results}) == 20
     pages = [p async for p in hook.aiter_pages(image=images[0], max_pages=2)]
     assert 1 <= len(pages) <= 2
-    client = hook.transport._aclient
-    assert client is not None and hook.transport._aclient is client
+    clients = list(hook.transport._aclients)
+    assert clients  # made once, reused by every call
+    await hook.asearch_by_image(image=images[1])
+    assert hook.transport._aclients == clients
     await hook.aclose()
+    assert hook.transport._aclients == []
     assert searchapi_emulator.stats.snapshot()["token_exchanges"] == 1
 
 
