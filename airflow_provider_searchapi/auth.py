@@ -48,10 +48,10 @@ class ApiKeyAuth(httpx.Auth):
     """
 
     def __init__(self, api_key: str) -> None:
-        self._header = f"Api-Key {api_key}"
+        self.header = f"Api-Key {api_key}"
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = self._header
+        request.headers["Authorization"] = self.header
         yield request
 
 
@@ -62,10 +62,10 @@ class StaticTokenAuth(httpx.Auth):
     """
 
     def __init__(self, token: str) -> None:
-        self._header = f"Bearer {token}"
+        self.header = f"Bearer {token}"
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = self._header
+        request.headers["Authorization"] = self.header
         yield request
 
 
@@ -114,7 +114,8 @@ class RefreshingTokenAuth(httpx.Auth):
                     self._on_new_token(self._token.value)
             return self._token.value
 
-    def _cached(self) -> str | None:
+    def cached_token(self) -> str | None:
+        """The current token if it is still good, without minting one."""
         token = self._token
         return token.value if self._usable(token, time.time()) else None
 
@@ -129,7 +130,7 @@ class RefreshingTokenAuth(httpx.Auth):
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         # The exchange is rare (hourly): run it in a thread under the same lock as sync callers, so
         # that threads and coroutines of the whole process share one token.
-        token = self._cached() or await asyncio.to_thread(self.get_token)
+        token = self.cached_token() or await asyncio.to_thread(self.get_token)
         request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
         if response.status_code == 401:

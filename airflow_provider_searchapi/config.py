@@ -10,7 +10,7 @@ import enum
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -21,6 +21,7 @@ from airflow_provider_searchapi.models import MAX_FOLDER_ID_CHARS
 
 DEFAULT_ENDPOINT = "https://searchapi.api.cloud.yandex.net"
 DEFAULT_IAM_ENDPOINT = "https://iam.api.cloud.yandex.net/iam/v1/tokens"
+DEFAULT_GRPC_ENDPOINT = "searchapi.api.cloud.yandex.net:443"
 DEFAULT_METADATA_ENDPOINT = "http://169.254.169.254/computeMetadata/v1/instance/service-accounts/default/token"
 #: The ``aud`` claim IAM expects in a service-account JWT, whatever address the exchange goes to.
 IAM_AUDIENCE = "https://iam.api.cloud.yandex.net/iam/v1/tokens"
@@ -116,6 +117,8 @@ class SearchApiConfig(BaseModel):
     :param timeout: seconds to wait for one HTTP request.
     :param requests_per_second: client-side cap on calls per second (the quota, or your share of it).
     :param verify_tls: verify server certificates (on by default).
+    :param transport: ``rest`` (default) or ``grpc`` (the ``grpc`` extra).
+    :param grpc_endpoint: ``host:port`` of the gRPC service (``http://host:port`` for plaintext).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -131,6 +134,17 @@ class SearchApiConfig(BaseModel):
     timeout: float = Field(default=DEFAULT_TIMEOUT_SECONDS, gt=0)
     requests_per_second: float = Field(default=DEFAULT_REQUESTS_PER_SECOND, gt=0)
     verify_tls: bool = True
+    transport: Literal["rest", "grpc"] = "rest"
+    grpc_endpoint: str = DEFAULT_GRPC_ENDPOINT
+
+    @field_validator("grpc_endpoint")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        bare = value.removeprefix("http://").removeprefix("https://").rstrip("/")
+        host, _, port = bare.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError("must be host:port (or http://host:port for plaintext)")
+        return value
 
     @field_validator("endpoint", "iam_endpoint", "metadata_endpoint")
     @classmethod
@@ -198,6 +212,8 @@ _EXTRA_NAMES = frozenset(
         "timeout",
         "requests_per_second",
         "verify_tls",
+        "transport",
+        "grpc_endpoint",
     }
 )
 

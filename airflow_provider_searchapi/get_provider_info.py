@@ -35,6 +35,12 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     "iam_token": _text("IAM token", "A static IAM token (lives at most 12 hours).", secret=True),
     "endpoint": _text("Search API endpoint", "Base URL; default https://searchapi.api.cloud.yandex.net"),
     "iam_endpoint": _text("IAM endpoint", "Token exchange URL; default https://iam.api.cloud.yandex.net/iam/v1/tokens"),
+    "transport": {
+        "label": "Transport",
+        "description": "rest (default) or grpc (needs the provider's grpc extra).",
+        "schema": {"type": ["string", "null"], "enum": ["rest", "grpc", None], "default": "rest"},
+    },
+    "grpc_endpoint": _text("gRPC endpoint", "host:port for transport=grpc; default searchapi.api.cloud.yandex.net:443"),
     "timeout": _number("Timeout (seconds)", "Seconds to wait for one HTTP request.", 60),
     "requests_per_second": _number(
         "Requests per second",

@@ -139,3 +139,13 @@ def test_repr_of_config_hides_secrets():
     config = SearchApiConfig.from_extras({"folder_id": "f", "service_account_json": json.dumps(KEY)})
     assert _secret_free(repr(config)) and _secret_free(str(config))
     assert "AQVNsecret" not in repr(SearchApiConfig.from_extras({"folder_id": "f", "api_key": "AQVNsecret"}))
+
+
+def test_transport_and_grpc_endpoint():
+    config = SearchApiConfig.from_extras({"folder_id": "f", "api_key": "AQVNsecret", "transport": "grpc"})
+    assert (config.transport, config.grpc_endpoint) == ("grpc", "searchapi.api.cloud.yandex.net:443")
+    assert SearchApiConfig.from_extras({"folder_id": "f", "api_key": "AQVNsecret"}).transport == "rest"
+    for bad, field in (({"transport": "soap"}, "transport"), ({"grpc_endpoint": "no-port"}, "grpc_endpoint")):
+        with pytest.raises(SearchApiConfigError) as info:
+            SearchApiConfig.from_extras({"folder_id": "f", "api_key": "AQVNsecret", **bad})
+        assert info.value.field == field

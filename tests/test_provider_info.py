@@ -29,8 +29,9 @@ def test_every_form_field_is_a_setting_the_config_knows():
     fields = get_provider_info()["connection-types"][0]["conn-fields"]
     for name in fields:  # an unknown extra is refused by the config, so the form must not offer one
         extras = {"folder_id": "f", "api_key": "AQVN-test-key"}
+        samples = {"timeout": "5", "requests_per_second": "5", "transport": "grpc", "grpc_endpoint": "127.0.0.1:1"}
         if name not in extras and name not in SECRET_FIELDS and name != "service_account_json_path":
-            extras[name] = "5" if name in ("timeout", "requests_per_second") else "http://127.0.0.1:1"
+            extras[name] = samples.get(name, "http://127.0.0.1:1")
         SearchApiConfig.from_extras(extras)
 
 

@@ -26,6 +26,7 @@ from airflow_provider_searchapi.images import check_image
 from airflow_provider_searchapi.models import FamilyMode, ImageSearchResult, SearchRequest
 from airflow_provider_searchapi.ratelimit import shared_rate_limiter
 from airflow_provider_searchapi.retry import RetryPolicy
+from airflow_provider_searchapi.transport import SearchTransport
 from airflow_provider_searchapi.transport.rest import RestTransport
 
 
@@ -104,20 +105,32 @@ class SearchApiHook(BaseHook):
         return build_auth(self.config)
 
     @cached_property
-    def transport(self) -> RestTransport:
-        """The transport that carries requests (REST)."""
+    def transport(self) -> SearchTransport:
+        """The transport that carries requests: REST, or gRPC when the connection says so."""
         config = self.config
+        limiter = shared_rate_limiter(f"{self.searchapi_conn_id}|{config.endpoint}", config.requests_per_second)
+        if config.transport == "grpc":
+            from airflow_provider_searchapi.transport.grpc import GrpcTransport
+
+            return GrpcTransport(
+                endpoint=config.grpc_endpoint,
+                auth=self.auth,
+                limiter=limiter,
+                timeout=config.timeout,
+                retry_policy=self._retry_policy,
+                verify_tls=config.verify_tls,
+            )
         return RestTransport(
             endpoint=config.endpoint,
             auth=self.auth,
-            limiter=shared_rate_limiter(f"{self.searchapi_conn_id}|{config.endpoint}", config.requests_per_second),
+            limiter=limiter,
             timeout=config.timeout,
             retry_policy=self._retry_policy,
             verify_tls=config.verify_tls,
             max_connections=self._max_connections,
         )
 
-    def get_conn(self) -> RestTransport:
+    def get_conn(self) -> SearchTransport:
         """Return the transport (Airflow's conventional accessor)."""
         return self.transport
 

@@ -94,6 +94,7 @@ class Emulator:
         self._bucket_level = 0.0
         self._bucket_time = 0.0
         self._server: ServerThread | None = None
+        self._grpc: Any = None
         self.app = Starlette(
             routes=[
                 Route("/iam/v1/tokens", self._iam_tokens, methods=["POST"]),
@@ -143,8 +144,19 @@ class Emulator:
         self._server = ServerThread(self.app, host, port, log_level, ssl_certfile, ssl_keyfile)
         return self
 
+    def start_grpc(self) -> str:
+        """Serve gRPC too (needs ``grpcio``); returns its ``grpc_endpoint`` (``http://127.0.0.1:PORT``)."""
+        if self._grpc is None:
+            from airflow_provider_searchapi.testing.grpc_server import GrpcFrontEnd
+
+            self._grpc = GrpcFrontEnd(self).start()
+        return self._grpc.endpoint
+
     def stop(self) -> None:
         """Stop serving."""
+        if self._grpc is not None:
+            self._grpc.stop()
+            self._grpc = None
         if self._server is not None:
             self._server.stop()
             self._server = None
@@ -163,12 +175,13 @@ class Emulator:
         return self._server.url
 
     def connection_extras(
-        self, *, credential: str = "authorized_key", key: dict[str, Any] | None = None
+        self, *, credential: str = "authorized_key", key: dict[str, Any] | None = None, transport: str = "rest"
     ) -> dict[str, Any]:
         """Extras of a ``yandex_searchapi`` connection pointing here, with a new credential.
 
         :param credential: ``authorized_key``, ``api_key``, ``iam_token`` or ``metadata``.
         :param key: the authorized key to use (a new one is generated and registered if not given).
+        :param transport: ``rest`` or ``grpc`` (starts the gRPC front end if needed).
         """
         from airflow_provider_searchapi.testing.keys import generate_authorized_key
 
@@ -190,6 +203,8 @@ class Emulator:
             extras["iam_token"] = self.issue_token()
         elif credential != "metadata":
             raise ValueError(f"unknown credential kind {credential!r}")
+        if transport == "grpc":
+            extras.update(transport="grpc", grpc_endpoint=self.start_grpc())
         return extras
 
     def connection_json(self, **kwargs: Any) -> str:
@@ -451,6 +466,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--key-out", help="write a new authorized key JSON here and accept it")
     parser.add_argument("--conn-out", help="write an AIRFLOW_CONN_* JSON value (authorized key) here")
     parser.add_argument("--ready-file", help="write the base URL here once serving (for scripts)")
+    parser.add_argument("--grpc", action="store_true", help="serve gRPC too; --conn-out then names its endpoint")
     args = parser.parse_args(argv)
 
     emulator = Emulator(
@@ -458,13 +474,17 @@ def main(argv: list[str] | None = None) -> None:
         EmulatorSettings(latency=args.latency, quota_rps=args.quota_rps, fault_rate=args.fault_rate),
     )
     emulator.start(args.host, args.port, log_level="warning")
+    grpc_endpoint = emulator.start_grpc() if args.grpc else None
     key = generate_authorized_key()
     if args.key_out:
         with open(args.key_out, "w", encoding="utf-8") as handle:
             json.dump(key, handle)
     if args.conn_out:
         with open(args.conn_out, "w", encoding="utf-8") as handle:
-            handle.write(emulator.connection_json(key=key))
+            connection = json.loads(emulator.connection_json(key=key))
+            if grpc_endpoint:  # transport stays "rest": set "transport": "grpc" to use it
+                connection["extra"]["grpc_endpoint"] = grpc_endpoint
+            handle.write(json.dumps(connection))
     else:
         emulator.add_authorized_key(key)
     print(f"Search API emulator on {emulator.url} (folder {emulator.folder_id})", flush=True)

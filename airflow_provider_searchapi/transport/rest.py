@@ -6,6 +6,7 @@ turning transport failures into :class:`SearchApiHTTPError`, retries and the rat
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import email.utils
 import itertools
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
+from airflow_provider_searchapi.auth import RefreshingTokenAuth
 from airflow_provider_searchapi.exceptions import SearchApiHTTPError, SearchApiResponseError, certificate_refused
 from airflow_provider_searchapi.models import ImageSearchResult, SearchRequest
 from airflow_provider_searchapi.ratelimit import RateLimiter
@@ -82,6 +84,8 @@ class RestTransport:
         body = request.encode()
         for attempt in self._retry_policy.retrying():
             with attempt:
+                if isinstance(self._auth, RefreshingTokenAuth):
+                    self._auth.get_token()  # mint before taking a start slot, not after
                 self._limiter.acquire()
                 self.requests_sent += 1
                 try:
@@ -129,6 +133,8 @@ class RestTransport:
         async for attempt in self._retry_policy.async_retrying():
             with attempt:
                 client = self._async_client()  # made before the wait, so the slot is used to send
+                if isinstance(self._auth, RefreshingTokenAuth) and self._auth.cached_token() is None:
+                    await asyncio.to_thread(self._auth.get_token)  # likewise the token
                 await self._limiter.aacquire()
                 self.requests_sent += 1
                 try:
@@ -141,9 +147,7 @@ class RestTransport:
     async def _asend(self, client: httpx.AsyncClient, body: bytes) -> ImageSearchResult:
         client_request_id = str(uuid.uuid4())
         try:
-            async with client.stream(
-                "POST", self.url, content=body, headers=_headers(client_request_id)
-            ) as response:
+            async with client.stream("POST", self.url, content=body, headers=_headers(client_request_id)) as response:
                 chunks = []
                 size = 0
                 async for chunk in response.aiter_bytes():

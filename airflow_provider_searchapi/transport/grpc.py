@@ -1,0 +1,228 @@
+"""gRPC transport: ``yandex.cloud.searchapi.v2.ImageSearchService/SearchByImage``, sync and async.
+
+Same contract as :class:`~airflow_provider_searchapi.transport.rest.RestTransport`: the same models,
+credentials (sent as ``authorization`` metadata), retry policy and rate limiter, and errors mapped to
+:class:`SearchApiHTTPError` with the HTTP status of the same meaning (so retry decisions match) and the
+gRPC code. Needs the ``grpc`` extra: ``pip install 'airflow-provider-searchapi[grpc]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import uuid
+from typing import Any
+
+import httpx
+
+from airflow_provider_searchapi.auth import RefreshingTokenAuth
+from airflow_provider_searchapi.exceptions import SearchApiConfigError, SearchApiHTTPError, SearchApiResponseError
+from airflow_provider_searchapi.models import ImageSearchResult, SearchRequest
+from airflow_provider_searchapi.ratelimit import RateLimiter
+from airflow_provider_searchapi.retry import RetryPolicy
+from airflow_provider_searchapi.transport.grpc_messages import (
+    METHOD,
+    ImageSearchByImageRequest,
+    ImageSearchByImageResponse,
+    request_message,
+    result_from_message,
+)
+from airflow_provider_searchapi.transport.rest import MAX_RESPONSE_BYTES
+
+try:
+    import grpc
+    import grpc.aio
+except ImportError:  # pragma: no cover - exercised only without the extra
+    grpc = None
+
+#: gRPC status code name → the HTTP status of the same meaning (what REST would answer).
+HTTP_STATUS_OF = {
+    "INVALID_ARGUMENT": 400,
+    "FAILED_PRECONDITION": 400,
+    "OUT_OF_RANGE": 400,
+    "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404,
+    "RESOURCE_EXHAUSTED": 429,
+    "INTERNAL": 500,
+    "UNKNOWN": 500,
+    "UNIMPLEMENTED": 501,
+    "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
+}
+
+
+def _split_target(endpoint: str) -> tuple[str, bool]:
+    """``host:port`` and whether to use TLS: ``http://`` means plaintext (a local emulator)."""
+    if endpoint.startswith("http://"):
+        return endpoint.removeprefix("http://").rstrip("/"), False
+    return endpoint.removeprefix("https://").rstrip("/"), True
+
+
+class GrpcTransport:
+    """Sends search requests over gRPC.
+
+    :param endpoint: ``host:port`` (TLS), ``https://host:port`` (TLS) or ``http://host:port`` (plaintext).
+    :param auth: the connection's credential (its header value goes into the ``authorization`` metadata).
+    :param limiter: rate limiter every attempt waits on.
+    :param timeout: seconds per call (the gRPC deadline).
+    :param retry_policy: how failed calls are retried.
+    :param verify_tls: must stay on: gRPC offers no switch to skip certificate checks.
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        auth: httpx.Auth,
+        limiter: RateLimiter,
+        timeout: float,
+        retry_policy: RetryPolicy | None = None,
+        verify_tls: bool = True,
+    ) -> None:
+        if grpc is None:
+            raise SearchApiConfigError(
+                "transport", "grpc needs the grpc extra: pip install 'airflow-provider-searchapi[grpc]'"
+            )
+        self.target, self._secure = _split_target(endpoint)
+        if self._secure and not verify_tls:
+            raise SearchApiConfigError("verify_tls", "cannot be false with transport=grpc over TLS")
+        self._auth = auth
+        self._limiter = limiter
+        self._timeout = timeout
+        self._retry_policy = retry_policy or RetryPolicy()
+        self._options = [("grpc.max_receive_message_length", MAX_RESPONSE_BYTES)]
+        self._channel: Any = None
+        self._achannel: Any = None
+        self.requests_sent = 0
+        self.failures: collections.Counter[int] = collections.Counter()
+
+    # -- credentials ----------------------------------------------------------------------------
+    def _header(self, stale: str | None = None) -> str:
+        auth = self._auth
+        if isinstance(auth, RefreshingTokenAuth):
+            token = auth.get_token(stale=stale.removeprefix("Bearer ") if stale else None)
+            return f"Bearer {token}"
+        return auth.header  # type: ignore[attr-defined]
+
+    async def _aheader(self, stale: str | None = None) -> str:
+        auth = self._auth
+        if isinstance(auth, RefreshingTokenAuth) and (stale or auth.cached_token() is None):
+            return await asyncio.to_thread(self._header, stale)
+        return self._header()
+
+    def _refreshable(self) -> bool:
+        return isinstance(self._auth, RefreshingTokenAuth)
+
+    # -- sync -----------------------------------------------------------------------------------
+    def _call(self) -> Any:
+        if self._channel is None:
+            self._channel = (
+                grpc.secure_channel(self.target, grpc.ssl_channel_credentials(), options=self._options)
+                if self._secure
+                else grpc.insecure_channel(self.target, options=self._options)
+            )
+        return self._channel.unary_unary(
+            METHOD,
+            request_serializer=ImageSearchByImageRequest.SerializeToString,
+            response_deserializer=ImageSearchByImageResponse.FromString,
+        )
+
+    def search(self, request: SearchRequest) -> ImageSearchResult:
+        """Send one request (with retries) and return the parsed page."""
+        message = request_message(request)
+        for attempt in self._retry_policy.retrying():
+            with attempt:
+                header = self._header()  # the credential first, then the start slot
+                self._limiter.acquire()
+                self.requests_sent += 1
+                try:
+                    return result_from_message(self._send(message, header))
+                except SearchApiHTTPError as err:
+                    self.failures[err.status] += 1
+                    raise
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    def _send(self, message: Any, header: str) -> Any:
+        for final in (not self._refreshable(), True):
+            request_id = str(uuid.uuid4())
+            try:
+                return self._call()(message, timeout=self._timeout, metadata=_metadata(header, request_id))
+            except grpc.RpcError as err:
+                if final or err.code() != grpc.StatusCode.UNAUTHENTICATED:
+                    raise _error(err, request_id) from None
+                header = self._header(stale=header)  # one refresh, one resend
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Close the sync channel."""
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    # -- async ----------------------------------------------------------------------------------
+    def _acall(self) -> Any:
+        if self._achannel is None:
+            self._achannel = (
+                grpc.aio.secure_channel(self.target, grpc.ssl_channel_credentials(), options=self._options)
+                if self._secure
+                else grpc.aio.insecure_channel(self.target, options=self._options)
+            )
+        return self._achannel.unary_unary(
+            METHOD,
+            request_serializer=ImageSearchByImageRequest.SerializeToString,
+            response_deserializer=ImageSearchByImageResponse.FromString,
+        )
+
+    async def asearch(self, request: SearchRequest) -> ImageSearchResult:
+        """Send one request (with retries) without blocking the event loop."""
+        message = request_message(request)
+        async for attempt in self._retry_policy.async_retrying():
+            with attempt:
+                header = await self._aheader()  # the credential first, then the start slot
+                await self._limiter.aacquire()
+                self.requests_sent += 1
+                try:
+                    return result_from_message(await self._asend(message, header))
+                except SearchApiHTTPError as err:
+                    self.failures[err.status] += 1
+                    raise
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def _asend(self, message: Any, header: str) -> Any:
+        for final in (not self._refreshable(), True):
+            request_id = str(uuid.uuid4())
+            try:
+                return await self._acall()(message, timeout=self._timeout, metadata=_metadata(header, request_id))
+            except grpc.aio.AioRpcError as err:
+                if final or err.code() != grpc.StatusCode.UNAUTHENTICATED:
+                    raise _error(err, request_id) from None
+                header = await self._aheader(stale=header)
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        """Close the async channel (from the event loop that used it)."""
+        if self._achannel is not None:
+            await self._achannel.close()
+            self._achannel = None
+
+
+def _metadata(header: str, request_id: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", header), ("x-client-request-id", request_id))
+
+
+def _error(err: Any, client_request_id: str) -> Exception:
+    """Our error for a failed call, with the HTTP status of the same meaning and the gRPC code."""
+    code = err.code()
+    details = err.details() or code.name
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
+        return SearchApiResponseError(f"answer larger than {MAX_RESPONSE_BYTES:,} bytes; not read")
+    trailers = dict(err.trailing_metadata() or ())
+    retry_after = trailers.get("retry-after")
+    return SearchApiHTTPError(
+        HTTP_STATUS_OF.get(code.name, 500),
+        details,
+        request_id=trailers.get("x-request-id") or client_request_id,
+        grpc_code=code.value[0],
+        retry_after=float(retry_after) if retry_after else None,
+    )
