@@ -20,6 +20,7 @@ from airflow_provider_searchapi.exceptions import SearchApiConfigError, SearchAp
 from airflow_provider_searchapi.models import ImageSearchResult, SearchRequest
 from airflow_provider_searchapi.ratelimit import RateLimiter
 from airflow_provider_searchapi.retry import RetryPolicy
+from airflow_provider_searchapi.transport.attempts import Attempts
 from airflow_provider_searchapi.transport.grpc_messages import (
     METHOD,
     ImageSearchByImageRequest,
@@ -88,14 +89,11 @@ class GrpcTransport:
         if self._secure and not verify_tls:
             raise SearchApiConfigError("verify_tls", "cannot be false with transport=grpc over TLS")
         self._auth = auth
-        self._limiter = limiter
+        self._attempts = Attempts(limiter, retry_policy)
         self._timeout = timeout
-        self._retry_policy = retry_policy or RetryPolicy()
         self._options = [("grpc.max_receive_message_length", MAX_RESPONSE_BYTES)]
         self._channel: Any = None
         self._achannel: Any = None
-        self.requests_sent = 0
-        self.failures: collections.Counter[int] = collections.Counter()
 
     # -- credentials ----------------------------------------------------------------------------
     def _header(self, stale: str | None = None) -> str:
@@ -128,20 +126,20 @@ class GrpcTransport:
             response_deserializer=ImageSearchByImageResponse.FromString,
         )
 
+    @property
+    def requests_sent(self) -> int:
+        """Attempts sent, each counted against the quota."""
+        return self._attempts.sent
+
+    @property
+    def failures(self) -> collections.Counter[int]:
+        """Failed attempts by HTTP status of the same meaning (0: no answer)."""
+        return self._attempts.failures
+
     def search(self, request: SearchRequest) -> ImageSearchResult:
         """Send one request (with retries) and return the parsed page."""
         message = request_message(request)
-        for attempt in self._retry_policy.retrying():
-            with attempt:
-                header = self._header()  # the credential first, then the start slot
-                self._limiter.acquire()
-                self.requests_sent += 1
-                try:
-                    return result_from_message(self._send(message, header))
-                except SearchApiHTTPError as err:
-                    self.failures[err.status] += 1
-                    raise
-        raise AssertionError("unreachable: tenacity re-raises the last error")
+        return self._attempts.run(self._header, lambda header: result_from_message(self._send(message, header)))
 
     def _send(self, message: Any, header: str) -> Any:
         for final in (not self._refreshable(), True):
@@ -177,17 +175,11 @@ class GrpcTransport:
     async def asearch(self, request: SearchRequest) -> ImageSearchResult:
         """Send one request (with retries) without blocking the event loop."""
         message = request_message(request)
-        async for attempt in self._retry_policy.async_retrying():
-            with attempt:
-                header = await self._aheader()  # the credential first, then the start slot
-                await self._limiter.aacquire()
-                self.requests_sent += 1
-                try:
-                    return result_from_message(await self._asend(message, header))
-                except SearchApiHTTPError as err:
-                    self.failures[err.status] += 1
-                    raise
-        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+        async def send(header: str) -> ImageSearchResult:
+            return result_from_message(await self._asend(message, header))
+
+        return await self._attempts.arun(self._aheader, send)
 
     async def _asend(self, message: Any, header: str) -> Any:
         for final in (not self._refreshable(), True):

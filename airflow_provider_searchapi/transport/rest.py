@@ -23,6 +23,7 @@ from airflow_provider_searchapi.exceptions import SearchApiHTTPError, SearchApiR
 from airflow_provider_searchapi.models import ImageSearchResult, SearchRequest
 from airflow_provider_searchapi.ratelimit import RateLimiter
 from airflow_provider_searchapi.retry import RetryPolicy
+from airflow_provider_searchapi.transport.attempts import Attempts
 
 SEARCH_BY_IMAGE_PATH = "/v2/image/search_by_image"
 #: An answer larger than this is refused unread: a page of 40 results is a few tens of KiB.
@@ -58,8 +59,7 @@ class RestTransport:
     ) -> None:
         self.url = endpoint.rstrip("/") + SEARCH_BY_IMAGE_PATH
         self._auth = auth
-        self._limiter = limiter
-        self._retry_policy = retry_policy or RetryPolicy()
+        self._attempts = Attempts(limiter, retry_policy)
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._client_kwargs: dict[str, Any] = {
             "auth": auth,
@@ -74,26 +74,26 @@ class RestTransport:
         self._max_connections = max_connections
         self._aclients: list[httpx.AsyncClient] = []
         self._turn = itertools.count()
-        #: Attempts sent (each one counts against the quota) and failures by HTTP status (0: no answer).
-        self.requests_sent = 0
-        self.failures: collections.Counter[int] = collections.Counter()
 
     # -- sync ---------------------------------------------------------------------------------
+    @property
+    def requests_sent(self) -> int:
+        """Attempts sent, each counted against the quota."""
+        return self._attempts.sent
+
+    @property
+    def failures(self) -> collections.Counter[int]:
+        """Failed attempts by HTTP status (0: no answer)."""
+        return self._attempts.failures
+
     def search(self, request: SearchRequest) -> ImageSearchResult:
         """Send one request (with retries) and return the parsed page."""
         body = request.encode()
-        for attempt in self._retry_policy.retrying():
-            with attempt:
-                if isinstance(self._auth, RefreshingTokenAuth):
-                    self._auth.get_token()  # mint before taking a start slot, not after
-                self._limiter.acquire()
-                self.requests_sent += 1
-                try:
-                    return self._send(body)
-                except SearchApiHTTPError as err:
-                    self.failures[err.status] += 1
-                    raise
-        raise AssertionError("unreachable: tenacity re-raises the last error")
+        return self._attempts.run(self._prepare, lambda _: self._send(body))
+
+    def _prepare(self) -> None:
+        if isinstance(self._auth, RefreshingTokenAuth):
+            self._auth.get_token()
 
     def _send(self, body: bytes) -> ImageSearchResult:
         if self._client is None:
@@ -130,19 +130,13 @@ class RestTransport:
     async def asearch(self, request: SearchRequest) -> ImageSearchResult:
         """Send one request (with retries) without blocking the event loop."""
         body = request.encode()
-        async for attempt in self._retry_policy.async_retrying():
-            with attempt:
-                client = self._async_client()  # made before the wait, so the slot is used to send
-                if isinstance(self._auth, RefreshingTokenAuth) and self._auth.cached_token() is None:
-                    await asyncio.to_thread(self._auth.get_token)  # likewise the token
-                await self._limiter.aacquire()
-                self.requests_sent += 1
-                try:
-                    return await self._asend(client, body)
-                except SearchApiHTTPError as err:
-                    self.failures[err.status] += 1
-                    raise
-        raise AssertionError("unreachable: tenacity re-raises the last error")
+        return await self._attempts.arun(self._aprepare, lambda client: self._asend(client, body))
+
+    async def _aprepare(self) -> httpx.AsyncClient:
+        client = self._async_client()
+        if isinstance(self._auth, RefreshingTokenAuth) and self._auth.cached_token() is None:
+            await asyncio.to_thread(self._auth.get_token)
+        return client
 
     async def _asend(self, client: httpx.AsyncClient, body: bytes) -> ImageSearchResult:
         client_request_id = str(uuid.uuid4())
