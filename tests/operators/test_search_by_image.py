@@ -89,3 +89,12 @@ def test_public_urls(searchapi_connection, searchapi_emulator):
 def test_requests_per_second_overrides_the_connection(searchapi_connection):
     op = SearchByImageOperator(task_id="t", image_urls=["https://x/y.jpg"], output="xcom", requests_per_second=2.5)
     assert op.hook.config.requests_per_second == 2.5
+
+
+def test_commit_every_sets_the_batch(tmp_path, searchapi_connection):
+    write_images(tmp_path / "in", 6)
+    op = SearchByImageOperator(
+        task_id="t", source=f"file://{tmp_path}/in/", output_path=f"file://{tmp_path}/out/", commit_every=2
+    )
+    assert op.execute({})["searched"] == 6
+    assert len(list((tmp_path / "out" / "results").glob("*.jsonl"))) >= 3
