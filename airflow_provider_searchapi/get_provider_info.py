@@ -38,7 +38,7 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     "transport": {
         "label": "Transport",
         "description": "rest (default) or grpc (needs the provider's grpc extra).",
-        "schema": {"type": ["string", "null"], "enum": ["rest", "grpc", None], "default": "rest"},
+        "schema": {"type": ["string", "null"], "enum": ["rest", "grpc"], "default": "rest"},
     },
     "grpc_endpoint": _text("gRPC endpoint", "host:port for transport=grpc; default searchapi.api.cloud.yandex.net:443"),
     "timeout": _number("Timeout (seconds)", "Seconds to wait for one HTTP request.", 60),
