@@ -7,6 +7,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+# Versions the suite was last run with (pip freeze), so that a fresh install resolves the same set
+# quickly; used when present for this Python. Refresh: .venv/bin/pip freeze --exclude-editable.
+PYVER := $(shell $(PYTHON) -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+CONSTRAINTS := $(if $(wildcard constraints/py$(PYVER).txt),-c constraints/py$(PYVER).txt,)
 # This machine's pip configuration may name local indexes that do not exist: hide those warnings.
 PIP_QUIET := { grep -v -e "is ignored: it is neither" -e "^$$" || true; }
 
@@ -14,12 +18,12 @@ PIP_QUIET := { grep -v -e "is ignored: it is neither" -e "^$$" || true; }
 
 install: $(INSTALLED)
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml $(wildcard constraints/*.txt)
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0] if sys.version_info < (3, 11) else 0)'
 	@echo "Setting up $(VENV) (first run only, about a minute)…"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | $(PIP_QUIET)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[test]" 2>&1 | $(PIP_QUIET)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[test]" $(CONSTRAINTS) 2>&1 | $(PIP_QUIET)
 	@touch $@
 
 demo: $(INSTALLED)

@@ -59,3 +59,19 @@ class Attempts:
                     self.failures[err.status] += 1
                     raise
         raise AssertionError("unreachable: tenacity re-raises the last error")
+
+
+class CountsAttempts:
+    """Exposes an :class:`Attempts`' counters as a transport's ``requests_sent`` and ``failures``."""
+
+    _attempts: Attempts
+
+    @property
+    def requests_sent(self) -> int:
+        """Attempts sent, each counted against the quota."""
+        return self._attempts.sent
+
+    @property
+    def failures(self) -> collections.Counter[int]:
+        """Failed attempts by HTTP status, or the status of the same meaning (0: no answer)."""
+        return self._attempts.failures

@@ -9,7 +9,6 @@ gRPC code. Needs the ``grpc`` extra: ``pip install 'airflow-provider-searchapi[g
 from __future__ import annotations
 
 import asyncio
-import collections
 import uuid
 from typing import Any
 
@@ -20,7 +19,7 @@ from airflow_provider_searchapi.exceptions import SearchApiConfigError, SearchAp
 from airflow_provider_searchapi.models import ImageSearchResult, SearchRequest
 from airflow_provider_searchapi.ratelimit import RateLimiter
 from airflow_provider_searchapi.retry import RetryPolicy
-from airflow_provider_searchapi.transport.attempts import Attempts
+from airflow_provider_searchapi.transport.attempts import Attempts, CountsAttempts
 from airflow_provider_searchapi.transport.grpc_messages import (
     METHOD,
     ImageSearchByImageRequest,
@@ -60,7 +59,7 @@ def _split_target(endpoint: str) -> tuple[str, bool]:
     return endpoint.removeprefix("https://").rstrip("/"), True
 
 
-class GrpcTransport:
+class GrpcTransport(CountsAttempts):
     """Sends search requests over gRPC.
 
     :param endpoint: ``host:port`` (TLS), ``https://host:port`` (TLS) or ``http://host:port`` (plaintext).
@@ -125,16 +124,6 @@ class GrpcTransport:
             request_serializer=ImageSearchByImageRequest.SerializeToString,
             response_deserializer=ImageSearchByImageResponse.FromString,
         )
-
-    @property
-    def requests_sent(self) -> int:
-        """Attempts sent, each counted against the quota."""
-        return self._attempts.sent
-
-    @property
-    def failures(self) -> collections.Counter[int]:
-        """Failed attempts by HTTP status of the same meaning (0: no answer)."""
-        return self._attempts.failures
 
     def search(self, request: SearchRequest) -> ImageSearchResult:
         """Send one request (with retries) and return the parsed page."""

@@ -7,7 +7,6 @@ turning transport failures into :class:`SearchApiHTTPError`, retries and the rat
 from __future__ import annotations
 
 import asyncio
-import collections
 import email.utils
 import itertools
 import math
@@ -23,7 +22,7 @@ from airflow_provider_searchapi.exceptions import SearchApiHTTPError, SearchApiR
 from airflow_provider_searchapi.models import ImageSearchResult, SearchRequest
 from airflow_provider_searchapi.ratelimit import RateLimiter
 from airflow_provider_searchapi.retry import RetryPolicy
-from airflow_provider_searchapi.transport.attempts import Attempts
+from airflow_provider_searchapi.transport.attempts import Attempts, CountsAttempts
 
 SEARCH_BY_IMAGE_PATH = "/v2/image/search_by_image"
 #: An answer larger than this is refused unread: a page of 40 results is a few tens of KiB.
@@ -34,7 +33,7 @@ POOL_SHARD_SIZE = 16
 _USER_AGENT = "airflow-provider-searchapi"
 
 
-class RestTransport:
+class RestTransport(CountsAttempts):
     """Sends search requests over REST.
 
     :param endpoint: base URL of the Search API.
@@ -76,16 +75,6 @@ class RestTransport:
         self._turn = itertools.count()
 
     # -- sync ---------------------------------------------------------------------------------
-    @property
-    def requests_sent(self) -> int:
-        """Attempts sent, each counted against the quota."""
-        return self._attempts.sent
-
-    @property
-    def failures(self) -> collections.Counter[int]:
-        """Failed attempts by HTTP status (0: no answer)."""
-        return self._attempts.failures
-
     def search(self, request: SearchRequest) -> ImageSearchResult:
         """Send one request (with retries) and return the parsed page."""
         body = request.encode()
