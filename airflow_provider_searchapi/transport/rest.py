@@ -90,7 +90,10 @@ class RestTransport(CountsAttempts):
         client_request_id = str(uuid.uuid4())
         try:
             with self._client.stream("POST", self.url, content=body, headers=_headers(client_request_id)) as response:
-                content = _read_capped(response.iter_bytes(), response)
+                body_read = _CappedBody(response)
+                for chunk in response.iter_bytes():
+                    body_read.add(chunk)
+                content = body_read.content()
         except httpx.TransportError as err:
             raise self._transport_error(err, client_request_id) from None
         return _parse(response, content, client_request_id)
@@ -131,14 +134,10 @@ class RestTransport(CountsAttempts):
         client_request_id = str(uuid.uuid4())
         try:
             async with client.stream("POST", self.url, content=body, headers=_headers(client_request_id)) as response:
-                chunks = []
-                size = 0
+                body_read = _CappedBody(response)
                 async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > MAX_RESPONSE_BYTES:
-                        raise _too_large(response)
-                    chunks.append(chunk)
-                content = b"".join(chunks)
+                    body_read.add(chunk)
+                content = body_read.content()
         except httpx.TransportError as err:
             raise self._transport_error(err, client_request_id) from None
         return _parse(response, content, client_request_id)
@@ -163,21 +162,24 @@ def _headers(client_request_id: str) -> dict[str, str]:
     return {"Content-Type": "application/json", "x-client-request-id": client_request_id}
 
 
-def _read_capped(chunks: Any, response: httpx.Response) -> bytes:
-    parts = []
-    size = 0
-    for chunk in chunks:
-        size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            raise _too_large(response)
-        parts.append(chunk)
-    return b"".join(parts)
+class _CappedBody:
+    """Collects an answer's bytes, refusing more than :data:`MAX_RESPONSE_BYTES`."""
 
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self._chunks: list[bytes] = []
+        self._size = 0
 
-def _too_large(response: httpx.Response) -> SearchApiResponseError:
-    return SearchApiResponseError(
-        f"answer with HTTP {response.status_code} is larger than {MAX_RESPONSE_BYTES:,} bytes; not read"
-    )
+    def add(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > MAX_RESPONSE_BYTES:
+            raise SearchApiResponseError(
+                f"answer with HTTP {self._response.status_code} is larger than {MAX_RESPONSE_BYTES:,} bytes; not read"
+            )
+        self._chunks.append(chunk)
+
+    def content(self) -> bytes:
+        return b"".join(self._chunks)
 
 
 def _parse(response: httpx.Response, content: bytes, client_request_id: str) -> ImageSearchResult:
