@@ -191,6 +191,9 @@ class Enricher:
             if in_flight:
                 await asyncio.gather(*in_flight)
         finally:
+            for task in in_flight:  # only after a failure: nothing may run once the clients close
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
             stop.set()
             self._finished.set()
             outcome = (await asyncio.gather(committer, return_exceptions=True))[0]
