@@ -3,14 +3,16 @@
     python -m airflow_provider_searchapi search IMAGE_OR_URL [--conn-id ID] [--pages N] [--json]
     python -m airflow_provider_searchapi check-connection [--conn-id ID]
 
-Exit codes: 0 ok, 2 bad input (missing file, invalid image, bad connection settings), 1 API error.
-Nothing printed ever holds a credential.
+Exit codes: 0 ok; 2 bad input (missing or invalid image, bad arguments, bad connection settings,
+unknown connection); 1 the API or IAM refused or could not be reached. Nothing printed ever holds a
+credential: errors are the provider's own messages, which never carry one.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,34 +20,66 @@ from typing import TextIO
 
 from airflow.sdk.exceptions import AirflowNotFoundException
 
-from airflow_provider_searchapi.exceptions import InvalidImageError, SearchApiConfigError, SearchApiError
-from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
+from airflow_provider_searchapi.exceptions import (
+    InvalidImageError,
+    SearchApiAuthError,
+    SearchApiError,
+    SearchApiHTTPError,
+    SearchApiResponseError,
+)
+from airflow_provider_searchapi.hooks.searchapi import _STATUS_HINTS, SearchApiHook
 from airflow_provider_searchapi.images import check_image
 from airflow_provider_searchapi.models import ImageSearchResult
 
 EXIT_OK, EXIT_API_ERROR, EXIT_BAD_INPUT = 0, 1, 2
+#: Failures of the service or of reaching it (exit 1); every other provider error is bad input (exit 2).
+API_ERRORS = (SearchApiHTTPError, SearchApiAuthError, SearchApiResponseError)
+
+_EPILOG = (
+    "exit codes: 0 ok; 2 bad input (missing or invalid image, bad arguments, bad connection settings, "
+    "unknown connection); 1 the API or IAM refused or could not be reached"
+)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m airflow_provider_searchapi", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    search = commands.add_parser("search", help="search by an image file or a public image URL")
+def _positive_int(text: str) -> int:
+    """argparse type of ``--pages``: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number (got {text!r})") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (got {value})")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: ``search`` and ``check-connection``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m airflow_provider_searchapi",
+        description="Debug a Yandex Cloud Search API connection (type yandex_searchapi) from a shell.",
+        epilog=_EPILOG,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    search = commands.add_parser(
+        "search", help="search by an image file or a public image URL", description=_search.__doc__, epilog=_EPILOG
+    )
     search.add_argument("image", metavar="IMAGE_OR_URL", help="a local image file, or an http(s) URL sent as is")
     search.add_argument("--conn-id", default=SearchApiHook.default_conn_name, help="connection id (%(default)s)")
-    search.add_argument("--pages", type=int, default=1, help="result pages to fetch (default 1)")
-    search.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    check = commands.add_parser("check-connection", help="authenticate and make one test search")
+    search.add_argument("--pages", type=_positive_int, default=1, help="result pages to fetch at most (default 1)")
+    search.add_argument("--json", action="store_true", help="print the result pages as JSON instead of a table")
+    check = commands.add_parser(
+        "check-connection", help="authenticate and make one test search", description=_check.__doc__, epilog=_EPILOG
+    )
     check.add_argument("--conn-id", default=SearchApiHook.default_conn_name, help="connection id (%(default)s)")
     return parser
 
 
 def _query(target: str) -> dict[str, object]:
-    """``url=`` for an http(s) address, else the bytes of a local file (checked before any call)."""
+    """``url=`` for an http(s) address (nothing is downloaded), else a local file's bytes, checked."""
     if target.startswith(("http://", "https://")):
         return {"url": target}
-    path = Path(target)
     try:
-        data = path.read_bytes()
+        data = Path(target).read_bytes()
     except FileNotFoundError:
         raise InvalidImageError(f"{target}: no such file") from None
     except OSError as err:
@@ -67,11 +101,15 @@ def _print_table(pages: list[ImageSearchResult], out: TextIO) -> None:
 
 
 def _search(args: argparse.Namespace, out: TextIO) -> int:
-    if args.pages < 1:
-        raise InvalidImageError(f"--pages must be >= 1 (got {args.pages})")
-    query = _query(args.image)
+    """Search by an image (a file is uploaded; a URL is sent as is) and print the results.
+
+    Page 0 is searched with the image, later pages with the CBIR id the first answer returned,
+    until --pages pages or an empty page.
+    """
+    query = _query(args.image)  # before the connection: a bad file costs nothing
     hook = SearchApiHook(args.conn_id)
     try:
+        _ = hook.config  # bad settings are bad input (exit 2), reported as such
         pages = list(hook.iter_pages(**query, max_pages=args.pages))
     finally:
         hook.close()
@@ -84,6 +122,10 @@ def _search(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _check(args: argparse.Namespace, out: TextIO) -> int:
+    """Authenticate with the connection's credential and make one search with a tiny image.
+
+    Prints what the UI's Test button would show.
+    """
     hook = SearchApiHook(args.conn_id)
     _ = hook.config  # bad settings are bad input (exit 2), not an API error
     ok, message = hook.test_connection()
@@ -91,14 +133,24 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK if ok else EXIT_API_ERROR
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """Run the CLI; return its exit code."""
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run the CLI and return its exit code (argparse itself exits 2 on bad arguments)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    args = build_parser().parse_args(argv)
     try:
         return _search(args, out) if args.command == "search" else _check(args, out)
-    except (InvalidImageError, SearchApiConfigError, AirflowNotFoundException) as error:
+    except API_ERRORS as error:
+        hint = _STATUS_HINTS.get(error.status, "") if isinstance(error, SearchApiHTTPError) else ""
+        err.write(f"error: {error}{hint}\n")  # the same hints as the UI's Test button
+        return EXIT_API_ERROR
+    except (SearchApiError, AirflowNotFoundException) as error:  # config, image, request: the caller's input
         err.write(f"error: {error}\n")
         return EXIT_BAD_INPUT
-    except SearchApiError as error:
-        err.write(f"error: {error}\n")
-        return EXIT_API_ERROR
+    except KeyboardInterrupt:
+        err.write("interrupted\n")
+        return 130
+    except BrokenPipeError:  # e.g. `... --json | head`: stop quietly, as shell tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK

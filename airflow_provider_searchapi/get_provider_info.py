@@ -27,7 +27,7 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     "folder_id": _text("Folder ID", "ID of the Yandex Cloud folder billed for searches (b1g…)."),
     "service_account_json": _text(
         "Service account authorized key (JSON)",
-        "Whole JSON of `yc iam key create --output key.json`. Give one credential only.",
+        "The whole key file that yc iam key create --output key.json writes. Give one credential only.",
         secret=True,
     ),
     "service_account_json_path": _text("…or path to the authorized key file", "Path of that JSON file on the workers."),

@@ -138,8 +138,9 @@ class SearchApiHook(BaseHook):
         image = kwargs.get("image")
         if image is not None:
             check_image(image)
+        folder_id = self.config.folder_id  # a bad connection raises its own, named error
         try:
-            return SearchRequest.build(folder_id=self.config.folder_id, **kwargs)
+            return SearchRequest.build(folder_id=folder_id, **kwargs)
         except ValueError as err:
             raise SearchApiError(f"invalid search request: {err}") from None
 
