@@ -27,7 +27,7 @@ from airflow_provider_searchapi.transport.grpc_messages import (
     request_message,
     result_from_message,
 )
-from airflow_provider_searchapi.transport.rest import MAX_RESPONSE_BYTES
+from airflow_provider_searchapi.transport.rest import MAX_RESPONSE_BYTES, _retry_after
 
 try:
     import grpc
@@ -50,6 +50,11 @@ HTTP_STATUS_OF = {
     "UNAVAILABLE": 503,
     "DEADLINE_EXCEEDED": 504,
 }
+
+#: What gRPC core says when the TLS handshake fails on the server's certificate (BoringSSL's words).
+_CERTIFICATE_REFUSED = ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed", "Hostname Verification Check failed")
+#: Metadata keys that carry the server's request id (the same headers REST reads).
+_REQUEST_ID_KEYS = ("x-request-id", "x-server-trace-id")
 
 
 def _split_target(endpoint: str) -> tuple[str, bool]:
@@ -134,10 +139,10 @@ class GrpcTransport(CountsAttempts):
         for final in (not self._refreshable(), True):
             request_id = str(uuid.uuid4())
             try:
-                return self._call()(message, timeout=self._timeout, metadata=_metadata(header, request_id))
+                return self._call()(message, timeout=self._timeout, metadata=_call_metadata(header, request_id))
             except grpc.RpcError as err:
                 if final or err.code() != grpc.StatusCode.UNAUTHENTICATED:
-                    raise _error(err, request_id) from None
+                    raise _error(err, request_id, self.target) from None
                 header = self._header(stale=header)  # one refresh, one resend
         raise AssertionError("unreachable")
 
@@ -174,10 +179,10 @@ class GrpcTransport(CountsAttempts):
         for final in (not self._refreshable(), True):
             request_id = str(uuid.uuid4())
             try:
-                return await self._acall()(message, timeout=self._timeout, metadata=_metadata(header, request_id))
+                return await self._acall()(message, timeout=self._timeout, metadata=_call_metadata(header, request_id))
             except grpc.aio.AioRpcError as err:
                 if final or err.code() != grpc.StatusCode.UNAUTHENTICATED:
-                    raise _error(err, request_id) from None
+                    raise _error(err, request_id, self.target) from None
                 header = await self._aheader(stale=header)
         raise AssertionError("unreachable")
 
@@ -188,22 +193,42 @@ class GrpcTransport(CountsAttempts):
             self._achannel = None
 
 
-def _metadata(header: str, request_id: str) -> tuple[tuple[str, str], ...]:
+def _call_metadata(header: str, request_id: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", header), ("x-client-request-id", request_id))
 
 
-def _error(err: Any, client_request_id: str) -> Exception:
-    """Our error for a failed call, with the HTTP status of the same meaning and the gRPC code."""
+def _error(err: Any, client_request_id: str, target: str) -> Exception:
+    """Our error for a failed call, with the HTTP status of the same meaning and the gRPC code.
+
+    :param err: the ``grpc.RpcError`` (sync) or ``grpc.aio.AioRpcError`` of the call.
+    :param client_request_id: the ``x-client-request-id`` we sent, quoted when the server gave none.
+    :param target: ``host:port`` called, named when its certificate is refused.
+    """
     code = err.code()
     details = err.details() or code.name
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
         return SearchApiResponseError(f"answer larger than {MAX_RESPONSE_BYTES:,} bytes; not read")
-    trailers = dict(err.trailing_metadata() or ())
-    retry_after = trailers.get("retry-after")
+    if code == grpc.StatusCode.UNAVAILABLE and any(words in details for words in _CERTIFICATE_REFUSED):
+        # No answer, and trying again cannot help: final, as over REST.
+        return SearchApiHTTPError(
+            0,
+            f"TLS certificate of {target.rpartition(':')[0]} could not be verified; fix the server's certificate "
+            "or the CA bundle (GRPC_DEFAULT_SSL_ROOTS_FILE_PATH)",
+            request_id=client_request_id,
+            grpc_code=code.value[0],
+            retryable=False,
+        )
+    metadata = {**_metadata(err.initial_metadata()), **_metadata(err.trailing_metadata())}
     return SearchApiHTTPError(
         HTTP_STATUS_OF.get(code.name, 500),
         details,
-        request_id=trailers.get("x-request-id") or client_request_id,
+        request_id=next((metadata[k] for k in _REQUEST_ID_KEYS if metadata.get(k)), None) or client_request_id,
         grpc_code=code.value[0],
-        retry_after=float(retry_after) if retry_after else None,
+        retry_after=_retry_after(metadata.get("retry-after")),
     )
+
+
+def _metadata(pairs: Any) -> dict[str, str]:
+    """Text metadata as a dict. Iterating yields ``(key, value)`` in every grpcio; ``dict()`` of the
+    async side's ``Metadata`` raises ``KeyError`` on older ones (1.60)."""
+    return {str(key).lower(): value for key, value in (pairs or ()) if isinstance(value, str)}
