@@ -139,6 +139,29 @@ class RefreshingTokenAuth(httpx.Auth):
             yield request
 
 
+def authorization_header(auth: httpx.Auth, *, stale: str | None = None) -> str:
+    """The ``Authorization`` value of a request sent with one of the credentials above, for transports
+    that set the header themselves instead of running the ``httpx.Auth`` flow.
+
+    :param auth: an :class:`ApiKeyAuth`, :class:`StaticTokenAuth` or :class:`RefreshingTokenAuth`.
+    :param stale: a value the server refused with 401: a refreshing token is replaced (once for every
+        request refused with the same one); fixed credentials are returned unchanged.
+    """
+    if isinstance(auth, RefreshingTokenAuth):
+        return f"Bearer {auth.get_token(stale=stale.removeprefix('Bearer ') if stale else None)}"
+    return str(auth.header)  # type: ignore[attr-defined]
+
+
+async def aauthorization_header(auth: httpx.Auth, *, stale: str | None = None) -> str:
+    """:func:`authorization_header` for async code: a token exchange (rare) runs in a thread."""
+    if isinstance(auth, RefreshingTokenAuth):
+        token = None if stale else auth.cached_token()
+        if token is None:
+            return await asyncio.to_thread(authorization_header, auth, stale=stale)
+        return f"Bearer {token}"
+    return authorization_header(auth)
+
+
 def sign_jwt(key: AuthorizedKey, *, now: float | None = None) -> str:
     """A PS256-signed JWT asking IAM for a token of the key's service account."""
     issued = int(now if now is not None else time.time())

@@ -56,13 +56,20 @@ def make_hook(searchapi_emulator, monkeypatch):
     hooks = []
     fast = RetryPolicy(max_attempts=5, backoff_base=0.01, backoff_max=0.05)
 
-    def build(credential: str = "authorized_key", *, conn_id: str = "searchapi_test", retry_policy=fast, **overrides):
+    def build(
+        credential: str = "authorized_key",
+        *,
+        conn_id: str = "searchapi_test",
+        retry_policy=fast,
+        hook_kwargs: dict | None = None,
+        **overrides,
+    ):
         extras = {**searchapi_emulator.connection_extras(credential=credential), **overrides}
         extras = {k: v for k, v in extras.items() if v is not None}
         monkeypatch.setenv(
             f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "yandex_searchapi", "extra": extras})
         )
-        hook = SearchApiHook(conn_id, retry_policy=retry_policy)
+        hook = SearchApiHook(conn_id, retry_policy=retry_policy, **(hook_kwargs or {}))
         hooks.append(hook)
         return hook
 

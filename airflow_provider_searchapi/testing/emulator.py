@@ -270,6 +270,9 @@ class Emulator:
         return False
 
     async def _search_by_image(self, request: Request) -> Response:
+        if request.client is not None:
+            with self.stats.lock:
+                self.stats.rest_connections.add((request.client.host, request.client.port))
         try:
             body: Any = await request.json()
         except ValueError:

@@ -81,6 +81,8 @@ class EmulatorStats:
             self.authorization_headers: collections.Counter[str] = collections.Counter()
             #: token exchanges that carried an Authorization header (they never should)
             self.iam_authorization_headers = 0
+            #: (host, port) of every client connection that sent a REST search
+            self.rest_connections: set[tuple[str, int]] = set()
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready copy of the counters."""
@@ -96,6 +98,7 @@ class EmulatorStats:
                 "queries_answered_more_than_once": sum(1 for n in self.searches_by_query.values() if n > 1),
                 "max_in_flight": self.max_in_flight,
                 "iam_authorization_headers": self.iam_authorization_headers,
+                "rest_connections": len(self.rest_connections),
             }
 
 

@@ -8,13 +8,12 @@ gRPC code. Needs the ``grpc`` extra: ``pip install 'airflow-provider-searchapi[g
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
 import httpx
 
-from airflow_provider_searchapi.auth import RefreshingTokenAuth
+from airflow_provider_searchapi.auth import RefreshingTokenAuth, aauthorization_header, authorization_header
 from airflow_provider_searchapi.exceptions import SearchApiConfigError, SearchApiHTTPError, SearchApiResponseError
 from airflow_provider_searchapi.models import ImageSearchResult, SearchRequest
 from airflow_provider_searchapi.ratelimit import RateLimiter
@@ -101,17 +100,10 @@ class GrpcTransport(CountsAttempts):
 
     # -- credentials ----------------------------------------------------------------------------
     def _header(self, stale: str | None = None) -> str:
-        auth = self._auth
-        if isinstance(auth, RefreshingTokenAuth):
-            token = auth.get_token(stale=stale.removeprefix("Bearer ") if stale else None)
-            return f"Bearer {token}"
-        return auth.header  # type: ignore[attr-defined]
+        return authorization_header(self._auth, stale=stale)
 
     async def _aheader(self, stale: str | None = None) -> str:
-        auth = self._auth
-        if isinstance(auth, RefreshingTokenAuth) and (stale or auth.cached_token() is None):
-            return await asyncio.to_thread(self._header, stale)
-        return self._header()
+        return await aauthorization_header(self._auth, stale=stale)
 
     def _refreshable(self) -> bool:
         return isinstance(self._auth, RefreshingTokenAuth)

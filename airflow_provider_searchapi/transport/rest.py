@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import itertools
-import math
 import time
+import urllib.request
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 from pydantic import ValidationError
 
-from airflow_provider_searchapi.auth import RefreshingTokenAuth
+from airflow_provider_searchapi.auth import RefreshingTokenAuth, aauthorization_header
 from airflow_provider_searchapi.exceptions import SearchApiHTTPError, SearchApiResponseError, certificate_refused
 from airflow_provider_searchapi.models import ImageSearchResult, SearchRequest
 from airflow_provider_searchapi.ratelimit import RateLimiter
@@ -27,9 +27,6 @@ from airflow_provider_searchapi.transport.attempts import Attempts, CountsAttemp
 SEARCH_BY_IMAGE_PATH = "/v2/image/search_by_image"
 #: An answer larger than this is refused unread: a page of 40 results is a few tens of KiB.
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
-#: httpcore looks at every pooled connection on each request, so its cost grows with the pool. The
-#: async side therefore spreads requests over several clients whose pools hold at most this many.
-POOL_SHARD_SIZE = 16
 _USER_AGENT = "airflow-provider-searchapi"
 
 
@@ -70,9 +67,14 @@ class RestTransport(CountsAttempts):
         }
         self._timeout = timeout
         self._client: httpx.Client | None = None
+        # The async side sends at the transport level (see _ConnectionLender), doing itself the little
+        # the client did: headers, the timeout, the environment's proxy, the credential.
+        self._url = httpx.URL(self.url)
+        self._fixed_headers = {"User-Agent": _USER_AGENT, "Content-Type": "application/json"}
+        self._extensions = {"timeout": httpx.Timeout(timeout).as_dict()}
+        self._proxy = _environment_proxy(self._url)
         self._max_connections = max_connections
-        self._aclients: list[httpx.AsyncClient] = []
-        self._turn = itertools.count()
+        self._connections: _ConnectionLender | None = None
 
     # -- sync ---------------------------------------------------------------------------------
     def search(self, request: SearchRequest) -> ImageSearchResult:
@@ -122,40 +124,96 @@ class RestTransport(CountsAttempts):
     async def asearch(self, request: SearchRequest) -> ImageSearchResult:
         """Send one request (with retries) without blocking the event loop."""
         body = request.encode()
-        return await self._attempts.arun(self._aprepare, lambda client: self._asend(client, body))
+        return await self._attempts.arun(self._aprepare, lambda header: self._asend(header, body))
 
-    async def _aprepare(self) -> httpx.AsyncClient:
-        client = self._async_client()
-        if isinstance(self._auth, RefreshingTokenAuth) and self._auth.cached_token() is None:
-            await asyncio.to_thread(self._auth.get_token)
-        return client
+    async def _aprepare(self) -> str:
+        return await aauthorization_header(self._auth)
 
-    async def _asend(self, client: httpx.AsyncClient, body: bytes) -> ImageSearchResult:
-        client_request_id = str(uuid.uuid4())
-        try:
-            async with client.stream("POST", self.url, content=body, headers=_headers(client_request_id)) as response:
-                body_read = _CappedBody(response)
-                async for chunk in response.aiter_bytes():
-                    body_read.add(chunk)
-                content = body_read.content()
-        except httpx.TransportError as err:
-            raise self._transport_error(err, client_request_id) from None
-        return _parse(response, content, client_request_id)
+    async def _asend(self, header: str, body: bytes) -> ImageSearchResult:
+        """One attempt: a request on a connection of its own; after a 401, one refresh and one resend."""
+        if self._connections is None:
+            self._connections = _ConnectionLender(self._new_connection, self._max_connections)
+        for final in (not isinstance(self._auth, RefreshingTokenAuth), True):
+            client_request_id = str(uuid.uuid4())
+            headers = {**self._fixed_headers, "Authorization": header, "x-client-request-id": client_request_id}
+            request = httpx.Request("POST", self._url, content=body, headers=headers, extensions=self._extensions)
+            connection = await self._connections.borrow()
+            try:
+                response = await connection.handle_async_request(request)
+                try:
+                    body_read = _CappedBody(response)
+                    async for chunk in response.aiter_bytes():
+                        body_read.add(chunk)
+                    content = body_read.content()
+                finally:
+                    await response.aclose()
+            except httpx.TransportError as err:
+                raise self._transport_error(err, client_request_id) from None
+            finally:
+                self._connections.give_back(connection)
+            if response.status_code != 401 or final:
+                return _parse(response, content, client_request_id)
+            header = await aauthorization_header(self._auth, stale=header)
+        raise AssertionError("unreachable")
 
-    def _async_client(self) -> httpx.AsyncClient:
-        """The next of the async clients, made on first use (in the event loop that uses them)."""
-        if not self._aclients:
-            shards = max(1, math.ceil(self._max_connections / POOL_SHARD_SIZE))
-            size = math.ceil(self._max_connections / shards)
-            limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-            self._aclients = [httpx.AsyncClient(**{**self._client_kwargs, "limits": limits}) for _ in range(shards)]
-        return self._aclients[next(self._turn) % len(self._aclients)]
+    def _new_connection(self) -> httpx.AsyncHTTPTransport:
+        one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        return httpx.AsyncHTTPTransport(verify=self._client_kwargs["verify"], limits=one, proxy=self._proxy)
 
     async def aclose(self) -> None:
-        """Close the async clients (call it from the event loop that used them)."""
-        clients, self._aclients = self._aclients, []
-        for client in clients:
-            await client.aclose()
+        """Close the async connections (call it from the event loop that used them)."""
+        connections, self._connections = self._connections, None
+        if connections is not None:
+            await connections.aclose()
+
+
+class _ConnectionLender:
+    """Async HTTP connections, each an httpx transport of its own, lent to one request at a time.
+
+    httpcore looks at every connection of a pool on each request, so with one pool for 64 requests in
+    flight, choosing a connection cost more CPU than the request itself. Here choosing is a list pop.
+    The connection returned last is lent first: when fewer are needed, the rest sit idle and close
+    after httpx's keep-alive expiry (5 s), and open again on demand.
+
+    :param make: makes one connection (a transport limited to one connection).
+    :param limit: connections open at most; requests beyond it wait for one to come back.
+    """
+
+    def __init__(self, make: Callable[[], httpx.AsyncHTTPTransport], limit: int) -> None:
+        self._make = make
+        self._idle: list[httpx.AsyncHTTPTransport] = []
+        self._every: list[httpx.AsyncHTTPTransport] = []
+        self._available = asyncio.Semaphore(limit)
+
+    async def borrow(self) -> httpx.AsyncHTTPTransport:
+        await self._available.acquire()
+        if self._idle:
+            return self._idle.pop()
+        try:
+            connection = self._make()
+        except BaseException:
+            self._available.release()
+            raise
+        self._every.append(connection)
+        return connection
+
+    def give_back(self, connection: httpx.AsyncHTTPTransport) -> None:
+        self._idle.append(connection)
+        self._available.release()
+
+    async def aclose(self) -> None:
+        connections, self._every, self._idle = self._every, [], []
+        for connection in connections:
+            await connection.aclose()
+
+
+def _environment_proxy(url: httpx.URL) -> str | None:
+    """The proxy that ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` name for ``url`` unless
+    ``NO_PROXY`` exempts its host: what an httpx client would use (``trust_env``)."""
+    if urllib.request.proxy_bypass_environment(url.host):
+        return None
+    proxies = urllib.request.getproxies_environment()
+    return proxies.get(url.scheme) or proxies.get("all")
 
 
 def _headers(client_request_id: str) -> dict[str, str]:

@@ -107,21 +107,36 @@ def test_truncated_jpeg_is_a_400_with_the_api_message(make_hook, jpeg):
     assert info.value.status == 400 and "could not be decoded" in info.value.message
 
 
-async def test_async_twins_share_one_client(make_hook, searchapi_emulator):
+async def test_async_twins_reuse_their_connections(make_hook, searchapi_emulator):
     hook = make_hook()
     await hook.aget_config()
     images = [make_jpeg(seed) for seed in range(20)]
     results = await asyncio.gather(*(hook.asearch_by_image(image=image) for image in images))
     assert len({r.cbir_id for r in results}) == 20
+    opened = searchapi_emulator.stats.snapshot()["rest_connections"]
+    assert 1 <= opened <= 20
     pages = [p async for p in hook.aiter_pages(image=images[0], max_pages=2)]
     assert 1 <= len(pages) <= 2
-    clients = list(hook.transport._aclients)
-    assert clients  # made once, reused by every call
-    await hook.asearch_by_image(image=images[1])
-    assert hook.transport._aclients == clients
+    for image in images[:5]:  # one at a time: always the connection used last
+        await hook.asearch_by_image(image=image)
+    assert searchapi_emulator.stats.snapshot()["rest_connections"] == opened
     await hook.aclose()
-    assert hook.transport._aclients == []
-    assert searchapi_emulator.stats.snapshot()["token_exchanges"] == 1
+    await hook.asearch_by_image(image=images[1])  # after closing, a new connection on demand
+    await hook.aclose()
+    stats = searchapi_emulator.stats.snapshot()
+    assert stats["rest_connections"] == opened + 1
+    assert stats["token_exchanges"] == 1
+
+
+async def test_async_connections_are_bounded(make_hook, searchapi_emulator):
+    searchapi_emulator.settings.update({"latency": 0.05})
+    hook = make_hook(hook_kwargs={"max_connections": 4})
+    await hook.aget_config()
+    results = await asyncio.gather(*(hook.asearch_by_image(url=f"https://x/{n}.jpg") for n in range(24)))
+    await hook.aclose()
+    stats = searchapi_emulator.stats.snapshot()
+    assert len(results) == 24 and stats["search_requests"] == 24
+    assert stats["max_in_flight"] <= 4 and stats["rest_connections"] <= 4
 
 
 def test_test_connection_success(make_hook):
