@@ -11,9 +11,11 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import Any
 
 from airflow.sdk import ObjectStoragePath
+from fsspec import AbstractFileSystem
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -23,21 +25,38 @@ class SourceImage:
     """One image to search.
 
     :param uri: its stable name (see the module's docstring).
-    :param path: where to read it from; ``None`` for a public URL that is sent as is.
+    :param root: the storage path it was listed under, or the image's own path; ``None`` for a public
+        URL that is sent as is.
+    :param key: the image's path within ``root``'s filesystem (``root.path`` when not given).
     :param size: size in bytes, when the listing told.
     :param etag: the store's ETag, when it has one.
     :param mtime: last modification time (ISO 8601, UTC), when known.
     """
 
     uri: str
-    path: ObjectStoragePath | None = None
+    root: ObjectStoragePath | None = None
+    key: str | None = None
     size: int | None = None
     etag: str | None = None
     mtime: str | None = None
 
     @property
     def is_url(self) -> bool:
-        return self.path is None
+        return self.root is None
+
+    @property
+    def location(self) -> tuple[AbstractFileSystem, str]:
+        """The filesystem and the path in it to read the image from: all that reading needs."""
+        assert self.root is not None, "a URL source has nothing to read"
+        return self.root.fs, self.key or self.root.path
+
+    @cached_property
+    def path(self) -> ObjectStoragePath | None:
+        """The image's storage path, made on first use: building one per listed file would cost more
+        than reading the file (``None`` for a URL)."""
+        if self.root is None or self.key is None:
+            return self.root
+        return self.root / self.key[len(self.root.path.rstrip("/")) :].lstrip("/")
 
 
 def stable_uri(path: ObjectStoragePath) -> str:
@@ -121,17 +140,17 @@ def list_images(source: str, *, conn_id: str | None = None) -> Iterator[SourceIm
         for name in sorted(files):
             info = files[name]
             full = info.get("name") or f"{folder}/{name}"
-            relative = full[len(base) :].lstrip("/")
-            if matcher is not None and not matcher.match(relative):
+            if matcher is not None and not matcher.match(full[len(base) :].lstrip("/")):
                 continue
-            yield _source(root / relative, info)
+            yield _source(root, info, key=full)
 
 
-def _source(path: ObjectStoragePath, info: dict[str, Any]) -> SourceImage:
+def _source(root: ObjectStoragePath, info: dict[str, Any], *, key: str | None = None) -> SourceImage:
     size = info.get("size", info.get("Size"))
     return SourceImage(
-        uri=stable_uri(path),
-        path=path,
+        uri=f"{root.protocol}://{key}" if key else stable_uri(root),
+        root=root,
+        key=key,
         size=int(size) if size is not None else None,
         etag=_etag(info),
         mtime=_mtime(info),
@@ -142,7 +161,7 @@ def images_from_paths(paths: Iterable[str], *, conn_id: str | None = None) -> It
     """Sources for explicit paths (what a mapped shard receives); nothing is listed."""
     for url in paths:
         path = ObjectStoragePath(url, conn_id=conn_id)
-        yield SourceImage(uri=stable_uri(path), path=path)
+        yield SourceImage(uri=stable_uri(path), root=path)
 
 
 def images_from_urls(urls: Iterable[str]) -> Iterator[SourceImage]:
@@ -170,6 +189,5 @@ def shard_images(
     for index, image in enumerate(list_images(source, conn_id=conn_id)):
         if max_images is not None and index >= max_images:
             break
-        assert image.path is not None
         buckets[index % shards].append(image.uri)
     return [bucket for bucket in buckets if bucket]

@@ -51,7 +51,7 @@ class SearchByImageOperator(BaseOperator):
     :param max_pages: result pages per image (1 page is one request). Templated.
     :param site: only results from this site. Templated.
     :param family_mode: adult-content filter: ``none``, ``moderate`` or ``strict``.
-    :param max_concurrency: images in flight at once (bounds memory and open requests).
+    :param max_concurrency: images read and searched at once (bounds memory and open requests).
     :param requests_per_second: this task's cap on calls per second, overriding the connection's
         (give each of N parallel tasks the quota ÷ N).
     :param max_images: search at most this many images in this run (already-done ones not counted).
@@ -64,7 +64,8 @@ class SearchByImageOperator(BaseOperator):
     :param create_table: create the tables when missing.
     :param downscale_oversized: shrink images over 3 MiB with Pillow instead of recording an error.
     :param commit_every: commit rows once this many images are finished (at most ``max_concurrency``;
-        default half of it). Smaller: more throughput when calls are not quota-bound, more part files.
+        default half of it). A crash repeats at most ``max_concurrency + 2 * commit_every`` searches;
+        smaller values repeat fewer and write more, smaller part files.
     """
 
     template_fields: Sequence[str] = (

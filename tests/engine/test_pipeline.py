@@ -6,6 +6,7 @@ import io
 import json
 import os
 import sqlite3
+import time
 
 import pytest
 from PIL import Image
@@ -106,6 +107,40 @@ def test_concurrency_is_bounded(hook, tmp_path, searchapi_emulator):
     summary = run(hook, f"file://{tmp_path}/in/", [XComSink()], max_concurrency=6)
     assert summary.searched == 40
     assert 2 <= searchapi_emulator.stats.snapshot()["max_in_flight"] <= 6
+
+
+class SlowSink(XComSink):
+    """Takes its time to commit, and notes how many sources were started but not committed then."""
+
+    def __init__(self, enricher_summary, seconds: float) -> None:
+        super().__init__()
+        self.summary = enricher_summary
+        self.seconds = seconds
+        self.committed = 0
+        self.uncommitted_seen: list[int] = []
+
+    def write(self, batch: Batch) -> None:
+        time.sleep(self.seconds)
+        self.uncommitted_seen.append(self.summary.listed - self.committed)
+        super().write(batch)
+        self.committed += batch.sources
+
+
+def test_slow_commits_do_not_idle_searches_and_uncommitted_work_is_bounded(hook, tmp_path, searchapi_emulator):
+    searchapi_emulator.settings.latency = 0.05
+    write_images(tmp_path / "in", 60)
+    settings = EnrichmentSettings(max_concurrency=4, batch_sources=2)
+    enricher = Enricher(hook, [], settings)
+    sink = SlowSink(enricher.summary, seconds=0.3)
+    enricher.sinks = [sink]
+    summary = enricher.run(list_images(f"file://{tmp_path}/in/"))
+    assert summary.searched == 60 and len({row["source_uri"] for row in sink.results}) == 60
+    # While a commit takes 0.3 s, all 4 search slots keep working (searches take 0.05 s) ...
+    assert searchapi_emulator.stats.snapshot()["max_in_flight"] == 4
+    # ... until 4 searching + 2 committing + 2 waiting for the next commit are uncommitted: that
+    # much a crash could lose.
+    assert settings.max_uncommitted == 8
+    assert max(sink.uncommitted_seen) == 8
 
 
 def test_max_images_and_urls(hook, searchapi_emulator):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from airflow.sdk import ObjectStoragePath
 
@@ -95,6 +97,18 @@ def test_s3_listing_through_an_aws_connection(bucket, s3_conn_id):
     assert all(s.etag and s.size and s.mtime for s in sources)
     assert "s3_test" not in "".join(s.uri for s in sources)  # stable URIs hold no connection id
     assert sources[0].path.read_bytes() == make_jpeg(len("top.jpg"))
+    # Listed sources carry no path object until asked; the one made then names the same file.
+    assert all(s.uri == stable_uri(s.path) for s in sources)
+    fs, key = sources[1].location
+    assert fs.cat_file(key) == sources[1].path.read_bytes() == make_jpeg(len("x/1.jpg"))
+
+
+def test_local_listing_names_and_locations_agree(tree):
+    sources = list(list_images(f"file://{tree}/**"))
+    assert sources and all(s.uri == stable_uri(s.path) for s in sources)
+    for source in sources:
+        fs, key = source.location
+        assert fs.cat_file(key) == Path(key).read_bytes() == source.path.read_bytes()
 
 
 def test_stable_uri_drops_the_connection_id(bucket, s3_conn_id):
