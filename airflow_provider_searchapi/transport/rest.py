@@ -27,6 +27,8 @@ from airflow_provider_searchapi.transport.attempts import Attempts, CountsAttemp
 SEARCH_BY_IMAGE_PATH = "/v2/image/search_by_image"
 #: An answer larger than this is refused unread: a page of 40 results is a few tens of KiB.
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+#: An async connection idle this long is closed (httpx's default keep-alive expiry).
+IDLE_SECONDS = 5.0
 _USER_AGENT = "airflow-provider-searchapi"
 
 
@@ -70,7 +72,11 @@ class RestTransport(CountsAttempts):
         # The async side sends at the transport level (see _ConnectionLender), doing itself the little
         # the client did: headers, the timeout, the environment's proxy, the credential.
         self._url = httpx.URL(self.url)
-        self._fixed_headers = {"User-Agent": _USER_AGENT, "Content-Type": "application/json"}
+        self._fixed_headers = {
+            "User-Agent": _USER_AGENT,
+            "Content-Type": "application/json",
+            "Accept-Encoding": "gzip, deflate",
+        }
         self._extensions = {"timeout": httpx.Timeout(timeout).as_dict()}
         self._proxy = _environment_proxy(self._url)
         self._max_connections = max_connections
@@ -133,11 +139,12 @@ class RestTransport(CountsAttempts):
         """One attempt: a request on a connection of its own; after a 401, one refresh and one resend."""
         if self._connections is None:
             self._connections = _ConnectionLender(self._new_connection, self._max_connections)
+        lender = self._connections  # the one to give back to, even if aclose() runs meanwhile
         for final in (not isinstance(self._auth, RefreshingTokenAuth), True):
             client_request_id = str(uuid.uuid4())
             headers = {**self._fixed_headers, "Authorization": header, "x-client-request-id": client_request_id}
             request = httpx.Request("POST", self._url, content=body, headers=headers, extensions=self._extensions)
-            connection = await self._connections.borrow()
+            connection = await lender.borrow()
             try:
                 response = await connection.handle_async_request(request)
                 try:
@@ -150,7 +157,7 @@ class RestTransport(CountsAttempts):
             except httpx.TransportError as err:
                 raise self._transport_error(err, client_request_id) from None
             finally:
-                self._connections.give_back(connection)
+                lender.give_back(connection)
             if response.status_code != 401 or final:
                 return _parse(response, content, client_request_id)
             header = await aauthorization_header(self._auth, stale=header)
@@ -172,8 +179,9 @@ class _ConnectionLender:
 
     httpcore looks at every connection of a pool on each request, so with one pool for 64 requests in
     flight, choosing a connection cost more CPU than the request itself. Here choosing is a list pop.
-    The connection returned last is lent first: when fewer are needed, the rest sit idle and close
-    after httpx's keep-alive expiry (5 s), and open again on demand.
+    The connection returned last is lent first; when fewer are needed, the rest sit idle, and those
+    idle longer than :data:`IDLE_SECONDS` are closed at the next borrow (httpcore itself only checks
+    a pool's connections when that pool is used).
 
     :param make: makes one connection (a transport limited to one connection).
     :param limit: connections open at most; requests beyond it wait for one to come back.
@@ -181,15 +189,16 @@ class _ConnectionLender:
 
     def __init__(self, make: Callable[[], httpx.AsyncHTTPTransport], limit: int) -> None:
         self._make = make
-        self._idle: list[httpx.AsyncHTTPTransport] = []
+        self._idle: list[tuple[httpx.AsyncHTTPTransport, float]] = []  # with when it came back; oldest first
         self._every: list[httpx.AsyncHTTPTransport] = []
         self._available = asyncio.Semaphore(limit)
 
     async def borrow(self) -> httpx.AsyncHTTPTransport:
         await self._available.acquire()
-        if self._idle:
-            return self._idle.pop()
         try:
+            await self._close_idle()
+            if self._idle:
+                return self._idle.pop()[0]
             connection = self._make()
         except BaseException:
             self._available.release()
@@ -198,8 +207,20 @@ class _ConnectionLender:
         return connection
 
     def give_back(self, connection: httpx.AsyncHTTPTransport) -> None:
-        self._idle.append(connection)
+        self._idle.append((connection, time.monotonic()))
         self._available.release()
+
+    @property
+    def open(self) -> int:
+        """Connections made and not closed (idle or lent)."""
+        return len(self._every)
+
+    async def _close_idle(self) -> None:
+        expired = time.monotonic() - IDLE_SECONDS
+        while self._idle and self._idle[0][1] < expired:
+            connection, _ = self._idle.pop(0)
+            self._every.remove(connection)
+            await connection.aclose()
 
     async def aclose(self) -> None:
         connections, self._every, self._idle = self._every, [], []
@@ -209,11 +230,15 @@ class _ConnectionLender:
 
 def _environment_proxy(url: httpx.URL) -> str | None:
     """The proxy that ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` name for ``url`` unless
-    ``NO_PROXY`` exempts its host: what an httpx client would use (``trust_env``)."""
+    ``NO_PROXY`` exempts its host: what an httpx client would use (``trust_env``), including reading
+    ``host:port`` without a scheme as ``http://host:port``."""
     if urllib.request.proxy_bypass_environment(url.host):
         return None
     proxies = urllib.request.getproxies_environment()
-    return proxies.get(url.scheme) or proxies.get("all")
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if proxy and "://" not in proxy:
+        proxy = f"http://{proxy}"
+    return proxy or None
 
 
 def _headers(client_request_id: str) -> dict[str, str]:

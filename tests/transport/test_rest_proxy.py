@@ -15,12 +15,14 @@ from airflow_provider_searchapi.exceptions import SearchApiHTTPError
 from tests.conftest import make_jpeg
 
 UNRESOLVABLE = "http://searchapi.invalid"
+PROXY_VARIABLES = [name + "_proxy" for name in ("http", "https", "all", "no")]
+PROXY_VARIABLES += [name.upper() for name in PROXY_VARIABLES]
 
 
 @pytest.fixture
 def through_proxy(searchapi_emulator, monkeypatch):
     proxy = searchapi_emulator.connection_extras(credential="api_key")["endpoint"]
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"):
+    for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", proxy)
     return proxy
@@ -38,6 +40,54 @@ def test_sync_and_async_requests_go_through_the_proxy(through_proxy, make_hook, 
     assert hook.search_by_image(image=make_jpeg(1)).cbir_id
     assert asyncio.run(_search_async(hook, make_jpeg(2)))
     assert searchapi_emulator.stats.snapshot()["search_requests"] == 2
+
+
+def test_a_proxy_without_a_scheme_is_read_as_http(through_proxy, make_hook, searchapi_emulator, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", through_proxy.removeprefix("http://"))  # host:port, as many set it
+    hook = make_hook("api_key", endpoint=UNRESOLVABLE)
+    assert hook.search_by_image(image=make_jpeg(5)).cbir_id
+    assert asyncio.run(_search_async(hook, make_jpeg(6)))
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 2
+
+
+@pytest.mark.parametrize(
+    "environment, url, proxy",
+    [
+        (
+            {"HTTPS_PROXY": "http://tls-proxy:3128", "HTTP_PROXY": "http://plain:80"},
+            "https://api.example",
+            "http://tls-proxy:3128",
+        ),
+        (
+            {"HTTPS_PROXY": "http://tls-proxy:3128", "HTTP_PROXY": "http://plain:80"},
+            "http://api.example",
+            "http://plain:80",
+        ),
+        ({"ALL_PROXY": "proxy:8080"}, "https://api.example", "http://proxy:8080"),
+        ({"HTTPS_PROXY": "http://tls-proxy:3128", "NO_PROXY": "example,.internal"}, "https://api.example", None),
+        ({"HTTPS_PROXY": "http://tls-proxy:3128", "NO_PROXY": ".internal"}, "https://api.internal", None),
+        ({}, "https://api.example", None),
+    ],
+)
+def test_the_environment_proxy_is_chosen_as_httpx_does(monkeypatch, environment, url, proxy):
+    import httpx
+
+    from airflow_provider_searchapi.transport.rest import _environment_proxy
+
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "no_proxy",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert _environment_proxy(httpx.URL(url)) == proxy
 
 
 def test_no_proxy_exempts_the_host(through_proxy, make_hook, searchapi_emulator, monkeypatch):
