@@ -46,7 +46,9 @@ log = logging.getLogger(__name__)
 #: Largest object read for downscaling; anything larger is refused unread.
 MAX_READ_BYTES_FOR_DOWNSCALE = 64 * 1024 * 1024
 _LISTING_CHUNK = 256
-#: A local read slower than this moves the run's reads off the event loop (see Enricher._read_image).
+#: Local files listed at most this large are read on the event loop (see Enricher._read_image)...
+INLINE_READ_MAX_BYTES = 1024 * 1024
+#: ...until one read takes longer than this: then the run's reads go to threads.
 SLOW_LOCAL_READ_SECONDS = 0.01
 
 
@@ -314,22 +316,29 @@ class Enricher:
             self._finished.set()
 
     async def _read_image(self, source: SourceImage, executor: ThreadPoolExecutor) -> bytes:
-        """Read in a thread, or on the event loop from a local disk while reads there stay fast.
+        """Read in a thread, or on the event loop when the file is local, listed as small, and reads
+        there have stayed fast.
 
-        A thread hop per image costs more CPU than reading a local file (measured: 0.5-0.8 ms against
-        0.1 ms), so local files are read right here; the first slow one (a network or FUSE mount)
-        sends the rest of the run to threads, so that the loop never stalls for long.
+        A thread hop per image costs more CPU than reading a small local file (measured: 0.5-0.8 ms
+        against 0.1 ms), so those are read right here. The first slow read (a network or FUSE mount,
+        a cold disk) sends the rest of the run to threads, so that the loop never stalls for long.
         """
         fs, _ = source.location
-        if self._read_inline and isinstance(fs, LocalFileSystem):
-            started = time.monotonic()
-            data = self._read(source)
+        if not (
+            self._read_inline
+            and isinstance(fs, LocalFileSystem)
+            and source.size is not None
+            and source.size <= INLINE_READ_MAX_BYTES
+        ):
+            return await asyncio.get_running_loop().run_in_executor(executor, self._read, source)
+        started = time.monotonic()
+        try:
+            return self._read(source)
+        finally:
             elapsed = time.monotonic() - started
             if elapsed > SLOW_LOCAL_READ_SECONDS:
                 self._read_inline = False
                 log.info("Reading %s took %.0f ms: local reads go to threads from now on", source.uri, elapsed * 1000)
-            return data
-        return await asyncio.get_running_loop().run_in_executor(executor, self._read, source)
 
     def _read(self, source: SourceImage) -> bytes:
         limit = MAX_READ_BYTES_FOR_DOWNSCALE if self.settings.downscale_oversized else MAX_IMAGE_BYTES

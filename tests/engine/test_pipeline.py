@@ -143,6 +143,51 @@ def test_slow_commits_do_not_idle_searches_and_uncommitted_work_is_bounded(hook,
     assert max(sink.uncommitted_seen) == 8
 
 
+def _reads_by_thread(monkeypatch, slow_first: bool = False) -> list[str]:
+    """Record the thread of every image read; with ``slow_first``, the first read takes 30 ms."""
+    import threading
+
+    from airflow_provider_searchapi.engine import pipeline
+
+    threads: list[str] = []
+    original = pipeline.Enricher._read
+
+    def read(self, source):
+        threads.append(threading.current_thread().name)
+        if slow_first and len(threads) == 1:
+            time.sleep(0.03)
+        return original(self, source)
+
+    monkeypatch.setattr(pipeline.Enricher, "_read", read)
+    return threads
+
+
+def test_small_local_files_are_read_on_the_loop_until_a_read_is_slow(hook, tmp_path, monkeypatch):
+    write_images(tmp_path / "in", 12)
+    threads = _reads_by_thread(monkeypatch)
+    assert run(hook, f"file://{tmp_path}/in/", [XComSink()], max_concurrency=4).searched == 12
+    assert set(threads) == {"MainThread"}
+
+    threads = _reads_by_thread(monkeypatch, slow_first=True)
+    assert run(hook, f"file://{tmp_path}/in/", [XComSink()], max_concurrency=4).searched == 12
+    assert threads[0] == "MainThread" and all(name.startswith("searchapi-read") for name in threads[1:])
+
+
+def test_large_or_unlisted_files_are_read_in_threads(hook, tmp_path, monkeypatch):
+    from airflow_provider_searchapi.engine import images_from_paths, pipeline
+
+    write_images(tmp_path / "in", 6)
+    monkeypatch.setattr(pipeline, "INLINE_READ_MAX_BYTES", 10)  # every image is "large"
+    large = _reads_by_thread(monkeypatch)
+    assert run(hook, f"file://{tmp_path}/in/", [XComSink()]).searched == 6
+    monkeypatch.undo()
+    paths = [f"file://{path}" for path in sorted((tmp_path / "in").iterdir())]  # sizes unknown
+    unlisted = _reads_by_thread(monkeypatch)
+    assert run(hook, images_from_paths(paths), [XComSink()]).searched == 6
+    threads = large + unlisted
+    assert len(threads) == 12 and all(name.startswith("searchapi-read") for name in threads)
+
+
 def test_max_images_and_urls(hook, searchapi_emulator):
     sink = XComSink()
     urls = [f"https://example.com/{i}.jpg" for i in range(10)]

@@ -97,8 +97,11 @@ def test_s3_listing_through_an_aws_connection(bucket, s3_conn_id):
     assert all(s.etag and s.size and s.mtime for s in sources)
     assert "s3_test" not in "".join(s.uri for s in sources)  # stable URIs hold no connection id
     assert sources[0].path.read_bytes() == make_jpeg(len("top.jpg"))
-    # Listed sources carry no path object until asked; the one made then names the same file.
-    assert all(s.uri == stable_uri(s.path) for s in sources)
+    # Listed sources carry no path object until asked; the one made then names the same file, as a
+    # path joined onto the root (what listings used to build) does.
+    assert all(s.uri == stable_uri(s.path) == stable_uri(root / s.key.split("/images/", 1)[1]) for s in sources)
+    shard = [s.uri for s in sources]
+    assert [s.uri for s in images_from_paths(shard, conn_id=s3_conn_id)] == shard
     fs, key = sources[1].location
     assert fs.cat_file(key) == sources[1].path.read_bytes() == make_jpeg(len("x/1.jpg"))
 
