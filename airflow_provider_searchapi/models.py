@@ -7,11 +7,11 @@ They know nothing of Airflow, HTTP or storage.
 
 from __future__ import annotations
 
-import base64
 import enum
 import json
 from typing import Any
 
+import pybase64
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: Largest image the API accepts in ``data``, in raw bytes (``img_search_service.proto``).
@@ -206,14 +206,14 @@ class SearchRequest(BaseModel):
         if self.image is None:
             return json.dumps(self.to_json(), separators=(",", ":")).encode()
         head = json.dumps(self.to_json(with_image=False), separators=(",", ":")).encode()
-        return b"".join((head[:-1], b',"data":"', base64.b64encode(self.image), b'"}'))
+        return b"".join((head[:-1], b',"data":"', pybase64.b64encode(self.image), b'"}'))
 
     def to_json(self, *, with_image: bool = True) -> dict[str, Any]:
         """The REST body: camelCase names, bytes in base64, int64 as a string."""
         body: dict[str, Any] = {"folderId": self.folder_id}
         if self.image is not None:
             if with_image:
-                body["data"] = base64.b64encode(self.image).decode("ascii")
+                body["data"] = pybase64.b64encode(self.image).decode("ascii")
         elif self.url is not None:
             body["url"] = self.url
         else:

@@ -14,7 +14,6 @@ Run it alone: ``python -m airflow_provider_searchapi.testing.emulator --help``.
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import hashlib
 import json
@@ -26,6 +25,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import jwt
+import pybase64
 from cryptography.hazmat.primitives import serialization
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -331,7 +331,7 @@ class Emulator:
 
         if "data" in given:
             try:
-                data = base64.b64decode(body["data"], validate=True)
+                data = pybase64.b64decode(body["data"], validate=True)
             except (binascii.Error, TypeError, ValueError):
                 return SearchOutcome.error(400, 3, "data is not valid base64.")
             if len(data) > MAX_IMAGE_BYTES:
@@ -397,7 +397,7 @@ class Emulator:
         if _unit("empty", query) < self.settings.no_results_rate:
             pages = 0
         shard = int.from_bytes(digest[1:4], "big") % 9_000_000 + 1_000_000
-        cbir_id = f"{shard}/{base64.urlsafe_b64encode(digest[4:16]).decode().rstrip('=')}"
+        cbir_id = f"{shard}/{pybase64.urlsafe_b64encode(digest[4:16]).decode().rstrip('=')}"
         self._cbir[cbir_id] = (query, time.monotonic())
         body: dict[str, Any] = {"id": cbir_id, "maxPage": str(max(pages - 1, 0))}
         if page:
