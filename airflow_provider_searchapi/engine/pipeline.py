@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -349,8 +350,11 @@ class Enricher:
         # Through the filesystem itself: ObjectStoragePath.open would record every image read as an
         # input Asset for lineage (costly, and noise); the task's outlet is what it produces.
         fs, key = source.location
-        with fs.open(key, "rb") as handle:
-            data = handle.read(limit + 1)
+        if isinstance(fs, LocalFileSystem):
+            data = _read_local(key, limit)
+        else:
+            with fs.open(key, "rb") as handle:
+                data = handle.read(limit + 1)
         if len(data) > limit:
             raise InvalidImageError(f"{source.uri}: over the limit of {limit:,} bytes; not read")
         return data
@@ -360,6 +364,21 @@ class Enricher:
             data = downscale_to_limit(data, name=source.uri)
         check_image(data, name=source.uri)
         return data
+
+
+def _read_local(path: str, limit: int) -> bytes:
+    """A local file's bytes, at most ``limit + 1`` of them, read into a buffer of the file's size.
+
+    Cheaper than ``fs.open(...).read(limit + 1)``: that allocates the whole limit up front (64 MiB
+    with downscaling) and touches fresh pages for every image, and fsspec's file object wraps the
+    plain one.
+    """
+    with open(path, "rb", buffering=0) as handle:
+        size = min(os.fstat(handle.fileno()).st_size, limit)
+        data = handle.read(size + 1)
+        if len(data) == size + 1 and size < limit:  # the file grew since: read on up to the limit
+            data += handle.read(limit - size)
+    return data
 
 
 def _intersection(sets: list[set[str]]) -> set[str]:

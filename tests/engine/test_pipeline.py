@@ -302,3 +302,23 @@ def test_invalid_settings_are_refused():
         EnrichmentSettings(family_mode="sometimes")
     assert EnrichmentSettings(max_concurrency=16).commit_after == 8
     assert EnrichmentSettings(max_concurrency=4, batch_sources=100).commit_after == 4
+
+
+def test_local_reads_take_a_buffer_of_the_file_size_not_of_the_limit(tmp_path):
+    import tracemalloc
+
+    from airflow_provider_searchapi.engine.pipeline import MAX_READ_BYTES_FOR_DOWNSCALE, _read_local
+
+    small, exact, over = tmp_path / "small.jpg", tmp_path / "exact.jpg", tmp_path / "over.jpg"
+    small.write_bytes(b"s" * 1000)
+    exact.write_bytes(b"e" * 4096)
+    over.write_bytes(b"o" * 5000)
+    assert _read_local(str(exact), 4096) == b"e" * 4096  # at the limit: whole, not flagged
+    assert _read_local(str(over), 4096) == b"o" * 4097  # over: one byte more than the limit says so
+    tracemalloc.start()
+    try:
+        assert _read_local(str(small), MAX_READ_BYTES_FOR_DOWNSCALE) == b"s" * 1000
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024  # read(limit + 1) would have allocated 64 MiB for a 1 KB file
