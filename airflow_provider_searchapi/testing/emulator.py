@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import gzip
 import hashlib
 import json
 import secrets
@@ -281,8 +282,13 @@ class Emulator:
         if outcome.drop:
             return _DropConnection()
         if outcome.raw is not None:
-            return Response(outcome.raw, status_code=outcome.status, media_type="application/json")
-        return JSONResponse(outcome.body, status_code=outcome.status, headers=outcome.headers)
+            answer = Response(outcome.raw, status_code=outcome.status, media_type="application/json")
+        else:
+            answer = JSONResponse(outcome.body, status_code=outcome.status, headers=outcome.headers)
+        if self.settings.gzip_answers and "gzip" in request.headers.get("accept-encoding", ""):
+            headers = {**outcome.headers, "Content-Encoding": "gzip"}
+            return Response(gzip.compress(answer.body, 1), answer.status_code, headers, "application/json")
+        return answer
 
     async def search(self, authorization: str, body: Any) -> SearchOutcome:
         """Answer one search request, counting it; REST and gRPC front ends both call this.

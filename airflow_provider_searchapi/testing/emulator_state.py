@@ -30,6 +30,7 @@ class EmulatorSettings:
     :param max_result_pages: pages of results per query at most (each query has 1..N, from its hash).
     :param no_results_rate: share (0..1) of queries that find nothing at all (chosen by their hash).
     :param cbir_ttl: seconds a CBIR id stays valid for later pages (``None``: forever); past it, 404.
+    :param gzip_answers: gzip the REST answers of clients that accept it (as a gateway may).
     """
 
     latency: float = 0.0
@@ -44,6 +45,7 @@ class EmulatorSettings:
     max_result_pages: int = 3
     cbir_ttl: float | None = None
     no_results_rate: float = 0.0
+    gzip_answers: bool = False
 
     def update(self, values: dict[str, Any]) -> None:
         """Set knobs from a dict (as the ``/_emulator/settings`` endpoint receives them)."""

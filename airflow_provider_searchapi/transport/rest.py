@@ -1,4 +1,5 @@
-"""REST transport: ``POST {endpoint}/v2/image/search_by_image`` over httpx, sync and async.
+"""REST transport: ``POST {endpoint}/v2/image/search_by_image``, sync over an httpx client, async
+over httpcore (httpx's own HTTP engine) with connections on asyncio's transports.
 
 Owns the HTTP details: request ids, reading error bodies, capping how much of an answer is read,
 turning transport failures into :class:`SearchApiHTTPError`, retries and the rate limit per attempt.
@@ -11,9 +12,11 @@ import email.utils
 import time
 import urllib.request
 import uuid
+import zlib
 from collections.abc import Callable
 from typing import Any
 
+import httpcore
 import httpx
 from pydantic import ValidationError
 
@@ -22,6 +25,7 @@ from airflow_provider_searchapi.exceptions import SearchApiHTTPError, SearchApiR
 from airflow_provider_searchapi.models import ImageSearchResult, SearchRequest
 from airflow_provider_searchapi.ratelimit import RateLimiter
 from airflow_provider_searchapi.retry import RetryPolicy
+from airflow_provider_searchapi.transport.asyncio_network import AsyncioNetworkBackend
 from airflow_provider_searchapi.transport.attempts import Attempts, CountsAttempts
 
 SEARCH_BY_IMAGE_PATH = "/v2/image/search_by_image"
@@ -30,6 +34,14 @@ MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 #: An async connection idle this long is closed (httpx's default keep-alive expiry).
 IDLE_SECONDS = 5.0
 _USER_AGENT = "airflow-provider-searchapi"
+#: What httpcore raises when no answer came: each becomes a :class:`SearchApiHTTPError` with status 0.
+_HTTPCORE_FAILURES = (
+    httpcore.TimeoutException,
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.ProxyError,
+    httpcore.UnsupportedProtocol,
+)
 
 
 class RestTransport(CountsAttempts):
@@ -59,26 +71,31 @@ class RestTransport(CountsAttempts):
         self._auth = auth
         self._attempts = Attempts(limiter, retry_policy)
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        # One TLS context for every connection: building one costs milliseconds.
+        self._ssl_context = httpx.create_ssl_context(verify=verify_tls)
         self._client_kwargs: dict[str, Any] = {
             "auth": auth,
             "timeout": timeout,
-            # One TLS context for every client: building one costs milliseconds.
-            "verify": httpx.create_ssl_context() if verify_tls else False,
+            "verify": self._ssl_context,
             "limits": limits,
             "headers": {"User-Agent": _USER_AGENT},
         }
         self._timeout = timeout
         self._client: httpx.Client | None = None
-        # The async side sends at the transport level (see _ConnectionLender), doing itself the little
-        # the client did: headers, the timeout, the environment's proxy, the credential.
-        self._url = httpx.URL(self.url)
-        self._fixed_headers = {
-            "User-Agent": _USER_AGENT,
-            "Content-Type": "application/json",
-            "Accept-Encoding": "gzip, deflate",
-        }
+        # The async side talks to httpcore (see _ConnectionLender), doing itself the little that an
+        # httpx client does on top: headers, the timeout, the environment's proxy, the credential,
+        # decoding a compressed answer.
+        url = httpx.URL(self.url)
+        self._host = url.host
+        self._core_url = httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path)
+        self._fixed_headers = [
+            (b"Host", url.netloc),
+            (b"User-Agent", _USER_AGENT.encode()),
+            (b"Content-Type", b"application/json"),
+            (b"Accept-Encoding", b"gzip, deflate"),
+        ]
         self._extensions = {"timeout": httpx.Timeout(timeout).as_dict()}
-        self._proxy = _environment_proxy(self._url)
+        self._proxy = _environment_proxy(url)
         self._max_connections = max_connections
         self._connections: _ConnectionLender | None = None
 
@@ -98,22 +115,22 @@ class RestTransport(CountsAttempts):
         client_request_id = str(uuid.uuid4())
         try:
             with self._client.stream("POST", self.url, content=body, headers=_headers(client_request_id)) as response:
-                body_read = _CappedBody(response)
+                body_read = _CappedBody(response.status_code)
                 for chunk in response.iter_bytes():
                     body_read.add(chunk)
                 content = body_read.content()
         except httpx.TransportError as err:
             raise self._transport_error(err, client_request_id) from None
-        return _parse(response, content, client_request_id)
+        return _parse(response.status_code, response.headers, response.reason_phrase, content, client_request_id)
 
-    def _transport_error(self, err: httpx.TransportError, client_request_id: str) -> SearchApiHTTPError:
+    def _transport_error(self, err: Exception, client_request_id: str) -> SearchApiHTTPError:
         """No answer: a timeout or a connection failure (retried), or a refused certificate (final)."""
-        if isinstance(err, httpx.TimeoutException):
+        if isinstance(err, (httpx.TimeoutException, httpcore.TimeoutException)):
             return SearchApiHTTPError(0, f"no answer within {self._timeout:g} s", request_id=client_request_id)
         if certificate_refused(err):
             return SearchApiHTTPError(
                 0,
-                f"TLS certificate of {httpx.URL(self.url).host} could not be verified; fix the server's "
+                f"TLS certificate of {self._host} could not be verified; fix the server's "
                 "certificate or the CA bundle (verify_tls=false turns checking off, at your own risk)",
                 request_id=client_request_id,
                 retryable=False,
@@ -140,32 +157,47 @@ class RestTransport(CountsAttempts):
         if self._connections is None:
             self._connections = _ConnectionLender(self._new_connection, self._max_connections)
         lender = self._connections  # the one to give back to, even if aclose() runs meanwhile
+        length = (b"Content-Length", str(len(body)).encode())
         for final in (not isinstance(self._auth, RefreshingTokenAuth), True):
             client_request_id = str(uuid.uuid4())
-            headers = {**self._fixed_headers, "Authorization": header, "x-client-request-id": client_request_id}
-            request = httpx.Request("POST", self._url, content=body, headers=headers, extensions=self._extensions)
+            headers = [
+                *self._fixed_headers,
+                length,
+                (b"Authorization", header.encode()),
+                (b"x-client-request-id", client_request_id.encode()),
+            ]
+            request = httpcore.Request(
+                b"POST", self._core_url, headers=headers, content=body, extensions=self._extensions
+            )
             connection = await lender.borrow()
             try:
                 response = await connection.handle_async_request(request)
                 try:
-                    body_read = _CappedBody(response)
-                    async for chunk in response.aiter_bytes():
+                    body_read = _CappedBody(response.status)
+                    async for chunk in response.aiter_stream():
                         body_read.add(chunk)
-                    content = body_read.content()
                 finally:
                     await response.aclose()
-            except httpx.TransportError as err:
+            except _HTTPCORE_FAILURES as err:
                 raise self._transport_error(err, client_request_id) from None
             finally:
                 lender.give_back(connection)
-            if response.status_code != 401 or final:
-                return _parse(response, content, client_request_id)
+            if response.status != 401 or final:
+                answer_headers = httpx.Headers(response.headers)
+                content = _decoded(body_read.content(), answer_headers.get("Content-Encoding"), response.status)
+                reason = response.extensions.get("reason_phrase", b"").decode("ascii", "replace")
+                return _parse(response.status, answer_headers, reason, content, client_request_id)
             header = await aauthorization_header(self._auth, stale=header)
         raise AssertionError("unreachable")
 
-    def _new_connection(self) -> httpx.AsyncHTTPTransport:
-        one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        return httpx.AsyncHTTPTransport(verify=self._client_kwargs["verify"], limits=one, proxy=self._proxy)
+    def _new_connection(self) -> httpcore.AsyncConnectionPool:
+        return httpcore.AsyncConnectionPool(
+            ssl_context=self._ssl_context,
+            proxy=httpcore.Proxy(self._proxy) if self._proxy else None,
+            max_connections=1,
+            max_keepalive_connections=1,
+            network_backend=_NETWORK_BACKEND,
+        )
 
     async def aclose(self) -> None:
         """Close the async connections (call it from the event loop that used them)."""
@@ -174,8 +206,11 @@ class RestTransport(CountsAttempts):
             await connections.aclose()
 
 
+_NETWORK_BACKEND = AsyncioNetworkBackend()
+
+
 class _ConnectionLender:
-    """Async HTTP connections, each an httpx transport of its own, lent to one request at a time.
+    """Async HTTP connections, each an httpcore pool of one connection, lent to one request at a time.
 
     httpcore looks at every connection of a pool on each request, so with one pool for 64 requests in
     flight, choosing a connection cost more CPU than the request itself. Here choosing is a list pop.
@@ -187,13 +222,13 @@ class _ConnectionLender:
     :param limit: connections open at most; requests beyond it wait for one to come back.
     """
 
-    def __init__(self, make: Callable[[], httpx.AsyncHTTPTransport], limit: int) -> None:
+    def __init__(self, make: Callable[[], httpcore.AsyncConnectionPool], limit: int) -> None:
         self._make = make
-        self._idle: list[tuple[httpx.AsyncHTTPTransport, float]] = []  # with when it came back; oldest first
-        self._every: list[httpx.AsyncHTTPTransport] = []
+        self._idle: list[tuple[httpcore.AsyncConnectionPool, float]] = []  # with when it came back; oldest first
+        self._every: list[httpcore.AsyncConnectionPool] = []
         self._available = asyncio.Semaphore(limit)
 
-    async def borrow(self) -> httpx.AsyncHTTPTransport:
+    async def borrow(self) -> httpcore.AsyncConnectionPool:
         await self._available.acquire()
         try:
             await self._close_idle()
@@ -206,7 +241,7 @@ class _ConnectionLender:
         self._every.append(connection)
         return connection
 
-    def give_back(self, connection: httpx.AsyncHTTPTransport) -> None:
+    def give_back(self, connection: httpcore.AsyncConnectionPool) -> None:
         self._idle.append((connection, time.monotonic()))
         self._available.release()
 
@@ -248,8 +283,8 @@ def _headers(client_request_id: str) -> dict[str, str]:
 class _CappedBody:
     """Collects an answer's bytes, refusing more than :data:`MAX_RESPONSE_BYTES`."""
 
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
+    def __init__(self, status: int) -> None:
+        self._status = status
         self._chunks: list[bytes] = []
         self._size = 0
 
@@ -257,7 +292,7 @@ class _CappedBody:
         self._size += len(chunk)
         if self._size > MAX_RESPONSE_BYTES:
             raise SearchApiResponseError(
-                f"answer with HTTP {self._response.status_code} is larger than {MAX_RESPONSE_BYTES:,} bytes; not read"
+                f"answer with HTTP {self._status} is larger than {MAX_RESPONSE_BYTES:,} bytes; not read"
             )
         self._chunks.append(chunk)
 
@@ -265,24 +300,49 @@ class _CappedBody:
         return b"".join(self._chunks)
 
 
-def _parse(response: httpx.Response, content: bytes, client_request_id: str) -> ImageSearchResult:
-    if response.status_code != 200:
-        raise _http_error(response, content, client_request_id)
+def _decoded(content: bytes, encoding: str | None, status: int) -> bytes:
+    """An answer's bytes undone from the ``Content-Encoding`` asked for (gzip or deflate), refusing
+    more than :data:`MAX_RESPONSE_BYTES` once decompressed."""
+    if not encoding or encoding.strip().lower() == "identity":
+        return content
+    if encoding.strip().lower() not in ("gzip", "deflate"):
+        raise SearchApiResponseError(f"answer with HTTP {status} in an encoding not asked for: {encoding!r}")
+    try:
+        data = zlib.decompressobj(zlib.MAX_WBITS | 32).decompress(content, MAX_RESPONSE_BYTES + 1)  # gzip or zlib
+    except zlib.error:
+        try:
+            data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(content, MAX_RESPONSE_BYTES + 1)  # raw deflate
+        except zlib.error as err:
+            raise SearchApiResponseError(f"answer with HTTP {status} does not decompress ({encoding}): {err}") from None
+    if len(data) > MAX_RESPONSE_BYTES:
+        raise SearchApiResponseError(
+            f"answer with HTTP {status} is larger than {MAX_RESPONSE_BYTES:,} bytes once decompressed; not read"
+        )
+    return data
+
+
+def _parse(
+    status: int, headers: httpx.Headers, reason: str, content: bytes, client_request_id: str
+) -> ImageSearchResult:
+    if status != 200:
+        raise _http_error(status, headers, reason, content, client_request_id)
     try:
         return ImageSearchResult.model_validate_json(content)
     except ValidationError as err:
         first = err.errors(include_input=False, include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise SearchApiResponseError(
-            f"unreadable answer (request id {_server_request_id(response) or client_request_id}): "
+            f"unreadable answer (request id {_server_request_id(headers) or client_request_id}): "
             f"{where}: {first['msg']}"
         ) from None
 
 
-def _http_error(response: httpx.Response, content: bytes, client_request_id: str) -> SearchApiHTTPError:
-    message = response.reason_phrase or "error"
+def _http_error(
+    status: int, headers: httpx.Headers, reason: str, content: bytes, client_request_id: str
+) -> SearchApiHTTPError:
+    message = reason or "error"
     grpc_code = None
-    request_id = _server_request_id(response)
+    request_id = _server_request_id(headers)
     try:
         body = httpx.Response(200, content=content).json()
     except ValueError:
@@ -298,16 +358,16 @@ def _http_error(response: httpx.Response, content: bytes, client_request_id: str
     elif content:
         message = f"{message}: {content[:200].decode('utf-8', 'replace')}"
     return SearchApiHTTPError(
-        response.status_code,
+        status,
         message,
         request_id=request_id or client_request_id,
         grpc_code=grpc_code,
-        retry_after=_retry_after(response.headers.get("Retry-After")),
+        retry_after=_retry_after(headers.get("Retry-After")),
     )
 
 
-def _server_request_id(response: httpx.Response) -> str | None:
-    return response.headers.get("x-request-id") or response.headers.get("x-server-trace-id")
+def _server_request_id(headers: httpx.Headers) -> str | None:
+    return headers.get("x-request-id") or headers.get("x-server-trace-id")
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import json
@@ -76,3 +77,20 @@ def test_turning_verification_off_is_explicit_and_logged(https_emulator, monkeyp
     assert result.images
     logged = capsys.readouterr().out + "".join(record.getMessage() for record in caplog.records)
     assert "verify_tls=false: TLS certificates are NOT checked" in logged
+
+
+async def test_the_async_path_refuses_an_untrusted_certificate_at_once_too(https_emulator, monkeypatch):
+    hook = _hook(https_emulator, monkeypatch, "api_key")
+    with pytest.raises(SearchApiHTTPError) as info:
+        await hook.asearch_by_image(image=make_jpeg(1))
+    assert "TLS certificate of 127.0.0.1 could not be verified" in info.value.message and not info.value.retryable
+    assert hook.transport.requests_sent == 1
+    assert https_emulator.stats.snapshot()["search_requests"] == 0
+
+
+async def test_the_async_path_speaks_tls_when_verification_is_off(https_emulator, monkeypatch):
+    hook = _hook(https_emulator, monkeypatch, "authorized_key", verify_tls="false")
+    results = await asyncio.gather(*(hook.asearch_by_image(image=make_jpeg(seed)) for seed in range(6)))
+    assert all(result.images for result in results)
+    assert https_emulator.stats.snapshot()["search_requests"] == 6
+    await hook.aclose()

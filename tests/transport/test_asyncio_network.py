@@ -1,0 +1,165 @@
+"""The async REST path's network layer: httpcore connections on asyncio transports.
+
+Each test runs a small HTTP/1.1 server on 127.0.0.1 that misbehaves in one way (closes idle
+connections, reads slowly, never answers, never reads) and checks what the client does about it.
+The hook-level tests run the emulator with gzipped answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import zlib
+from collections.abc import Awaitable, Callable
+
+import httpcore
+import httpx
+import pytest
+
+from airflow_provider_searchapi.exceptions import SearchApiResponseError
+from airflow_provider_searchapi.transport.asyncio_network import AsyncioNetworkBackend
+from airflow_provider_searchapi.transport.rest import MAX_RESPONSE_BYTES, _decoded
+from tests.conftest import make_jpeg
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes:
+    """One request's body (headers read and dropped)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0
+    )
+    return await reader.readexactly(length)
+
+
+async def _answer(writer: asyncio.StreamWriter, body: bytes) -> None:
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+    await writer.drain()
+
+
+class _Server:
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            try:
+                await self.handler(reader, writer)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        self.server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/v2/image/search_by_image"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+async def _post(pool: httpcore.AsyncConnectionPool, url: str, body: bytes, timeout: float = 5.0) -> bytes:
+    headers = [(b"Host", b"127.0.0.1"), (b"Content-Length", str(len(body)).encode())]
+    extensions = {"timeout": httpx.Timeout(timeout).as_dict()}
+    response = await pool.handle_async_request(
+        httpcore.Request(b"POST", url, headers=headers, content=body, extensions=extensions)
+    )
+    try:
+        return b"".join([chunk async for chunk in response.aiter_stream()])
+    finally:
+        await response.aclose()
+
+
+def _pool() -> httpcore.AsyncConnectionPool:
+    return httpcore.AsyncConnectionPool(max_connections=1, network_backend=AsyncioNetworkBackend())
+
+
+async def test_an_idle_connection_the_server_closed_is_not_reused():
+    async def one_request_then_close(reader, writer):
+        await _answer(writer, b"answer for %d bytes" % len(await _read_request(reader)))
+
+    server = _Server(one_request_then_close)
+    async with server as url, _pool() as pool:
+        assert await _post(pool, url, b"first") == b"answer for 5 bytes"
+        await asyncio.sleep(0.2)  # the server's close arrives while the connection is idle
+        assert await _post(pool, url, b"second!") == b"answer for 7 bytes"
+    assert server.connections == 2
+
+
+async def test_a_body_larger_than_the_socket_buffers_waits_for_a_slow_reader():
+    async def slow_reader(reader, writer):
+        await asyncio.sleep(0.3)  # the client's writes fill the buffers and must wait
+        body = await _read_request(reader)
+        await _answer(writer, b"%d %08x" % (len(body), zlib.crc32(body)))
+
+    body = bytes(range(256)) * (48 * 1024)  # 12 MiB
+    async with _Server(slow_reader) as url, _pool() as pool:
+        assert await _post(pool, url, body) == b"%d %08x" % (len(body), zlib.crc32(body))
+
+
+async def test_no_answer_is_a_read_timeout_and_no_reading_a_write_timeout():
+    async def never_answers(reader, writer):
+        await _read_request(reader)
+        await asyncio.sleep(10)
+
+    async def never_reads(reader, writer):
+        await asyncio.sleep(10)
+
+    async with _Server(never_answers) as url, _pool() as pool:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(httpcore.ReadTimeout):
+            await _post(pool, url, b"x", timeout=0.3)
+        assert asyncio.get_running_loop().time() - started < 3
+    async with _Server(never_reads) as url, _pool() as pool:
+        with pytest.raises(httpcore.WriteTimeout):
+            await _post(pool, url, b"\0" * (96 * 1024 * 1024), timeout=0.3)  # more than loopback buffers
+
+
+async def test_a_refused_connection_is_a_connect_error():
+    async with _Server(lambda reader, writer: _answer(writer, b"")) as url:
+        pass  # closed: nothing listens on its port any more
+    async with _pool() as pool:
+        with pytest.raises(httpcore.ConnectError):
+            await _post(pool, url, b"x")
+
+
+def test_gzipped_answers_are_read_on_both_paths(make_hook, searchapi_emulator):
+    hook = make_hook("api_key")
+    image = make_jpeg(5)
+    plain = hook.search_by_image(image=image)
+    searchapi_emulator.settings.gzip_answers = True
+    answer = httpx.post(
+        hook.transport.url,
+        json={"folderId": hook.config.folder_id, "url": "https://example.com/a.jpg"},
+        headers={"Authorization": f"Api-Key {searchapi_emulator.connection_extras(credential='api_key')['api_key']}"},
+    )
+    assert answer.headers["content-encoding"] == "gzip" and answer.json()["images"]  # the knob works
+    assert hook.search_by_image(image=image) == plain
+    assert asyncio.run(hook.asearch_by_image(image=image)) == plain
+
+
+def test_a_compression_bomb_is_refused_on_both_paths(make_hook, searchapi_emulator):
+    searchapi_emulator.settings.update({"gzip_answers": True, "fault_rate": 1.0, "fault_kinds": ["giant"]})
+    hook = make_hook("api_key")
+    with pytest.raises(SearchApiResponseError, match=f"larger than {MAX_RESPONSE_BYTES:,} bytes"):
+        hook.search_by_image(url="https://example.com/a.jpg")
+    with pytest.raises(SearchApiResponseError, match=f"larger than {MAX_RESPONSE_BYTES:,} bytes once decompressed"):
+        asyncio.run(hook.asearch_by_image(url="https://example.com/b.jpg"))
+
+
+def test_decoding_takes_gzip_zlib_and_raw_deflate_and_refuses_the_rest():
+    text = b'{"images": []}' * 100
+    raw_deflate = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    assert _decoded(gzip.compress(text), "gzip", 200) == text
+    assert _decoded(zlib.compress(text), "deflate", 200) == text
+    assert _decoded(raw_deflate.compress(text) + raw_deflate.flush(), "deflate", 200) == text
+    assert _decoded(text, None, 200) == _decoded(text, "identity", 200) == text
+    with pytest.raises(SearchApiResponseError, match="encoding not asked for: 'br'"):
+        _decoded(text, "br", 200)
+    with pytest.raises(SearchApiResponseError, match="HTTP 200 does not decompress"):
+        _decoded(b"not gzip at all", "gzip", 200)
