@@ -163,3 +163,20 @@ def test_decoding_takes_gzip_zlib_and_raw_deflate_and_refuses_the_rest():
         _decoded(text, "br", 200)
     with pytest.raises(SearchApiResponseError, match="HTTP 200 does not decompress"):
         _decoded(b"not gzip at all", "gzip", 200)
+
+
+async def test_the_hook_replaces_a_connection_the_server_closed_without_a_failed_attempt(make_hook):
+    async def one_answer_then_close(reader, writer):
+        await _read_request(reader)
+        await _answer(writer, b'{"images": [{"url": "https://found/1.jpg"}], "page": "0", "id": "cbir-1"}')
+
+    server = _Server(one_answer_then_close)
+    async with server as url:
+        hook = make_hook("api_key", endpoint=url.removesuffix("/v2/image/search_by_image"))
+        for _ in range(3):
+            result = await hook.asearch_by_image(image=make_jpeg(1))
+            assert result.cbir_id == "cbir-1" and result.images[0].url == "https://found/1.jpg"
+            await asyncio.sleep(0.2)  # the server's close arrives while the connection is idle
+        await hook.aclose()
+    assert server.connections == 3
+    assert hook.transport.requests_sent == 3 and not hook.transport.failures
