@@ -198,15 +198,20 @@ class SearchRequest(BaseModel):
         )
 
     def encode(self) -> bytes:
-        """The REST body as bytes, like ``json.dumps(self.to_json())`` but cheaper for images.
+        """The REST body as bytes, like ``json.dumps(self.to_json())`` but cheaper for images."""
+        return b"".join(self.encode_parts())
+
+    def encode_parts(self) -> tuple[bytes, ...]:
+        """The REST body in pieces that, joined, are :meth:`encode`'s bytes: the image's base64 text is
+        one piece, so that a sender can write it without copying it into one body first.
 
         The base64 text is spliced in rather than passed through the JSON encoder, which would scan
         and copy a megabyte string once more for nothing (base64 needs no escaping).
         """
         if self.image is None:
-            return json.dumps(self.to_json(), separators=(",", ":")).encode()
+            return (json.dumps(self.to_json(), separators=(",", ":")).encode(),)
         head = json.dumps(self.to_json(with_image=False), separators=(",", ":")).encode()
-        return b"".join((head[:-1], b',"data":"', pybase64.b64encode(self.image), b'"}'))
+        return (head[:-1] + b',"data":"', pybase64.b64encode(self.image), b'"}')
 
     def to_json(self, *, with_image: bool = True) -> dict[str, Any]:
         """The REST body: camelCase names, bytes in base64, int64 as a string."""

@@ -139,8 +139,11 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         protocol = self._protocol
         if protocol.lost or self._transport.is_closing():
             raise httpcore.WriteError("the connection is closed")
-        self._transport.write(buffer)
-        # The transport buffers what the socket does not take at once; wait while that is too much.
+        # The transport keeps what the socket does not take at once. Given bytes, Python 3.11's slices
+        # that rest into a copy first (a megabyte per large image); a view of the (immutable) bytes
+        # is not copied until it is buffered.
+        self._transport.write(memoryview(buffer))
+        # Wait while the transport's buffer is too full.
         while not protocol.can_write and not protocol.lost:
             if not await _wait(protocol, "write_waiter", timeout):
                 raise httpcore.WriteTimeout(f"could not send within {timeout} s")

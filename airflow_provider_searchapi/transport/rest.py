@@ -13,7 +13,7 @@ import time
 import urllib.request
 import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpcore
@@ -148,18 +148,18 @@ class RestTransport(CountsAttempts):
     # -- async --------------------------------------------------------------------------------
     async def asearch(self, request: SearchRequest) -> ImageSearchResult:
         """Send one request (with retries) without blocking the event loop."""
-        body = request.encode()
+        body = request.encode_parts()
         return await self._attempts.arun(self._aprepare, lambda header: self._asend(header, body))
 
     async def _aprepare(self) -> str:
         return await aauthorization_header(self._auth)
 
-    async def _asend(self, header: str, body: bytes) -> ImageSearchResult:
+    async def _asend(self, header: str, body: tuple[bytes, ...]) -> ImageSearchResult:
         """One attempt: a request on a connection of its own; after a 401, one refresh and one resend."""
         if self._connections is None:
             self._connections = _ConnectionLender(self._new_connection, self._max_connections)
         lender = self._connections  # the one to give back to, even if aclose() runs meanwhile
-        length = (b"Content-Length", str(len(body)).encode())
+        length = (b"Content-Length", str(sum(map(len, body))).encode())
         for final in (not isinstance(self._auth, RefreshingTokenAuth), True):
             client_request_id = str(uuid.uuid4())
             headers = [
@@ -169,7 +169,7 @@ class RestTransport(CountsAttempts):
                 (b"x-client-request-id", client_request_id.encode()),
             ]
             request = httpcore.Request(
-                b"POST", self._core_url, headers=headers, content=body, extensions=self._extensions
+                b"POST", self._core_url, headers=headers, content=_Pieces(body), extensions=self._extensions
             )
             connection = await lender.borrow()
             try:
@@ -282,6 +282,18 @@ def _unusable(connection: _Connection) -> bool:
     """Whether a connection failed, was closed, or was closed by the server while idle (a pool of one
     sees to that itself)."""
     return isinstance(connection, httpcore.AsyncHTTPConnection) and (connection.is_closed() or connection.has_expired())
+
+
+class _Pieces:
+    """A request body written piece by piece (httpcore takes an async iterable of bytes): the image's
+    base64 text goes out as it is, not copied into one body first."""
+
+    def __init__(self, pieces: tuple[bytes, ...]) -> None:
+        self._pieces = pieces
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for piece in self._pieces:
+            yield piece
 
 
 def _environment_proxy(url: httpx.URL) -> str | None:
