@@ -373,7 +373,7 @@ def _read_local(path: str, limit: int) -> bytes:
     with downscaling) and touches fresh pages for every image, and fsspec's file object wraps the
     plain one.
     """
-    with open(path, "rb", buffering=0) as handle:
+    with open(path, "rb") as handle:  # buffered: read(n) reads on until n bytes or the end (FUSE, NFS)
         size = min(os.fstat(handle.fileno()).st_size, limit)
         data = handle.read(size + 1)
         if len(data) == size + 1 and size < limit:  # the file grew since: read on up to the limit

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import select
 import ssl
 from collections.abc import Iterable
 from typing import Any
@@ -36,17 +37,25 @@ class AsyncioNetworkBackend(httpcore.AsyncNetworkBackend):
     ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
         protocol = _StreamProtocol()
+        connecting = loop.create_connection(
+            lambda: protocol,
+            host,
+            port,
+            local_addr=(local_address, 0) if local_address else None,
+            happy_eyeballs_delay=0.25,  # try the next address (IPv4 after a dead IPv6) after 250 ms
+        )
         try:
-            async with asyncio.timeout(timeout):
-                transport, _ = await loop.create_connection(
-                    lambda: protocol, host, port, local_addr=(local_address, 0) if local_address else None
-                )
-        except TimeoutError:
+            transport, _ = await asyncio.wait_for(connecting, timeout)
+        except asyncio.TimeoutError:
             raise httpcore.ConnectTimeout(f"no connection to {host}:{port} within {timeout} s") from None
         except OSError as err:
             raise httpcore.ConnectError(str(err) or type(err).__name__) from err
-        for option in socket_options or ():
-            transport.get_extra_info("socket").setsockopt(*option)
+        try:
+            for option in socket_options or ():
+                transport.get_extra_info("socket").setsockopt(*option)
+        except OSError as err:
+            transport.abort()
+            raise httpcore.ConnectError(f"socket option refused: {err}") from err
         return AsyncioStream(transport, protocol)
 
     async def sleep(self, seconds: float) -> None:
@@ -125,7 +134,8 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         protocol = self._protocol
         if not protocol.received and not protocol.eof and not protocol.lost:
-            if not await _wait(protocol, "read_waiter", timeout):
+            woken = await _wait(protocol, "read_waiter", timeout)
+            if not woken and not protocol.received and not protocol.eof and not protocol.lost:
                 raise httpcore.ReadTimeout(f"nothing received within {timeout} s")
         if protocol.received:
             return protocol.take(max_bytes)
@@ -151,33 +161,51 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             raise httpcore.WriteError(str(protocol.error or "the connection was closed while sending"))
 
     async def aclose(self) -> None:
-        self._transport.close()
+        # At once, as anyio does: close() would keep the socket until its unsent bytes drain (never,
+        # after a write timeout) or, over TLS, wait for the server's close_notify.
+        self._transport.abort()
 
     async def start_tls(
         self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
     ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
+        handshake = loop.start_tls(
+            self._transport,
+            self._protocol,
+            ssl_context,
+            server_hostname=server_hostname,
+            ssl_handshake_timeout=timeout,
+        )
         try:
-            async with asyncio.timeout(timeout):
-                transport = await loop.start_tls(
-                    self._transport, self._protocol, ssl_context, server_hostname=server_hostname
-                )
-        except TimeoutError:
-            self._transport.close()
+            transport = await asyncio.wait_for(handshake, timeout)
+        except asyncio.TimeoutError:
+            self._transport.abort()
             raise httpcore.ConnectTimeout(f"no TLS handshake within {timeout} s") from None
-        except (OSError, ConnectionError) as err:  # ssl.SSLError is an OSError
-            self._transport.close()
+        except OSError as err:  # ssl.SSLError and ConnectionError are OSErrors
+            self._transport.abort()
             raise httpcore.ConnectError(str(err) or type(err).__name__) from err
-        if transport is None:
-            raise httpcore.ConnectError("the connection closed during the TLS handshake")
         assert isinstance(transport, asyncio.Transport)
+        self._protocol.transport = transport  # pausing and resuming reads now go through TLS
         return AsyncioStream(transport, self._protocol)
 
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":  # an idle connection that is readable was closed by the server
-            return bool(self._protocol.received) or self._protocol.eof or self._protocol.lost
+            protocol = self._protocol
+            return bool(protocol.received) or protocol.eof or protocol.lost or _readable(self._transport)
         names = {"ssl_object": "ssl_object", "client_addr": "sockname", "server_addr": "peername", "socket": "socket"}
         return self._transport.get_extra_info(names[info]) if info in names else None
+
+
+def _readable(transport: asyncio.Transport) -> bool:
+    """Whether the socket has bytes (or the peer's end) that the loop has not handed over yet."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    if sock.fileno() < 0:  # closed
+        return True
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 async def _wait(protocol: _StreamProtocol, waiter: str, timeout: float | None) -> bool:

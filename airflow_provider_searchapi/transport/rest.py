@@ -123,6 +123,10 @@ class RestTransport(CountsAttempts):
                 content = body_read.content()
         except httpx.TransportError as err:
             raise self._transport_error(err, client_request_id) from None
+        except httpx.DecodingError as err:
+            raise SearchApiResponseError(
+                f"answer with HTTP {response.status_code} does not decompress: {err}"
+            ) from None
         return _parse(response.status_code, response.headers, response.reason_phrase, content, client_request_id)
 
     def _transport_error(self, err: Exception, client_request_id: str) -> SearchApiHTTPError:
@@ -172,6 +176,7 @@ class RestTransport(CountsAttempts):
                 b"POST", self._core_url, headers=headers, content=_Pieces(body), extensions=self._extensions
             )
             connection = await lender.borrow()
+            finished = False
             try:
                 response = await connection.handle_async_request(request)
                 try:
@@ -180,9 +185,12 @@ class RestTransport(CountsAttempts):
                         body_read.add(chunk)
                 finally:
                     await response.aclose()
+                finished = True
             except _HTTPCORE_FAILURES as err:
                 raise self._transport_error(err, client_request_id) from None
             finally:
+                if not finished:  # failed or cancelled midway: never lend a connection in an unknown state
+                    await connection.aclose()
                 lender.give_back(connection)
             if response.status != 401 or final:
                 answer_headers = httpx.Headers(response.headers)
@@ -198,7 +206,7 @@ class RestTransport(CountsAttempts):
         if self._proxy:
             return httpcore.AsyncConnectionPool(
                 ssl_context=self._ssl_context,
-                proxy=httpcore.Proxy(self._proxy),
+                proxy=_core_proxy(self._proxy),
                 max_connections=1,
                 max_keepalive_connections=1,
                 network_backend=_NETWORK_BACKEND,
@@ -237,8 +245,11 @@ class _ConnectionLender:
         self._idle: list[tuple[_Connection, float]] = []  # with when it came back; oldest first
         self._every: list[_Connection] = []
         self._available = asyncio.Semaphore(limit)
+        self._closed = False
 
     async def borrow(self) -> _Connection:
+        if self._closed:
+            raise RuntimeError("the hook's async connections were closed (aclose()) while a request needed one")
         await self._available.acquire()
         try:
             await self._close_idle()
@@ -269,10 +280,12 @@ class _ConnectionLender:
             await self._close(self._idle.pop(0)[0])
 
     async def _close(self, connection: _Connection) -> None:
-        self._every.remove(connection)
+        if connection in self._every:
+            self._every.remove(connection)
         await connection.aclose()
 
     async def aclose(self) -> None:
+        self._closed = True
         connections, self._every, self._idle = self._every, [], []
         for connection in connections:
             await connection.aclose()
@@ -294,6 +307,19 @@ class _Pieces:
     async def __aiter__(self) -> AsyncIterator[bytes]:
         for piece in self._pieces:
             yield piece
+
+
+def _core_proxy(url: str) -> httpcore.Proxy:
+    """httpcore's description of a proxy URL, its ``user:password@`` sent as Proxy-Authorization as
+    httpx does (httpcore would drop them)."""
+    proxy = httpx.Proxy(url)
+    return httpcore.Proxy(
+        url=httpcore.URL(
+            scheme=proxy.url.raw_scheme, host=proxy.url.raw_host, port=proxy.url.port, target=proxy.url.raw_path
+        ),
+        auth=proxy.raw_auth,
+        headers=proxy.headers.raw,
+    )
 
 
 def _environment_proxy(url: httpx.URL) -> str | None:
@@ -335,23 +361,41 @@ class _CappedBody:
 
 def _decoded(content: bytes, encoding: str | None, status: int) -> bytes:
     """An answer's bytes undone from the ``Content-Encoding`` asked for (gzip or deflate), refusing
-    more than :data:`MAX_RESPONSE_BYTES` once decompressed."""
-    if not encoding or encoding.strip().lower() == "identity":
-        return content
-    if encoding.strip().lower() not in ("gzip", "deflate"):
-        raise SearchApiResponseError(f"answer with HTTP {status} in an encoding not asked for: {encoding!r}")
+    more than :data:`MAX_RESPONSE_BYTES` once decompressed.
+
+    Only a 200 must decode: an error answer that does not is kept as it came, so that its status
+    (429, 503: retried) and headers still count.
+    """
     try:
-        data = zlib.decompressobj(zlib.MAX_WBITS | 32).decompress(content, MAX_RESPONSE_BYTES + 1)  # gzip or zlib
-    except zlib.error:
+        return _decompressed(content, encoding, status)
+    except SearchApiResponseError:
+        if status == 200:
+            raise
+        return content
+
+
+def _decompressed(content: bytes, encoding: str | None, status: int) -> bytes:
+    name = (encoding or "identity").strip().lower()
+    if name == "identity":
+        return content
+    if name not in ("gzip", "deflate"):
+        raise SearchApiResponseError(f"answer with HTTP {status} in an encoding not asked for: {encoding!r}")
+    errors = []
+    for wbits in (zlib.MAX_WBITS | 32, -zlib.MAX_WBITS):  # gzip or zlib framing; raw deflate, as some send
+        decompressor = zlib.decompressobj(wbits)
         try:
-            data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(content, MAX_RESPONSE_BYTES + 1)  # raw deflate
+            data = decompressor.decompress(content, MAX_RESPONSE_BYTES + 1)
         except zlib.error as err:
-            raise SearchApiResponseError(f"answer with HTTP {status} does not decompress ({encoding}): {err}") from None
-    if len(data) > MAX_RESPONSE_BYTES:
-        raise SearchApiResponseError(
-            f"answer with HTTP {status} is larger than {MAX_RESPONSE_BYTES:,} bytes once decompressed; not read"
-        )
-    return data
+            errors.append(str(err))
+            continue
+        if len(data) > MAX_RESPONSE_BYTES:
+            raise SearchApiResponseError(
+                f"answer with HTTP {status} is larger than {MAX_RESPONSE_BYTES:,} bytes once decompressed; not read"
+            )
+        if not decompressor.eof:
+            raise SearchApiResponseError(f"answer with HTTP {status} is cut short ({encoding} stream unfinished)")
+        return data
+    raise SearchApiResponseError(f"answer with HTTP {status} does not decompress ({encoding}): {errors[0]}")
 
 
 def _parse(

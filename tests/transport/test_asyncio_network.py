@@ -39,10 +39,16 @@ async def _answer(writer: asyncio.StreamWriter, body: bytes) -> None:
 
 
 class _Server:
+    current: _Server
+
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
         self.connections = 0
+        self.received = 0
+        self.heads: list[bytes] = []
+        self.finished = asyncio.Event()  # the last connection's handler returned
         self.server: asyncio.Server | None = None
+        _Server.current = self
 
     async def __aenter__(self) -> str:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -53,6 +59,7 @@ class _Server:
                 pass
             finally:
                 writer.close()
+                self.finished.set()
 
         self.server = await asyncio.start_server(serve, "127.0.0.1", 0)
         port = self.server.sockets[0].getsockname()[1]
@@ -107,17 +114,31 @@ async def test_no_answer_is_a_read_timeout_and_no_reading_a_write_timeout():
         await _read_request(reader)
         await asyncio.sleep(10)
 
-    async def never_reads(reader, writer):
-        await asyncio.sleep(10)
-
     async with _Server(never_answers) as url, _pool() as pool:
         started = asyncio.get_running_loop().time()
         with pytest.raises(httpcore.ReadTimeout):
             await _post(pool, url, b"x", timeout=0.3)
         assert asyncio.get_running_loop().time() - started < 3
-    async with _Server(never_reads) as url, _pool() as pool:
+    body = b"\0" * (96 * 1024 * 1024)  # more than loopback buffers hold
+    server = _Server(reads_after_a_while)
+    async with server as url, _pool() as pool:
         with pytest.raises(httpcore.WriteTimeout):
-            await _post(pool, url, b"\0" * (96 * 1024 * 1024), timeout=0.3)  # more than loopback buffers
+            await _post(pool, url, body, timeout=0.3)
+        await asyncio.wait_for(server.finished.wait(), 10)
+    # The connection was dropped at once, not left open to send the megabytes it had buffered.
+    assert server.received < len(body)
+
+
+async def reads_after_a_while(reader, writer):
+    await asyncio.sleep(1.0)
+    while True:
+        try:
+            chunk = await reader.read(1 << 20)
+        except ConnectionError:
+            return
+        if not chunk:
+            return
+        _Server.current.received += len(chunk)
 
 
 async def test_a_refused_connection_is_a_connect_error():
@@ -180,3 +201,75 @@ async def test_the_hook_replaces_a_connection_the_server_closed_without_a_failed
         await hook.aclose()
     assert server.connections == 3
     assert hook.transport.requests_sent == 3 and not hook.transport.failures
+
+
+@pytest.fixture
+def proxy_variables(monkeypatch):
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    return monkeypatch
+
+
+async def test_proxy_credentials_are_sent_on_both_paths(make_hook, proxy_variables):
+    async def proxy(reader, writer):
+        head = await reader.readuntil(b"\r\n\r\n")
+        _Server.current.heads.append(head)
+        length = next(
+            int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        await _answer(writer, b'{"images": [], "id": "cbir-2"}')
+
+    server = _Server(proxy)
+    async with server as url:
+        port = url.split(":")[2].split("/")[0]
+        proxy_variables.setenv("HTTP_PROXY", f"http://robot:s3cret@127.0.0.1:{port}")
+        hook = make_hook("api_key", endpoint="http://searchapi.invalid")
+        assert (await hook.asearch_by_image(url="https://example.com/a.jpg")).cbir_id == "cbir-2"
+        assert (await asyncio.to_thread(hook.search_by_image, url="https://example.com/b.jpg")).cbir_id == "cbir-2"
+        await hook.aclose()
+    assert len(server.heads) == 2
+    for head in server.heads:  # both in absolute form to the proxy, with its credentials
+        assert head.startswith(b"POST http://searchapi.invalid/v2/image/search_by_image ")
+        assert b"\r\nProxy-Authorization: Basic cm9ib3Q6czNjcmV0\r\n" in head  # robot:s3cret
+
+
+async def test_an_error_answer_that_does_not_decompress_keeps_its_status_and_is_retried(make_hook):
+    async def unavailable_then_found(reader, writer):
+        await _read_request(reader)
+        writer.write(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Encoding: br\r\nContent-Length: 5\r\n\r\n\x0b\x02\x80xx"
+        )
+        await _read_request(reader)
+        await _answer(writer, b'{"images": [], "id": "cbir-3"}')
+
+    async with _Server(unavailable_then_found) as url:
+        hook = make_hook("api_key", endpoint=url.removesuffix("/v2/image/search_by_image"))
+        assert (await hook.asearch_by_image(url="https://example.com/a.jpg")).cbir_id == "cbir-3"
+        await hook.aclose()
+    assert dict(hook.transport.failures) == {503: 1}
+
+
+def test_a_truncated_gzip_answer_is_refused():
+    with pytest.raises(SearchApiResponseError, match="cut short"):
+        _decoded(gzip.compress(b'{"images": []}' * 100)[:-20], "gzip", 200)
+
+
+async def test_a_request_cancelled_midway_leaves_no_connection_in_a_bad_state(make_hook):
+    async def stall_then_answer(reader, writer):
+        await _read_request(reader)
+        if _Server.current.connections == 1:
+            await asyncio.sleep(10)  # the first request never gets its answer
+        await _answer(writer, b'{"images": [], "id": "cbir-4"}')
+
+    server = _Server(stall_then_answer)
+    async with server as url:
+        hook = make_hook(
+            "api_key", endpoint=url.removesuffix("/v2/image/search_by_image"), hook_kwargs={"max_connections": 1}
+        )
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(hook.asearch_by_image(url="https://example.com/a.jpg"), 0.3)
+        assert (await hook.asearch_by_image(url="https://example.com/b.jpg")).cbir_id == "cbir-4"
+        await hook.aclose()
+    assert server.connections == 2
