@@ -16,7 +16,7 @@ import collections
 import select
 import ssl
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import httpcore
 
@@ -37,13 +37,10 @@ class AsyncioNetworkBackend(httpcore.AsyncNetworkBackend):
     ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
         protocol = _StreamProtocol()
-        connecting = loop.create_connection(
-            lambda: protocol,
-            host,
-            port,
-            local_addr=(local_address, 0) if local_address else None,
-            happy_eyeballs_delay=0.25,  # try the next address (IPv4 after a dead IPv6) after 250 ms
-        )
+        options: dict[str, Any] = {"local_addr": (local_address, 0) if local_address else None}
+        if isinstance(loop, asyncio.BaseEventLoop):  # uvloop's loop has no Happy Eyeballs
+            options["happy_eyeballs_delay"] = 0.25  # try the next address (IPv4 after a dead IPv6) after 250 ms
+        connecting = loop.create_connection(lambda: protocol, host, port, **options)
         try:
             transport, _ = await asyncio.wait_for(connecting, timeout)
         except asyncio.TimeoutError:
@@ -79,8 +76,7 @@ class _StreamProtocol(asyncio.Protocol):
         self._reading_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
 
     def data_received(self, data: bytes) -> None:
         self.received.append(data)
@@ -184,7 +180,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         except OSError as err:  # ssl.SSLError and ConnectionError are OSErrors
             self._transport.abort()
             raise httpcore.ConnectError(str(err) or type(err).__name__) from err
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)
         self._protocol.transport = transport  # pausing and resuming reads now go through TLS
         return AsyncioStream(transport, self._protocol)
 

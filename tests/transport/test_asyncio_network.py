@@ -273,3 +273,50 @@ async def test_a_request_cancelled_midway_leaves_no_connection_in_a_bad_state(ma
         assert (await hook.asearch_by_image(url="https://example.com/b.jpg")).cbir_id == "cbir-4"
         await hook.aclose()
     assert server.connections == 2
+
+
+def test_the_async_path_runs_on_uvloop(make_hook, searchapi_emulator):
+    """uvloop (which users' own async code and ASGI servers run on) has no Happy Eyeballs option and
+    transports that are not ``asyncio.Transport`` subclasses; searches, an idle close and a read
+    timeout work on it as on asyncio's loop."""
+    uvloop = pytest.importorskip("uvloop")
+    hook = make_hook("api_key")
+    image = make_jpeg(3)
+    expected = hook.search_by_image(image=image)
+
+    async def searches() -> None:
+        assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+        results = await asyncio.gather(*(hook.asearch_by_image(image=image) for _ in range(8)))
+        assert results == [expected] * 8
+
+        async def one_answer_then_close(reader, writer):
+            await _read_request(reader)
+            await _answer(writer, b'{"images": [], "id": "cbir-uv"}')
+
+        server = _Server(one_answer_then_close)
+        async with server as url:
+            closing = make_hook(
+                "api_key", conn_id="searchapi_uv", endpoint=url.removesuffix("/v2/image/search_by_image")
+            )
+            for _ in range(2):
+                assert (await closing.asearch_by_image(image=image)).cbir_id == "cbir-uv"
+                await asyncio.sleep(0.2)  # the server's close arrives while the connection is idle
+            await closing.aclose()
+        assert server.connections == 2 and not closing.transport.failures
+
+        async def never_answer(reader, writer):
+            await _read_request(reader)
+            await reader.read()  # until the client gives up and closes
+
+        silent = _Server(never_answer)
+        async with silent as url, _pool() as pool:
+            with pytest.raises(httpcore.ReadTimeout):
+                await _post(pool, url, b"x", timeout=0.2)
+        await asyncio.wait_for(silent.finished.wait(), 5)
+        await hook.aclose()
+
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(searches())
+    finally:
+        loop.close()
