@@ -7,15 +7,18 @@ the image URL itself.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any
+from urllib.parse import urlsplit
 
 from airflow.sdk import ObjectStoragePath
 from fsspec import AbstractFileSystem
+from fsspec.implementations.local import LocalFileSystem
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -158,10 +161,38 @@ def _source(root: ObjectStoragePath, info: dict[str, Any], *, key: str | None = 
 
 
 def images_from_paths(paths: Iterable[str], *, conn_id: str | None = None) -> Iterator[SourceImage]:
-    """Sources for explicit paths (what a mapped shard receives); nothing is listed."""
+    """Sources for explicit paths (what a mapped shard receives); nothing is listed.
+
+    Like a listing, it makes one ``ObjectStoragePath`` per store (``s3://bucket/``, ``file:///``) and
+    names each file by its key in that store's filesystem, as the filesystem itself parses it: a path
+    object per file cost more than reading a small file. Local files are looked up (``os.stat``) for
+    their size and time, as a listing gives them, so that small ones are read as cheaply as listed ones.
+
+    :param paths: storage URLs (``s3://bucket/images/cat.jpg``, ``file:///data/cat.jpg``).
+    :param conn_id: the storage connection of every path.
+    """
+    roots: dict[str, ObjectStoragePath] = {}
     for url in paths:
-        path = ObjectStoragePath(url, conn_id=conn_id)
-        yield SourceImage(uri=stable_uri(path), root=path)
+        scheme, netloc = urlsplit(url)[:2]
+        if not scheme or "://" not in url:  # a bare path: let ObjectStoragePath decide what it is
+            path = ObjectStoragePath(url, conn_id=conn_id)
+            yield SourceImage(uri=stable_uri(path), root=path)
+            continue
+        store = f"{scheme}://{netloc}/"
+        root = roots.get(store)
+        if root is None:
+            root = roots[store] = ObjectStoragePath(store, conn_id=conn_id)
+        fs = root.fs
+        key = fs._strip_protocol(url)  # what ObjectStoragePath(url).path is
+        info: dict[str, Any] = {}
+        if isinstance(fs, LocalFileSystem):
+            try:
+                status = os.stat(key)
+            except OSError:
+                pass  # reading it will fail, and record why
+            else:
+                info = {"size": status.st_size, "mtime": status.st_mtime}
+        yield _source(root, info, key=key)
 
 
 def images_from_urls(urls: Iterable[str]) -> Iterator[SourceImage]:

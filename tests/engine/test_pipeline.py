@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -173,19 +174,32 @@ def test_small_local_files_are_read_on_the_loop_until_a_read_is_slow(hook, tmp_p
     assert threads[0] == "MainThread" and all(name.startswith("searchapi-read") for name in threads[1:])
 
 
-def test_large_or_unlisted_files_are_read_in_threads(hook, tmp_path, monkeypatch):
+def test_large_files_or_files_of_unknown_size_are_read_in_threads(hook, tmp_path, monkeypatch):
     from airflow_provider_searchapi.engine import images_from_paths, pipeline
+    from airflow_provider_searchapi.engine.sources import SourceImage
 
     write_images(tmp_path / "in", 6)
     monkeypatch.setattr(pipeline, "INLINE_READ_MAX_BYTES", 10)  # every image is "large"
     large = _reads_by_thread(monkeypatch)
     assert run(hook, f"file://{tmp_path}/in/", [XComSink()]).searched == 6
     monkeypatch.undo()
-    paths = [f"file://{path}" for path in sorted((tmp_path / "in").iterdir())]  # sizes unknown
-    unlisted = _reads_by_thread(monkeypatch)
-    assert run(hook, images_from_paths(paths), [XComSink()]).searched == 6
-    threads = large + unlisted
+    paths = [f"file://{path}" for path in sorted((tmp_path / "in").iterdir())]
+    unsized = [dataclasses.replace(source, size=None) for source in images_from_paths(paths)]
+    assert all(isinstance(source, SourceImage) for source in unsized)
+    unknown = _reads_by_thread(monkeypatch)
+    assert run(hook, unsized, [XComSink()]).searched == 6
+    threads = large + unknown
     assert len(threads) == 12 and all(name.startswith("searchapi-read") for name in threads)
+
+
+def test_small_local_files_of_a_shard_are_read_on_the_loop_like_listed_ones(hook, tmp_path, monkeypatch):
+    from airflow_provider_searchapi.engine import images_from_paths
+
+    write_images(tmp_path / "in", 6)
+    paths = [f"file://{path}" for path in sorted((tmp_path / "in").iterdir())]
+    threads = _reads_by_thread(monkeypatch)
+    assert run(hook, images_from_paths(paths), [XComSink()]).searched == 6
+    assert threads == ["MainThread"] * 6
 
 
 def test_max_images_and_urls(hook, searchapi_emulator):

@@ -138,6 +138,51 @@ def test_shard_paths_read_back(tree):
     assert source.uri == shard[0] and source.path.read_bytes() == (tree / "b.png").read_bytes()
 
 
+ODD_NAMES = ["a.jpg", "odd name #1.jpg", "100%.jpg", "q?x=1&y.jpg", "семь/日本.jpg", "x//double.jpg", "./dot.jpg"]
+
+
+def _as_path_objects(urls, conn_id=None):
+    """What a shard's sources were when each path got its own ObjectStoragePath: the reference."""
+    paths = [ObjectStoragePath(url, conn_id=conn_id) for url in urls]
+    return [(stable_uri(path), path.path, path.read_bytes()) for path in paths]
+
+
+def _described(sources):
+    return [(s.uri, s.location[1], s.location[0].cat_file(s.location[1])) for s in sources]
+
+
+def test_shard_paths_name_and_read_what_path_objects_do_locally(tmp_path):
+    urls = []
+    for index, name in enumerate(ODD_NAMES):
+        file = tmp_path / "images" / name
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(make_jpeg(index))
+        urls.append(f"file://{tmp_path}/images/{name}")
+    sources = list(images_from_paths(urls))
+    assert _described(sources) == _as_path_objects(urls)
+    assert all(s.path.read_bytes() == Path(s.location[1]).read_bytes() for s in sources)
+    assert len({id(s.root) for s in sources}) == 1  # one path object for the store, not one per file
+    # Looked up like a listing: the size and time of each file (a missing one is left to the read).
+    listed = {s.uri: s for s in list_images(f"file://{tmp_path}/images/")}
+    assert all(s.size == Path(s.location[1]).stat().st_size and s.mtime for s in sources)
+    same_names = [s for s in sources if s.uri in listed]  # the listing writes x//double.jpg as x/double.jpg
+    assert len(same_names) == 5
+    assert [(s.size, s.mtime) for s in same_names] == [(listed[s.uri].size, listed[s.uri].mtime) for s in same_names]
+    (missing,) = images_from_paths([f"file://{tmp_path}/gone.jpg"])
+    assert missing.uri == f"file://{tmp_path}/gone.jpg" and missing.size is None
+
+
+def test_shard_paths_name_and_read_what_path_objects_do_in_s3(bucket, s3_conn_id):
+    urls = []
+    for index, name in enumerate(ODD_NAMES[:-1]):  # S3 keeps "./" in keys; moto and s3fs disagree on it
+        ObjectStoragePath(f"{bucket}/images/{name}", conn_id=s3_conn_id).write_bytes(make_jpeg(index))
+        urls.append(f"{bucket}/images/{name}")
+    sources = list(images_from_paths(urls, conn_id=s3_conn_id))
+    assert _described(sources) == _as_path_objects(urls, s3_conn_id)
+    assert [s.uri for s in sources] == urls
+    assert all(s.size is None for s in sources)  # no request per object before reading it
+
+
 def test_urls_are_sources_as_they_are():
     (source,) = list(images_from_urls(["https://example.com/cat.jpg"]))
     assert source.is_url and source.uri == "https://example.com/cat.jpg"
