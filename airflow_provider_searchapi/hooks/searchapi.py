@@ -180,7 +180,7 @@ class SearchApiHook(BaseHook):
         site: str | None = None,
         family_mode: FamilyMode | str | None = None,
     ) -> ImageSearchResult:
-        """Async twin of :meth:`search_by_image` on a shared ``httpx.AsyncClient``."""
+        """Async twin of :meth:`search_by_image` (same request, retries and rate limit), over async connections."""
         await self.aget_config()
         request = self._request(image=image, url=url, cbir_id=cbir_id, page=page, site=site, family_mode=family_mode)
         return await self.transport.asearch(request)

@@ -8,7 +8,9 @@ gRPC code. Needs the ``grpc`` extra: ``pip install 'airflow-provider-searchapi[g
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+import weakref
 from typing import Any
 
 import httpx
@@ -96,7 +98,8 @@ class GrpcTransport(CountsAttempts):
         self._timeout = timeout
         self._options = [("grpc.max_receive_message_length", MAX_RESPONSE_BYTES)]
         self._channel: Any = None
-        self._achannel: Any = None
+        # A grpc.aio channel belongs to the event loop it was made on: one per loop (see RestTransport).
+        self._achannels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
     # -- credentials ----------------------------------------------------------------------------
     def _header(self, stale: str | None = None) -> str:
@@ -146,13 +149,17 @@ class GrpcTransport(CountsAttempts):
 
     # -- async ----------------------------------------------------------------------------------
     def _acall(self) -> Any:
-        if self._achannel is None:
-            self._achannel = (
+        loop = asyncio.get_running_loop()
+        channel = self._achannels.get(loop)
+        if channel is None:
+            for ended in [other for other in self._achannels if other.is_closed()]:
+                del self._achannels[ended]  # a closed loop's channel cannot be closed any more
+            channel = self._achannels[loop] = (
                 grpc.aio.secure_channel(self.target, grpc.ssl_channel_credentials(), options=self._options)
                 if self._secure
                 else grpc.aio.insecure_channel(self.target, options=self._options)
             )
-        return self._achannel.unary_unary(
+        return channel.unary_unary(
             METHOD,
             request_serializer=ImageSearchByImageRequest.SerializeToString,
             response_deserializer=ImageSearchByImageResponse.FromString,
@@ -179,10 +186,10 @@ class GrpcTransport(CountsAttempts):
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
-        """Close the async channel (from the event loop that used it)."""
-        if self._achannel is not None:
-            await self._achannel.close()
-            self._achannel = None
+        """Close the running event loop's async channel."""
+        channel = self._achannels.pop(asyncio.get_running_loop(), None)
+        if channel is not None:
+            await channel.close()
 
 
 def _call_metadata(header: str, request_id: str) -> tuple[tuple[str, str], ...]:

@@ -12,6 +12,7 @@ import email.utils
 import time
 import urllib.request
 import uuid
+import weakref
 import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -54,7 +55,7 @@ class RestTransport(CountsAttempts):
     :param timeout: seconds per HTTP request.
     :param retry_policy: how failed calls are retried.
     :param verify_tls: verify the server's certificate.
-    :param max_connections: connections open at most (per sync client; over all async clients).
+    :param max_connections: connections open at most (for sync calls; for async calls, per event loop).
     """
 
     def __init__(
@@ -99,7 +100,12 @@ class RestTransport(CountsAttempts):
         self._extensions = {"timeout": httpx.Timeout(timeout).as_dict()}
         self._proxy = _environment_proxy(url)
         self._max_connections = max_connections
-        self._connections: _ConnectionLender | None = None
+        # A connection belongs to the event loop that opened it: one lender per loop, so that a hook used
+        # by successive asyncio.run() calls (or by loops in several threads) never lends a connection of
+        # another loop (that failed with "Event loop is closed").
+        self._lenders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ConnectionLender] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # -- sync ---------------------------------------------------------------------------------
     def search(self, request: SearchRequest) -> ImageSearchResult:
@@ -160,9 +166,7 @@ class RestTransport(CountsAttempts):
 
     async def _asend(self, header: str, body: tuple[bytes, ...]) -> ImageSearchResult:
         """One attempt: a request on a connection of its own; after a 401, one refresh and one resend."""
-        if self._connections is None:
-            self._connections = _ConnectionLender(self._new_connection, self._max_connections)
-        lender = self._connections  # the one to give back to, even if aclose() runs meanwhile
+        lender = self._lender()  # the one to give back to, even if aclose() runs meanwhile
         length = (b"Content-Length", str(sum(map(len, body))).encode())
         for final in (not isinstance(self._auth, RefreshingTokenAuth), True):
             client_request_id = str(uuid.uuid4())
@@ -215,11 +219,22 @@ class RestTransport(CountsAttempts):
             self._origin, ssl_context=self._ssl_context, network_backend=_NETWORK_BACKEND
         )
 
+    def _lender(self) -> _ConnectionLender:
+        """The running event loop's connections. Those of loops that have ended are dropped: their
+        sockets cannot be closed through a closed loop and are closed when collected."""
+        loop = asyncio.get_running_loop()
+        lender = self._lenders.get(loop)
+        if lender is None:
+            for ended in [other for other in self._lenders if other.is_closed()]:
+                del self._lenders[ended]
+            lender = self._lenders[loop] = _ConnectionLender(self._new_connection, self._max_connections)
+        return lender
+
     async def aclose(self) -> None:
-        """Close the async connections (call it from the event loop that used them)."""
-        connections, self._connections = self._connections, None
-        if connections is not None:
-            await connections.aclose()
+        """Close the running event loop's async connections (connections belong to the loop that opened them)."""
+        lender = self._lenders.pop(asyncio.get_running_loop(), None)
+        if lender is not None:
+            await lender.aclose()
 
 
 _NETWORK_BACKEND = AsyncioNetworkBackend()

@@ -131,3 +131,27 @@ def test_the_engine_runs_over_both(hook_over, searchapi_emulator):
     )
     assert (summary.searched, summary.failed) == (40, 0)
     assert summary.requests == searchapi_emulator.stats.snapshot()["search_requests"] == 40
+
+
+def test_one_hook_serves_successive_and_parallel_event_loops(hook_over):
+    """Async connections belong to the loop that opened them: a hook used by one ``asyncio.run()``
+    after another, without ``aclose()``, or by loops in two threads at once, never lends one across
+    (that failed with "Event loop is closed" on the second run)."""
+    import threading
+
+    hook = hook_over("api_key", requests_per_second=1000)
+    expected = hook.search_by_image(image=make_jpeg(1))
+
+    async def two_searches() -> list:
+        return list(await asyncio.gather(*(hook.asearch_by_image(image=make_jpeg(1)) for _ in range(2))))
+
+    for _ in range(3):
+        assert asyncio.run(two_searches()) == [expected] * 2
+    in_threads: list = []
+    threads = [threading.Thread(target=lambda: in_threads.extend(asyncio.run(two_searches()))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert in_threads == [expected] * 4
+    assert hook.transport.requests_sent == 1 + 6 + 4 and not hook.transport.failures
