@@ -171,17 +171,19 @@ def images_from_paths(paths: Iterable[str], *, conn_id: str | None = None) -> It
     :param paths: storage URLs (``s3://bucket/images/cat.jpg``, ``file:///data/cat.jpg``).
     :param conn_id: the storage connection of every path.
     """
-    roots: dict[str, ObjectStoragePath] = {}
+    roots: dict[str, ObjectStoragePath | None] = {}
     for url in paths:
         scheme, netloc = urlsplit(url)[:2]
-        if not scheme or "://" not in url:  # a bare path: let ObjectStoragePath decide what it is
+        root = None
+        if url.startswith(f"{scheme}://"):  # not a bare path, nor an upper-case scheme (fsspec keeps those)
+            store = f"{scheme}://{netloc}/"
+            if store not in roots:
+                roots[store] = _store_root(store, conn_id)
+            root = roots[store]
+        if root is None:  # a path object for this file, as ObjectStoragePath makes it
             path = ObjectStoragePath(url, conn_id=conn_id)
             yield SourceImage(uri=stable_uri(path), root=path)
             continue
-        store = f"{scheme}://{netloc}/"
-        root = roots.get(store)
-        if root is None:
-            root = roots[store] = ObjectStoragePath(store, conn_id=conn_id)
         fs = root.fs
         key = fs._strip_protocol(url)  # what ObjectStoragePath(url).path is
         info: dict[str, Any] = {}
@@ -222,3 +224,11 @@ def shard_images(
             break
         buckets[index % shards].append(image.uri)
     return [bucket for bucket in buckets if bucket]
+
+
+def _store_root(store: str, conn_id: str | None) -> ObjectStoragePath | None:
+    """A store's root path, or ``None`` for a store that has none of its own (``memory://dir/``)."""
+    try:
+        return ObjectStoragePath(store, conn_id=conn_id)
+    except Exception:  # noqa: BLE001 - its files then get a path object each, as before
+        return None

@@ -255,7 +255,8 @@ class SearchApiHook(BaseHook):
             self.transport.close()
 
     async def aclose(self) -> None:
-        """Close the async HTTP client, from the event loop that used it."""
+        """Close the running event loop's async connections (each loop has its own; those of a loop
+        that ended without this are dropped when another loop first searches)."""
         if "transport" in self.__dict__:
             await self.transport.aclose()
 

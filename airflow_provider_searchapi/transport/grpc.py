@@ -9,8 +9,8 @@ gRPC code. Needs the ``grpc`` extra: ``pip install 'airflow-provider-searchapi[g
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
-import weakref
 from typing import Any
 
 import httpx
@@ -99,7 +99,8 @@ class GrpcTransport(CountsAttempts):
         self._options = [("grpc.max_receive_message_length", MAX_RESPONSE_BYTES)]
         self._channel: Any = None
         # A grpc.aio channel belongs to the event loop it was made on: one per loop (see RestTransport).
-        self._achannels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._achannels: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._achannels_lock = threading.Lock()
 
     # -- credentials ----------------------------------------------------------------------------
     def _header(self, stale: str | None = None) -> str:
@@ -152,13 +153,16 @@ class GrpcTransport(CountsAttempts):
         loop = asyncio.get_running_loop()
         channel = self._achannels.get(loop)
         if channel is None:
-            for ended in [other for other in self._achannels if other.is_closed()]:
-                del self._achannels[ended]  # a closed loop's channel cannot be closed any more
-            channel = self._achannels[loop] = (
-                grpc.aio.secure_channel(self.target, grpc.ssl_channel_credentials(), options=self._options)
-                if self._secure
-                else grpc.aio.insecure_channel(self.target, options=self._options)
-            )
+            with self._achannels_lock:
+                for ended in [other for other in list(self._achannels) if other.is_closed()]:
+                    self._achannels.pop(ended, None)  # a closed loop's channel cannot be closed any more
+                channel = self._achannels.get(loop)
+                if channel is None:
+                    channel = self._achannels[loop] = (
+                        grpc.aio.secure_channel(self.target, grpc.ssl_channel_credentials(), options=self._options)
+                        if self._secure
+                        else grpc.aio.insecure_channel(self.target, options=self._options)
+                    )
         return channel.unary_unary(
             METHOD,
             request_serializer=ImageSearchByImageRequest.SerializeToString,

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import threading
 import time
 import urllib.request
 import uuid
-import weakref
 import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -102,10 +102,10 @@ class RestTransport(CountsAttempts):
         self._max_connections = max_connections
         # A connection belongs to the event loop that opened it: one lender per loop, so that a hook used
         # by successive asyncio.run() calls (or by loops in several threads) never lends a connection of
-        # another loop (that failed with "Event loop is closed").
-        self._lenders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ConnectionLender] = (
-            weakref.WeakKeyDictionary()
-        )
+        # another loop (that failed with "Event loop is closed"). A lender leaves with aclose(), or once
+        # its loop is closed, when another loop asks; the lock keeps threads' loops from racing on it.
+        self._lenders: dict[asyncio.AbstractEventLoop, _ConnectionLender] = {}
+        self._lenders_lock = threading.Lock()
 
     # -- sync ---------------------------------------------------------------------------------
     def search(self, request: SearchRequest) -> ImageSearchResult:
@@ -220,14 +220,16 @@ class RestTransport(CountsAttempts):
         )
 
     def _lender(self) -> _ConnectionLender:
-        """The running event loop's connections. Those of loops that have ended are dropped: their
-        sockets cannot be closed through a closed loop and are closed when collected."""
+        """The running event loop's connections. Those of closed loops are dropped: their sockets cannot
+        be closed through a closed loop, and are closed when collected (``aclose()`` before the loop
+        ends closes them at once)."""
         loop = asyncio.get_running_loop()
         lender = self._lenders.get(loop)
         if lender is None:
-            for ended in [other for other in self._lenders if other.is_closed()]:
-                del self._lenders[ended]
-            lender = self._lenders[loop] = _ConnectionLender(self._new_connection, self._max_connections)
+            with self._lenders_lock:
+                for ended in [other for other in list(self._lenders) if other.is_closed()]:
+                    self._lenders.pop(ended, None)
+                lender = self._lenders.setdefault(loop, _ConnectionLender(self._new_connection, self._max_connections))
         return lender
 
     async def aclose(self) -> None:

@@ -172,6 +172,13 @@ def test_shard_paths_name_and_read_what_path_objects_do_locally(tmp_path):
     assert missing.uri == f"file://{tmp_path}/gone.jpg" and missing.size is None
 
 
+def test_shard_paths_that_fsspec_does_not_strip_get_a_path_object_each(tmp_path):
+    image = tmp_path / "a.jpg"
+    image.write_bytes(make_jpeg(1))
+    urls = [f"FILE://{image}", str(image)]  # an upper-case scheme, a bare path
+    assert _described(images_from_paths(urls)) == _as_path_objects(urls)
+
+
 def test_shard_paths_name_and_read_what_path_objects_do_in_s3(bucket, s3_conn_id):
     urls = []
     for index, name in enumerate(ODD_NAMES[:-1]):  # S3 keeps "./" in keys; moto and s3fs disagree on it

@@ -148,7 +148,7 @@ async def test_idle_async_connections_are_closed(make_hook, searchapi_emulator, 
     hook = make_hook(requests_per_second=1000)
     await hook.aget_config()
     await asyncio.gather(*(hook.asearch_by_image(url=f"https://x/{n}.jpg") for n in range(8)))
-    lender = hook.transport._connections
+    lender = hook.transport._lenders[asyncio.get_running_loop()]
     assert lender.open == 8
     await asyncio.sleep(0.4)
     await hook.asearch_by_image(url="https://x/again.jpg")  # all 8 idle too long: closed, one new one
