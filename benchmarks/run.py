@@ -298,13 +298,15 @@ def hook_alone(connection: dict[str, Any], source: Path, count: int, concurrency
 
     async def main() -> None:
         await hook.aget_config()
-        slots = asyncio.Semaphore(concurrency)
+        queue = iter(images)
 
-        async def one(image: bytes) -> None:
-            async with slots:
+        # Workers, not a task per image behind a semaphore: Python 3.11's Semaphore scans its waiters
+        # on every acquire, which with thousands of waiting tasks costs more than it measures.
+        async def worker() -> None:
+            for image in queue:
                 await hook.asearch_by_image(image=image)
 
-        await asyncio.gather(*(one(image) for image in images))
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
         await hook.aclose()
 
     cpu, wall = time.process_time(), time.monotonic()
@@ -318,6 +320,34 @@ def memory_child(source: str) -> None:
     result = enrich(json.loads(os.environ["BENCH_CONNECTION"]), source, rps=1e6, concurrency=32)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(json.dumps({**result, "peak_rss_mb": peak_mb}))
+
+
+def shard_child(paths_file: str) -> None:
+    """In a fresh process, as one mapped task of a sharded run: enrich the listed paths (the operator's
+    ``source`` given as a list) once told to start; print the run's times; exit when told."""
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_provider_searchapi.engine import Enricher, EnrichmentSettings, JsonLinesSink, images_from_paths
+    from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
+
+    paths = json.loads(Path(paths_file).read_text())
+    concurrency = int(os.environ["BENCH_CONCURRENCY"])
+    _use_connection(json.loads(os.environ["BENCH_CONNECTION"]), requests_per_second=1e6)
+    with tempfile.TemporaryDirectory() as out:
+        hook = SearchApiHook("searchapi_bench", max_connections=max(10, concurrency))
+        enricher = Enricher(
+            hook,
+            [JsonLinesSink(ObjectStoragePath(f"file://{out}/"))],
+            EnrichmentSettings(max_concurrency=concurrency),
+        )
+        print("ready", flush=True)
+        if sys.stdin.readline().strip() != "go":  # the benchmark gave up before starting
+            return
+        started, cpu = time.time(), time.process_time()
+        summary = enricher.run(images_from_paths(paths))
+        result = {"started": started, "ended": time.time(), "cpu": time.process_time() - cpu}
+        print(json.dumps({**result, "images": summary.searched, "failed": summary.failed}), flush=True)
+        sys.stdin.readline()
 
 
 # -- the scenarios ----------------------------------------------------------------------------------
@@ -341,7 +371,7 @@ class Bench:
         self.started = time.monotonic()
         self.runs_here = 0  # engine runs and one-by-one loops in this process
         self.reference_ms: list[float] = []  # the reference loop's CPU time before each measured run
-        self.memory_processes = 0
+        self.fresh_processes = 0
 
     def measured(self, others: list[float], run: Callable[[], Any], *, here: bool = True) -> Any:
         """One measured run: wait for the machine to be quiet, time the reference loop, run, note how
@@ -394,6 +424,7 @@ class Bench:
         serial_others: list[float] = []
         alone: list[dict[str, float]] = []
         alone_others: list[float] = []
+        shards: list[dict[str, float]] = []
         for run in range(self.args.runs):
             self.emulator.configure(latency=0.1)
             alone.append(self.measured(alone_others, partial(hook_alone, self.emulator.connection, data, count, 64)))
@@ -416,6 +447,12 @@ class Bench:
                     f"unthrottled run {run + 1}, {label}: {rates[label][-1]:.0f}/s, client CPU "
                     f"{cpu[label][-1]:.2f} ms/image, emulator CPU {server[label][-1]:.2f} ms/request"
                 )
+            self.emulator.configure(latency=0.1)
+            shards.append(self.sharded(data, count, 2, 64))
+            self.log(
+                f"two shards run {run + 1}: {shards[-1]['rate']:.0f}/s, client CPU {shards[-1]['cpu_ms']:.2f} "
+                f"ms/image, emulator CPU {shards[-1]['emulator_ms']:.2f} ms/request"
+            )
             self.emulator.configure(latency=0.1)
             loop = partial(one_by_one, self.emulator.connection, data, serial_count)
             serial.append(self.measured(serial_others, loop))
@@ -444,6 +481,19 @@ class Bench:
                 alone_others,
             )
         )
+        shard_rate = statistics.median(result["rate"] for result in shards)
+        self.rows.append(
+            Row(
+                f"unthrottled, REST, scaled out: the same {count:,} images in 2 shards run at once by 2 processes "
+                "(as 2 mapped tasks would), max_concurrency 32 each: achieved ÷ 640/s",
+                f"{shard_rate / 640:.3f} ({shard_rate:.0f}/s; client CPU "
+                f"{statistics.median(result['cpu_ms'] for result in shards):.2f} ms/image, emulator "
+                f"{statistics.median(result['emulator_ms'] for result in shards):.2f} ms)",
+                "—",
+                None,
+                [result["others"] for result in shards],
+            )
+        )
         speedup = statistics.median(rates["REST"]) / statistics.median(serial)
         self.rows.append(
             Row(
@@ -454,6 +504,64 @@ class Bench:
                 serial_others,
             )
         )
+
+    def sharded(self, data: Path, count: int, shards: int, concurrency: int) -> dict[str, float]:
+        """One run of ``shards`` processes, each enriching its share of the images (dealt as
+        ``shard_images`` deals them) with its share of ``concurrency``. Each process starts Airflow
+        and loads everything first; the clock runs from the first start to the last end."""
+        files = [f"file://{path}" for path in sorted(data.rglob("*.jpg"))[:count]]
+        env = {
+            **os.environ,
+            "BENCH_CONNECTION": json.dumps(self.emulator.connection),
+            "BENCH_CONCURRENCY": str(concurrency // shards),
+        }
+        children = []
+        with tempfile.TemporaryDirectory() as work:
+            for index in range(shards):
+                paths_file = Path(work, f"shard-{index}.json")
+                paths_file.write_text(json.dumps(files[index::shards]))
+                children.append(
+                    subprocess.Popen(
+                        [sys.executable, __file__, "--shard-child", str(paths_file)],
+                        env=env,
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        text=True,
+                    )
+                )
+            self.children.extend(child.pid for child in children)
+            try:
+                for child in children:
+                    _line_starting(child, "ready")
+
+                def run() -> list[dict[str, Any]]:
+                    for child in children:
+                        child.stdin.write("go\n")
+                        child.stdin.flush()
+                    return [json.loads(_line_starting(child, "{")) for child in children]
+
+                others: list[float] = []
+                results, emulator_cpu = self.measured(others, partial(self.emulator_cpu, run), here=False)
+            finally:
+                for child in children:
+                    child.stdin.close()  # the child exits at the end of its input
+                    try:
+                        child.wait(timeout=60)
+                    except subprocess.TimeoutExpired:
+                        child.kill()
+                        child.wait()
+                self.children = [pid for pid in self.children if pid not in {child.pid for child in children}]
+        self.fresh_processes += shards  # each minted its own token
+        images = sum(result["images"] for result in results)
+        if images != count or any(result["failed"] for result in results):
+            raise RuntimeError(f"sharded run: {images} of {count} images searched, some failed: {results}")
+        wall = max(result["ended"] for result in results) - min(result["started"] for result in results)
+        return {
+            "rate": images / wall,
+            "cpu_ms": sum(result["cpu"] for result in results) / images * 1000,
+            "emulator_ms": emulator_cpu / images * 1000,
+            "others": others[0],
+        }
 
     # 3 ------------------------------------------------------------------------------------------
     def cpu_per_image(self, count: int) -> None:
@@ -541,7 +649,7 @@ class Bench:
         out, err = child.communicate()
         if child.returncode != 0:
             raise RuntimeError(err[-3000:])
-        self.memory_processes += 1
+        self.fresh_processes += 1
         return json.loads(out.strip().splitlines()[-1])
 
     # 5 ------------------------------------------------------------------------------------------
@@ -551,16 +659,25 @@ class Bench:
         total = self.emulator.exchanges_seen
         minutes = (time.monotonic() - self.started) / 60
         # This process lives past the refresh interval (an hour) in a full run: one more exchange then.
-        expected = 1 + int(minutes // 60) + self.memory_processes
+        expected = 1 + int(minutes // 60) + self.fresh_processes
         self.rows.append(
             Row(
                 f"IAM token exchanges: this process ({self.runs_here} engine runs and one-by-one loops over "
-                f"{minutes:.0f} min) + {self.memory_processes} fresh memory processes",
+                f"{minutes:.0f} min) + {self.fresh_processes} fresh processes (memory and shard runs)",
                 f"{total} (expected {expected}: 1 per process per hour)",
                 "1 per process per refresh interval",
                 total == expected,
             )
         )
+
+
+def _line_starting(child: subprocess.Popen[str], prefix: str) -> str:
+    """The child's next output line that starts with ``prefix`` (logging may print other lines)."""
+    assert child.stdout is not None
+    for line in child.stdout:
+        if line.startswith(prefix):
+            return line
+    raise RuntimeError(f"the shard process ended (exit code {child.wait()}) before printing {prefix!r}")
 
 
 # -- the table --------------------------------------------------------------------------------------
@@ -605,11 +722,15 @@ def main() -> None:
     parser.add_argument("--write-docs", action="store_true", help="put the table into docs/benchmarks.md")
     parser.add_argument("--only", help="comma-separated scenarios to run: quota,unthrottled,cpu,memory (default all)")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    parser.add_argument("--shard-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("AIRFLOW_HOME", str(CACHE / "airflow-home"))
     logging.getLogger("airflow_provider_searchapi").setLevel(logging.WARNING)  # no progress lines
     if args.memory_child:
         memory_child(args.memory_child)
+        return
+    if args.shard_child:
+        shard_child(args.shard_child)
         return
     quick = args.quick
     sizes = {
