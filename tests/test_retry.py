@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import json
+
 import pytest
 from tenacity import RetryCallState, Retrying
 
 from airflow_provider_searchapi.exceptions import SearchApiHTTPError
+from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
 from airflow_provider_searchapi.retry import RetryPolicy, is_retryable, wait_retry_after
 from tests.conftest import make_jpeg
 
@@ -68,6 +73,84 @@ def test_quota_429_honours_retry_after(make_hook, searchapi_emulator):
     with pytest.raises(SearchApiHTTPError) as info:
         hook.transport._send(hook._request(image=make_jpeg(2)).encode())
     assert info.value.status == 429 and info.value.retry_after == pytest.approx(0.4)
+
+
+@pytest.fixture(params=["rest", "grpc"])
+def hook_with_three_attempts(request, searchapi_emulator, monkeypatch):
+    if request.param == "grpc":
+        pytest.importorskip("grpc", reason="LOUD SKIP: grpcio is not installed")
+    extras = searchapi_emulator.connection_extras(credential="api_key", transport=request.param)
+    conn = json.dumps({"conn_type": "yandex_searchapi", "extra": {**extras, "requests_per_second": 1000}})
+    monkeypatch.setenv("AIRFLOW_CONN_SEARCHAPI_THREE", conn)
+    hook = SearchApiHook(
+        "searchapi_three", retry_policy=RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_max=0.02)
+    )
+    yield hook
+    hook.close()
+
+
+def test_every_call_gets_its_own_attempts(hook_with_three_attempts, searchapi_emulator):
+    """Retry controllers are reused between calls: each call still starts at attempt one, so two faults
+    then an answer fit in three attempts call after call, one at a time and many at once."""
+    searchapi_emulator.settings.update({"fault_rate": 1.0, "fault_kinds": ["503"], "fault_attempts": 2})
+    hook = hook_with_three_attempts
+    for seed in range(3):
+        assert hook.search_by_image(image=make_jpeg(100 + seed)).images
+
+    async def many_at_once() -> None:
+        results = await asyncio.gather(*(hook.asearch_by_image(image=make_jpeg(200 + seed)) for seed in range(12)))
+        assert all(result.images for result in results)
+        for seed in range(3):  # then one at a time, on the controllers the burst left
+            assert (await hook.asearch_by_image(image=make_jpeg(300 + seed))).images
+        await hook.aclose()
+
+    asyncio.run(many_at_once())
+    stats = searchapi_emulator.stats.snapshot()
+    assert stats["search_requests"] == 3 * (3 + 12 + 3)
+    assert stats["faults"] == {"503": 2 * (3 + 12 + 3)}
+
+
+def test_a_call_that_runs_out_of_attempts_leaves_the_next_call_its_own(hook_with_three_attempts, searchapi_emulator):
+    searchapi_emulator.settings.update({"fault_rate": 1.0, "fault_kinds": ["503"], "fault_attempts": 5})
+    hook = hook_with_three_attempts
+    with pytest.raises(SearchApiHTTPError) as info:
+        hook.search_by_image(image=make_jpeg(400))
+    assert info.value.status == 503
+    searchapi_emulator.settings.update({"fault_attempts": 2})
+    assert hook.search_by_image(image=make_jpeg(401)).images
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 3 + 3
+
+
+def _retry_garbage(run_calls) -> list[object]:
+    """tenacity's objects that only the garbage collector would have freed after ``run_calls()``."""
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        run_calls()
+        gc.collect()
+        return [o for o in gc.garbage if type(o).__module__.startswith("tenacity")]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+
+def test_successful_calls_leave_no_garbage_for_the_collector(hook_with_three_attempts):
+    """A call's retry state is freed as soon as the call ends. Each call used to leave a knot of
+    35 objects in reference cycles; in runs of thousands of calls, collecting them paused every
+    request in flight for up to 0.3 s."""
+    hook = hook_with_three_attempts
+    hook.search_by_image(image=make_jpeg(500))  # a warm connection and token
+
+    def sync_calls() -> None:
+        for seed in range(10):
+            hook.search_by_image(image=make_jpeg(510 + seed))
+
+    async def async_calls() -> None:
+        await asyncio.gather(*(hook.asearch_by_image(image=make_jpeg(520 + seed)) for seed in range(10)))
+        await hook.aclose()
+
+    assert _retry_garbage(sync_calls) == []
+    assert _retry_garbage(lambda: asyncio.run(async_calls())) == []
 
 
 def _state_after(err: BaseException, attempt: int = 1) -> RetryCallState:

@@ -6,6 +6,8 @@ import collections
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from tenacity import AsyncRetrying, Retrying
+
 from airflow_provider_searchapi.exceptions import SearchApiHTTPError
 from airflow_provider_searchapi.ratelimit import RateLimiter
 from airflow_provider_searchapi.retry import RetryPolicy
@@ -31,34 +33,55 @@ class Attempts:
         self.sent = 0
         #: failed attempts by HTTP status (0: no answer)
         self.failures: collections.Counter[int] = collections.Counter()
+        # tenacity controllers between calls. A controller serves one call at a time (it keeps the
+        # call's state), and one made per call is a knot of reference cycles that only the garbage
+        # collector frees: 35 objects a call, whose collections paused every request in flight for
+        # up to 0.3 s in a run of thousands. Called as ``controller(fn)`` the call's state stays in
+        # the call, and a reused controller leaves no garbage.
+        self._idle: list[Retrying] = []
+        self._idle_async: list[AsyncRetrying] = []
 
     def run(self, prepare: Callable[[], Prepared], send: Callable[[Prepared], Result]) -> Result:
-        for attempt in self._retry_policy.retrying():
-            with attempt:
-                prepared = prepare()
-                self._limiter.acquire()
-                self.sent += 1
-                try:
-                    return send(prepared)
-                except SearchApiHTTPError as err:
-                    self.failures[err.status] += 1
-                    raise
-        raise AssertionError("unreachable: tenacity re-raises the last error")
+        def attempt() -> Result:
+            prepared = prepare()
+            self._limiter.acquire()
+            return self._counted(send, prepared)
+
+        retrying = self._idle.pop() if self._idle else self._retry_policy.retrying()
+        try:
+            return retrying(attempt)
+        finally:
+            self._idle.append(retrying)
 
     async def arun(
         self, prepare: Callable[[], Awaitable[Prepared]], send: Callable[[Prepared], Awaitable[Result]]
     ) -> Result:
-        async for attempt in self._retry_policy.async_retrying():
-            with attempt:
-                prepared = await prepare()
-                await self._limiter.aacquire()
-                self.sent += 1
-                try:
-                    return await send(prepared)
-                except SearchApiHTTPError as err:
-                    self.failures[err.status] += 1
-                    raise
-        raise AssertionError("unreachable: tenacity re-raises the last error")
+        async def attempt() -> Result:
+            prepared = await prepare()
+            await self._limiter.aacquire()
+            return await self._acounted(send, prepared)
+
+        retrying = self._idle_async.pop() if self._idle_async else self._retry_policy.async_retrying()
+        try:
+            return await retrying(attempt)
+        finally:
+            self._idle_async.append(retrying)
+
+    def _counted(self, send: Callable[[Prepared], Result], prepared: Prepared) -> Result:
+        self.sent += 1
+        try:
+            return send(prepared)
+        except SearchApiHTTPError as err:
+            self.failures[err.status] += 1
+            raise
+
+    async def _acounted(self, send: Callable[[Prepared], Awaitable[Result]], prepared: Prepared) -> Result:
+        self.sent += 1
+        try:
+            return await send(prepared)
+        except SearchApiHTTPError as err:
+            self.failures[err.status] += 1
+            raise
 
 
 class CountsAttempts:
