@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import io
 import json
 import os
@@ -142,6 +143,37 @@ def test_slow_commits_do_not_idle_searches_and_uncommitted_work_is_bounded(hook,
     # much a crash could lose.
     assert settings.max_uncommitted == 8
     assert max(sink.uncommitted_seen) == 8
+
+
+class _CollectorWatchingSink(XComSink):
+    """Notes, at each commit, how many objects the garbage collector has been told to skip."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frozen_seen: list[int] = []
+
+    def write(self, batch: Batch) -> None:
+        self.frozen_seen.append(gc.get_freeze_count())
+        super().write(batch)
+
+
+def test_a_run_hides_older_objects_from_the_collector_and_leaves_it_as_found(hook, tmp_path):
+    write_images(tmp_path / "in", 6)
+    assert gc.get_freeze_count() == 0
+    sink = _CollectorWatchingSink()
+    assert run(hook, f"file://{tmp_path}/in/", [sink], batch_sources=2).searched == 6
+    assert sink.frozen_seen and min(sink.frozen_seen) > 10_000  # Airflow's and the session's objects
+    assert gc.get_freeze_count() == 0
+
+    gc.freeze()  # as a process forked by an executor that froze its objects: left alone
+    try:
+        before = gc.get_freeze_count()
+        sink = _CollectorWatchingSink()
+        run(hook, f"file://{tmp_path}/in/", [sink], batch_sources=2)
+        assert sink.frozen_seen and max(sink.frozen_seen) <= before
+        assert 0 < gc.get_freeze_count() <= before
+    finally:
+        gc.unfreeze()
 
 
 def _reads_by_thread(monkeypatch, slow_first: bool = False) -> list[str]:
