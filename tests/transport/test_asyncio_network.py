@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import socket
+import struct
+import sys
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpcore
 import httpx
@@ -139,6 +142,44 @@ async def reads_after_a_while(reader, writer):
         if not chunk:
             return
         _Server.current.received += len(chunk)
+
+
+def _data_packets_received(sock: socket.socket) -> int:
+    """TCP segments with data that arrived on ``sock`` (Linux's ``tcp_info.tcpi_data_segs_in``)."""
+    return struct.unpack_from("I", sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256), 152)[0]
+
+
+async def _in_pieces(pieces: tuple[bytes, ...]) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        yield piece
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts packets with Linux's TCP_INFO")
+async def test_a_request_in_pieces_leaves_in_one_packet_unless_it_is_large():
+    """httpcore writes a request's head and each piece of its body apart; small ones leave together."""
+    seen: list[tuple[bytes, int]] = []
+
+    async def answers_and_counts_packets(reader, writer):
+        sock = writer.get_extra_info("socket")
+        while True:
+            body = await _read_request(reader)
+            seen.append((body, _data_packets_received(sock)))
+            await _answer(writer, b"ok")
+
+    small = (b'{"folderId":"f","data":"', b"QUJD" * 1000, b'"}')
+    large = (b'{"folderId":"f","data":"', bytes(range(256)) * 1024, b'"}')  # 256 KiB: sent as it comes
+    async with _Server(answers_and_counts_packets) as url, _pool() as pool:
+        for pieces in (small, large, small):
+            headers = [(b"Host", b"127.0.0.1"), (b"Content-Length", str(sum(map(len, pieces))).encode())]
+            request = httpcore.Request(b"POST", url, headers=headers, content=_in_pieces(pieces))
+            response = await pool.handle_async_request(request)
+            assert await response.aread() == b"ok"
+            await response.aclose()
+    assert [body for body, _ in seen] == [b"".join(pieces) for pieces in (small, large, small)]
+    counts = [count for _, count in seen]
+    packets = [counts[0], counts[1] - counts[0], counts[2] - counts[1]]
+    assert packets[0] == 1 and packets[2] == 1  # head and three pieces of body: one packet
+    assert packets[1] > 2
 
 
 async def test_a_refused_connection_is_a_connect_error():
