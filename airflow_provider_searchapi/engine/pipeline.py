@@ -20,6 +20,7 @@ import gc
 import itertools
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -70,6 +71,9 @@ class EnrichmentSettings:
         ``max_concurrency``…
     :param batch_seconds: …or once the oldest finished source waited this many seconds.
     :param progress_seconds: seconds between progress log lines.
+    :param freeze_older_objects: while the run lasts, hide the objects older than it from Python's
+        garbage collector (``gc.freeze()``, undone when the run ends), so that its collections do
+        not stop the searches for long (see docs/operator.md).
     """
 
     max_pages: int = 1
@@ -81,6 +85,7 @@ class EnrichmentSettings:
     batch_sources: int | None = None
     batch_seconds: float = 5.0
     progress_seconds: float = 10.0
+    freeze_older_objects: bool = True
 
     def __post_init__(self) -> None:
         if self.max_pages < 1:
@@ -170,7 +175,7 @@ class Enricher:
         if done:
             log.info("Resuming: %d sources already done in the output are skipped", len(done))
         try:
-            with _collector_skips_older_objects():
+            with _collector_skips_older_objects(self.settings.freeze_older_objects):
                 await self._run(sources, done)
         finally:
             transport = self.hook.transport
@@ -384,25 +389,37 @@ def _read_local(path: str, limit: int) -> bytes:
     return data
 
 
+_freezes_lock = threading.Lock()
+_runs_in_our_freeze = 0
+
+
 @contextlib.contextmanager
-def _collector_skips_older_objects() -> Iterator[None]:
+def _collector_skips_older_objects(enabled: bool = True) -> Iterator[None]:
     """While the run lasts, the garbage collector leaves alone the objects that exist when it starts.
 
     A task's process holds hundreds of thousands of objects (Airflow, the DAG, the libraries) that
     outlive the run. A full collection walks them all, 0.2-0.3 s on a 2-core VM, and the event loop
     stops meanwhile: every search in flight waits. Frozen (``gc.freeze()``), they are skipped, and
     collections look only at what the run makes (measured: 432 -> 475 images/s, 64 in flight).
-    They are unfrozen when the run ends, so the collector is left as it was found; a process that
-    froze objects already (one forked by an executor that freezes before forking) is left alone.
+
+    The last run of the process to end unfreezes them (runs may overlap, in threads or in one loop).
+    A process that froze objects itself before (one forked by an executor that freezes before
+    forking) is left alone. Garbage that exists when a run starts is freed only after it ends.
     """
-    if gc.get_freeze_count():
-        yield
-        return
-    gc.freeze()
+    global _runs_in_our_freeze
+    with _freezes_lock:
+        ours = enabled and (_runs_in_our_freeze > 0 or gc.get_freeze_count() == 0)
+        if ours:
+            gc.freeze()
+            _runs_in_our_freeze += 1
     try:
         yield
     finally:
-        gc.unfreeze()
+        if ours:
+            with _freezes_lock:
+                _runs_in_our_freeze -= 1
+                if _runs_in_our_freeze == 0:
+                    gc.unfreeze()
 
 
 def _intersection(sets: list[set[str]]) -> set[str]:

@@ -37,7 +37,8 @@ class Attempts:
         # call's state), and one made per call is a knot of reference cycles that only the garbage
         # collector frees: 35 objects a call, whose collections paused every request in flight for
         # up to 0.3 s in a run of thousands. Called as ``controller(fn)`` the call's state stays in
-        # the call, and a reused controller leaves no garbage.
+        # the call, and a successful call leaves no garbage (a failed one leaves its error's traceback,
+        # which refers back to the call, to the collector).
         self._idle: list[Retrying] = []
         self._idle_async: list[AsyncRetrying] = []
 
@@ -47,7 +48,10 @@ class Attempts:
             self._limiter.acquire()
             return self._counted(send, prepared)
 
-        retrying = self._idle.pop() if self._idle else self._retry_policy.retrying()
+        try:
+            retrying = self._idle.pop()
+        except IndexError:  # none idle (checking first would race with other threads)
+            retrying = self._retry_policy.retrying()
         try:
             return retrying(attempt)
         finally:
@@ -61,11 +65,14 @@ class Attempts:
             await self._limiter.aacquire()
             return await self._acounted(send, prepared)
 
-        retrying = self._idle_async.pop() if self._idle_async else self._retry_policy.async_retrying()
         try:
-            return await retrying(attempt)
+            retrying_async = self._idle_async.pop()
+        except IndexError:
+            retrying_async = self._retry_policy.async_retrying()
+        try:
+            return await retrying_async(attempt)
         finally:
-            self._idle_async.append(retrying)
+            self._idle_async.append(retrying_async)
 
     def _counted(self, send: Callable[[Prepared], Result], prepared: Prepared) -> Result:
         self.sent += 1

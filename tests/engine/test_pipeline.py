@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gc
 import io
@@ -158,12 +159,17 @@ class _CollectorWatchingSink(XComSink):
 
 
 def test_a_run_hides_older_objects_from_the_collector_and_leaves_it_as_found(hook, tmp_path):
+    if gc.get_freeze_count():
+        pytest.skip("this test process has frozen objects already")
     write_images(tmp_path / "in", 6)
-    assert gc.get_freeze_count() == 0
     sink = _CollectorWatchingSink()
     assert run(hook, f"file://{tmp_path}/in/", [sink], batch_sources=2).searched == 6
     assert sink.frozen_seen and min(sink.frozen_seen) > 10_000  # Airflow's and the session's objects
     assert gc.get_freeze_count() == 0
+
+    sink = _CollectorWatchingSink()  # turned off
+    run(hook, f"file://{tmp_path}/in/", [sink], batch_sources=2, freeze_older_objects=False)
+    assert sink.frozen_seen and max(sink.frozen_seen) == 0
 
     gc.freeze()  # as a process forked by an executor that froze its objects: left alone
     try:
@@ -174,6 +180,31 @@ def test_a_run_hides_older_objects_from_the_collector_and_leaves_it_as_found(hoo
         assert 0 < gc.get_freeze_count() <= before
     finally:
         gc.unfreeze()
+
+
+def test_overlapping_runs_keep_older_objects_frozen_until_the_last_ends(
+    hook, searchapi_connection, tmp_path, searchapi_emulator
+):
+    if gc.get_freeze_count():
+        pytest.skip("this test process has frozen objects already")
+    searchapi_emulator.settings.latency = 0.05
+    write_images(tmp_path / "short", 2)
+    write_images(tmp_path / "long", 12)
+    short_sink, long_sink = _CollectorWatchingSink(), _CollectorWatchingSink()
+    short = Enricher(hook, [short_sink], EnrichmentSettings(batch_sources=1))
+    other_hook = SearchApiHook(searchapi_connection, requests_per_second=1000)
+    long = Enricher(other_hook, [long_sink], EnrichmentSettings(max_concurrency=2, batch_sources=2))
+
+    async def both() -> None:
+        await asyncio.gather(
+            short.arun(list_images(f"file://{tmp_path}/short/")), long.arun(list_images(f"file://{tmp_path}/long/"))
+        )
+
+    asyncio.run(both())
+    assert short.summary.searched == 2 and long.summary.searched == 12
+    assert len(long_sink.frozen_seen) == 6  # committing long after the short run ended
+    assert min(short_sink.frozen_seen + long_sink.frozen_seen) > 10_000
+    assert gc.get_freeze_count() == 0
 
 
 def _reads_by_thread(monkeypatch, slow_first: bool = False) -> list[str]:
