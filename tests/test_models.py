@@ -123,3 +123,35 @@ def test_encoded_body_is_the_json_of_the_request(kwargs):
     assert b"".join(parts) == request.encode()
     if "image" in kwargs:  # the base64 text is a piece of its own, sent without a copy into one body
         assert parts[1] == request.to_json()["data"].encode()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [('"1280"', 1280), ("1280", 1280), ('" -4 "', -4), ("3.0", 3), ("null", 0), ('""', 0)],
+)
+def test_int64_forms_proto_json_parsers_accept(value, expected):
+    result = ImageSearchResult.model_validate_json(f'{{"images": [{{"width": {value}}}], "page": {value}}}')
+    assert result.images[0].width == expected and type(result.images[0].width) is int
+    assert result.page == expected
+
+
+@pytest.mark.parametrize("value", ["true", '"1.5"', "1.5", '"12px"', '"1e3"', "[1]"])
+def test_int64_refusals_name_the_field(value):
+    with pytest.raises(ValueError) as caught:
+        ImageSearchResult.model_validate_json(f'{{"images": [{{"url": "u"}}, {{"height": {value}}}]}}')
+    assert "images.1.height" in str(caught.value) and "expected a whole number" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('"IMAGE_FORMAT_GIF"', ImageFormat.GIF),
+        ("2", ImageFormat.GIF),
+        ("9", ImageFormat.UNSPECIFIED),
+        ('"IMAGE_FORMAT_AVIF"', ImageFormat.UNSPECIFIED),
+        ("null", ImageFormat.UNSPECIFIED),
+        ("true", ImageFormat.UNSPECIFIED),
+    ],
+)
+def test_formats_by_name_or_number_and_unknown_ones_degrade(value, expected):
+    assert ImageSearchResult.model_validate_json(f'{{"images": [{{"format": {value}}}]}}').images[0].format is expected
