@@ -1,5 +1,6 @@
 """REST transport: ``POST {endpoint}/v2/image/search_by_image``, sync over an httpx client, async
-over httpcore (httpx's own HTTP engine) with connections on asyncio's transports.
+over h11 (httpx's HTTP/1.1 engine) with connections on asyncio's transports (httpcore's through a
+proxy).
 
 Owns the HTTP details: request ids, reading error bodies, capping how much of an answer is read,
 turning transport failures into :class:`SearchApiHTTPError`, retries and the rate limit per attempt.
@@ -28,6 +29,7 @@ from airflow_provider_searchapi.ratelimit import RateLimiter
 from airflow_provider_searchapi.retry import RetryPolicy
 from airflow_provider_searchapi.transport.asyncio_network import AsyncioNetworkBackend
 from airflow_provider_searchapi.transport.attempts import Attempts, CountsAttempts
+from airflow_provider_searchapi.transport.http11 import Answer, Http11Connection
 
 SEARCH_BY_IMAGE_PATH = "/v2/image/search_by_image"
 #: An answer larger than this is refused unread: a page of 40 results is a few tens of KiB.
@@ -75,6 +77,7 @@ class RestTransport(CountsAttempts):
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         # One TLS context for every connection: building one costs milliseconds.
         self._ssl_context = httpx.create_ssl_context(verify=verify_tls)
+        self._ssl_context.set_alpn_protocols(["http/1.1"])
         self._client_kwargs: dict[str, Any] = {
             "auth": auth,
             "timeout": timeout,
@@ -84,8 +87,8 @@ class RestTransport(CountsAttempts):
         }
         self._timeout = timeout
         self._client: httpx.Client | None = None
-        # The async side talks to httpcore (see _ConnectionLender), doing itself the little that an
-        # httpx client does on top: headers, the timeout, the environment's proxy, the credential,
+        # The async side talks HTTP/1.1 itself (see transport/http11.py and _ConnectionLender), doing
+        # the little that an httpx client does on top: headers, the timeout, the environment's proxy, the credential,
         # decoding a compressed answer.
         url = httpx.URL(self.url)
         self._host = url.host
@@ -97,7 +100,6 @@ class RestTransport(CountsAttempts):
             (b"Content-Type", b"application/json"),
             (b"Accept-Encoding", b"gzip, deflate"),
         ]
-        self._extensions = {"timeout": httpx.Timeout(timeout).as_dict()}
         self._proxy = _environment_proxy(url)
         self._max_connections = max_connections
         # A connection belongs to the event loop that opened it: one lender per loop, so that a hook used
@@ -123,9 +125,9 @@ class RestTransport(CountsAttempts):
         client_request_id = str(uuid.uuid4())
         try:
             with self._client.stream("POST", self.url, content=body, headers=_headers(client_request_id)) as response:
-                body_read = _CappedBody(response.status_code)
+                body_read = _CappedBody()
                 for chunk in response.iter_bytes():
-                    body_read.add(chunk)
+                    body_read.add(response.status_code, chunk)
                 content = body_read.content()
         except httpx.TransportError as err:
             raise self._transport_error(err, client_request_id) from None
@@ -176,48 +178,37 @@ class RestTransport(CountsAttempts):
                 (b"Authorization", header.encode()),
                 (b"x-client-request-id", client_request_id.encode()),
             ]
-            request = httpcore.Request(
-                b"POST", self._core_url, headers=headers, content=_Pieces(body), extensions=self._extensions
-            )
+            body_read = _CappedBody()
             connection = await lender.borrow()
-            finished = False
             try:
-                response = await connection.handle_async_request(request)
-                try:
-                    body_read = _CappedBody(response.status)
-                    async for chunk in response.aiter_stream():
-                        body_read.add(chunk)
-                finally:
-                    await response.aclose()
-                finished = True
+                answer = await connection.request(
+                    b"POST", self._core_url.target, headers, body, timeout=self._timeout, on_body=body_read.add
+                )
             except _HTTPCORE_FAILURES as err:
                 raise self._transport_error(err, client_request_id) from None
-            finally:
-                if not finished:  # failed or cancelled midway: never lend a connection in an unknown state
-                    await connection.aclose()
+            finally:  # a connection that failed or was cancelled midway closed itself
                 lender.give_back(connection)
-            if response.status != 401 or final:
-                answer_headers = httpx.Headers(response.headers)
-                content = _decoded(body_read.content(), answer_headers.get("Content-Encoding"), response.status)
-                reason = response.extensions.get("reason_phrase", b"").decode("ascii", "replace")
-                return _parse(response.status, answer_headers, reason, content, client_request_id)
+            if answer.status != 401 or final:
+                answer_headers = httpx.Headers(answer.headers)
+                content = _decoded(body_read.content(), answer_headers.get("Content-Encoding"), answer.status)
+                reason = answer.reason.decode("ascii", "replace")
+                return _parse(answer.status, answer_headers, reason, content, client_request_id)
             header = await aauthorization_header(self._auth, stale=header)
         raise AssertionError("unreachable")
 
     def _new_connection(self) -> _Connection:
-        """One connection to the endpoint, opened on first use. Through a proxy, a pool of one: httpcore
-        then forwards the request or opens a tunnel, as the proxy and the scheme need."""
+        """One connection to the endpoint, opened by its first request; through a proxy, httpcore's pool
+        of one, which forwards the request or opens a tunnel, as the proxy and the scheme need."""
         if self._proxy:
-            return httpcore.AsyncConnectionPool(
+            pool = httpcore.AsyncConnectionPool(
                 ssl_context=self._ssl_context,
                 proxy=_core_proxy(self._proxy),
                 max_connections=1,
                 max_keepalive_connections=1,
                 network_backend=_NETWORK_BACKEND,
             )
-        return httpcore.AsyncHTTPConnection(
-            self._origin, ssl_context=self._ssl_context, network_backend=_NETWORK_BACKEND
-        )
+            return _ProxiedConnection(pool, self._core_url, self._timeout)
+        return Http11Connection(self._origin, self._ssl_context, _NETWORK_BACKEND)
 
     def _lender(self) -> _ConnectionLender:
         """The running event loop's connections. Those of closed loops are dropped: their sockets cannot
@@ -240,7 +231,53 @@ class RestTransport(CountsAttempts):
 
 
 _NETWORK_BACKEND = AsyncioNetworkBackend()
-_Connection = httpcore.AsyncHTTPConnection | httpcore.AsyncConnectionPool
+
+
+class _ProxiedConnection:
+    """The :class:`Http11Connection` interface over an httpcore pool of one connection through a proxy.
+
+    :param pool: the pool, set up with the proxy.
+    :param url: the URL requested.
+    :param timeout: seconds per connect, write and read.
+    """
+
+    def __init__(self, pool: httpcore.AsyncConnectionPool, url: httpcore.URL, timeout: float) -> None:
+        self._pool = pool
+        self._url = url
+        self._extensions = {"timeout": httpx.Timeout(timeout).as_dict()}
+
+    def is_closed(self) -> bool:
+        return False  # the pool replaces a closed connection itself
+
+    def has_expired(self) -> bool:
+        return False
+
+    async def request(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: tuple[bytes, ...],
+        *,
+        timeout: float | None,
+        on_body: Callable[[int, bytes], None],
+    ) -> Answer:
+        request = httpcore.Request(
+            method, self._url, headers=headers, content=_Pieces(body), extensions=self._extensions
+        )
+        response = await self._pool.handle_async_request(request)
+        try:
+            async for chunk in response.aiter_stream():
+                on_body(response.status, chunk)
+        finally:
+            await response.aclose()
+        return Answer(response.status, response.extensions.get("reason_phrase", b""), response.headers)
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
+_Connection = Http11Connection | _ProxiedConnection
 
 
 class _ConnectionLender:
@@ -309,9 +346,8 @@ class _ConnectionLender:
 
 
 def _unusable(connection: _Connection) -> bool:
-    """Whether a connection failed, was closed, or was closed by the server while idle (a pool of one
-    sees to that itself)."""
-    return isinstance(connection, httpcore.AsyncHTTPConnection) and (connection.is_closed() or connection.has_expired())
+    """Whether a connection failed, was closed, or was closed by the server while idle."""
+    return connection.is_closed() or connection.has_expired()
 
 
 class _Pieces:
@@ -359,16 +395,15 @@ def _headers(client_request_id: str) -> dict[str, str]:
 class _CappedBody:
     """Collects an answer's bytes, refusing more than :data:`MAX_RESPONSE_BYTES`."""
 
-    def __init__(self, status: int) -> None:
-        self._status = status
+    def __init__(self) -> None:
         self._chunks: list[bytes] = []
         self._size = 0
 
-    def add(self, chunk: bytes) -> None:
+    def add(self, status: int, chunk: bytes) -> None:
         self._size += len(chunk)
         if self._size > MAX_RESPONSE_BYTES:
             raise SearchApiResponseError(
-                f"answer with HTTP {self._status} is larger than {MAX_RESPONSE_BYTES:,} bytes; not read"
+                f"answer with HTTP {status} is larger than {MAX_RESPONSE_BYTES:,} bytes; not read"
             )
         self._chunks.append(chunk)
 

@@ -1,0 +1,180 @@
+"""One HTTP/1.1 connection of the async REST path (h11 on an asyncio stream), against small servers
+on 127.0.0.1 that each answer in one particular way."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import httpcore
+import pytest
+
+from airflow_provider_searchapi.transport.asyncio_network import AsyncioNetworkBackend
+from airflow_provider_searchapi.transport.http11 import Answer, Http11Connection
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0
+    )
+    return head, await reader.readexactly(length)
+
+
+@asynccontextmanager
+async def _server(handler: Handler) -> AsyncIterator[tuple[httpcore.Origin, list[int]]]:
+    connections: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        try:
+            await handler(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield httpcore.Origin(b"http", b"127.0.0.1", port), connections
+    finally:
+        server.close()
+
+
+async def _post(connection: Http11Connection, *pieces: bytes, timeout: float = 5.0) -> tuple[Answer, bytes]:
+    received: list[bytes] = []
+    headers = [(b"Host", b"127.0.0.1"), (b"Content-Length", str(sum(map(len, pieces))).encode())]
+    answer = await connection.request(
+        b"POST", b"/v2/image/search_by_image", headers, pieces, timeout=timeout, on_body=lambda _, b: received.append(b)
+    )
+    return answer, b"".join(received)
+
+
+def _connection(origin: httpcore.Origin) -> Http11Connection:
+    return Http11Connection(origin, ssl_context=None, network_backend=AsyncioNetworkBackend())  # type: ignore[arg-type]
+
+
+async def _echo_forever(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        _, body = await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Seen: yes\r\n\r\n%b" % (len(body), body))
+        await writer.drain()
+
+
+async def test_requests_in_turn_share_one_connection_and_bodies_arrive_whole():
+    async with _server(_echo_forever) as (origin, connections):
+        connection = _connection(origin)
+        for n in range(3):
+            answer, body = await _post(connection, b'{"folderId":"f","data":"', b"A" * (200_000 * n + 1), b'"}')
+            assert answer.status == 200 and answer.reason == b"OK" and (b"X-Seen", b"yes") in answer.headers
+            assert body == b'{"folderId":"f","data":"' + b"A" * (200_000 * n + 1) + b'"}'
+        assert connections == [1] and not connection.is_closed()
+        await connection.aclose()
+        assert connection.is_closed()
+
+
+async def test_a_server_asking_to_close_gets_the_connection_closed():
+    async def close_after_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+        await writer.drain()
+
+    async with _server(close_after_one) as (origin, _):
+        connection = _connection(origin)
+        answer, body = await _post(connection, b"{}")
+        assert (answer.status, body) == (200, b"{}")
+        assert connection.is_closed()
+        with pytest.raises(httpcore.ConnectionNotAvailable):
+            await _post(connection, b"{}")
+
+
+async def test_informational_answers_are_skipped():
+    async def continue_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+        writer.write(b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 4\r\nRetry-After: 1\r\n\r\nslow")
+        await writer.drain()
+        await _read_request(reader)
+
+    async with _server(continue_first) as (origin, _):
+        answer, body = await _post(_connection(origin), b"{}")
+        assert (answer.status, body) == (429, b"slow") and (b"Retry-After", b"1") in answer.headers
+
+
+async def test_an_answer_sent_before_the_body_was_read_is_still_read():
+    async def refuse_early(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big!")
+        await writer.drain()
+        writer.transport.abort()  # the unread body makes the client's writes fail
+
+    async with _server(refuse_early) as (origin, _):
+        connection = _connection(origin)
+        answer, body = await _post(connection, b"x" * (16 * 1024 * 1024))
+        assert (answer.status, body) == (413, b"too big!")
+        assert connection.is_closed()
+
+
+async def test_a_server_closing_without_an_answer_is_a_protocol_error_and_closes_the_connection():
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+
+    async with _server(hang_up) as (origin, _):
+        connection = _connection(origin)
+        with pytest.raises(httpcore.RemoteProtocolError, match="without answering"):
+            await _post(connection, b"{}")
+        assert connection.is_closed()
+
+
+async def test_an_answer_cut_short_is_a_protocol_error():
+    async def cut_short(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{}")
+        await writer.drain()
+
+    async with _server(cut_short) as (origin, _):
+        connection = _connection(origin)
+        with pytest.raises(httpcore.RemoteProtocolError):
+            await _post(connection, b"{}")
+        assert connection.is_closed()
+
+
+async def test_a_request_cancelled_while_waiting_closes_its_connection():
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        await asyncio.sleep(30)
+
+    async with _server(never_answer) as (origin, _):
+        connection = _connection(origin)
+        waiting = asyncio.ensure_future(_post(connection, b"{}"))
+        await asyncio.sleep(0.2)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert connection.is_closed()
+
+
+async def test_an_idle_connection_the_server_closed_has_expired():
+    may_close = asyncio.Event()
+
+    async def one_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _, body = await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+        await writer.drain()
+        await may_close.wait()
+
+    async with _server(one_then_close) as (origin, _):
+        connection = _connection(origin)
+        await _post(connection, b"{}")
+        await asyncio.sleep(0.05)
+        assert not connection.has_expired()
+        may_close.set()
+        for _ in range(100):  # the server's handler returns and closes its end
+            await asyncio.sleep(0.01)
+            if connection.has_expired():
+                break
+        assert connection.has_expired() and not connection.is_closed()
