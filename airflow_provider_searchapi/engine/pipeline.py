@@ -54,6 +54,8 @@ _LISTING_CHUNK = 256
 INLINE_READ_MAX_BYTES = 1024 * 1024
 #: ...until one read takes longer than this: then the run's reads go to threads.
 SLOW_LOCAL_READ_SECONDS = 0.01
+#: Seconds between the committer's looks at the pending batch's age (and at the progress log).
+COMMIT_POLL_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -255,7 +257,7 @@ class Enricher:
         settings = self.settings
         while True:
             try:
-                await asyncio.wait_for(self._finished.wait(), timeout=0.2)
+                await asyncio.wait_for(self._finished.wait(), timeout=COMMIT_POLL_SECONDS)
             except asyncio.TimeoutError:
                 pass
             self._finished.clear()
@@ -264,7 +266,7 @@ class Enricher:
             due = time.monotonic() - self._last_flush >= settings.batch_seconds
             if waiting and (waiting >= settings.commit_after or due or stop.is_set()):
                 await self._flush()
-            elif stop.is_set():
+            if stop.is_set() and not self._pending.sources:  # the last commit is done: end at once
                 return
 
     async def _flush(self) -> None:

@@ -22,6 +22,7 @@ from airflow_provider_searchapi.engine import (
     XComSink,
     images_from_urls,
     list_images,
+    pipeline,
 )
 from airflow_provider_searchapi.engine.records import ERROR_COLUMNS, RESULT_COLUMNS
 from airflow_provider_searchapi.engine.sinks import Batch
@@ -270,6 +271,14 @@ def test_max_images_and_urls(hook, searchapi_emulator):
     summary = run(hook, images_from_urls(urls), [sink], max_images=4)
     assert (summary.listed, summary.searched) == (4, 4)
     assert searchapi_emulator.stats.snapshot()["uploads"] == 0  # URLs are sent, not downloaded
+
+
+def test_the_run_ends_with_its_last_commit_not_at_the_committers_next_look(hook, monkeypatch):
+    monkeypatch.setattr(pipeline, "COMMIT_POLL_SECONDS", 30.0)
+    started = time.monotonic()
+    summary = run(hook, images_from_urls(["https://example.com/a.jpg"]), [XComSink()], batch_seconds=60)
+    assert summary.searched == 1
+    assert time.monotonic() - started < 10  # it waited one more look (30 s) after the last commit before
 
 
 def test_resume_skips_what_is_committed(hook, tmp_path, searchapi_emulator, sqlite_conn_id):
