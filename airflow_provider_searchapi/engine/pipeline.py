@@ -15,6 +15,7 @@ back only when the sinks are slower than the API.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import itertools
@@ -152,7 +153,6 @@ class Enricher:
         self._pending = Batch()
         self._last_flush = time.monotonic()
         self._flush_lock: asyncio.Lock | None = None
-        self._searching = asyncio.Semaphore(1)
         self._uncommitted = asyncio.Semaphore(1)
         self._finished = asyncio.Event()
         self._done_per_sink: list[set[str]] = []
@@ -193,39 +193,25 @@ class Enricher:
     async def _run(self, sources: Iterable[SourceImage], done: set[str]) -> None:
         settings = self.settings
         self._flush_lock = asyncio.Lock()
-        self._searching = asyncio.Semaphore(settings.max_concurrency)
         self._uncommitted = asyncio.Semaphore(settings.max_uncommitted)
         self._finished = asyncio.Event()
         progress = Progress(self.summary, self.hook.transport, interval=settings.progress_seconds)
-        in_flight: set[asyncio.Task[None]] = set()
+        feed = _Feed(sources, done, self.summary, settings.max_images, progress)
         stop = asyncio.Event()
         committer = asyncio.create_task(self._commit_loop(progress, stop))
         executor = ThreadPoolExecutor(
             max_workers=min(32, settings.max_concurrency), thread_name_prefix="searchapi-read"
         )
+        # ``max_concurrency`` workers, each searching one source after another: a worker goes on to its
+        # next source in the same turn of the event loop that finished the last, where a task per
+        # source waited for two more turns (a freed slot wakes the starter; a new task starts).
+        workers = [asyncio.create_task(self._work(feed, committer, executor)) for _ in range(settings.max_concurrency)]
         try:
-            async for source in _aiter_chunked(sources):
-                if source.uri in done:
-                    self.summary.listed += 1
-                    self.summary.skipped_done += 1
-                    continue
-                if (
-                    settings.max_images is not None
-                    and self.summary.listed - self.summary.skipped_done >= settings.max_images
-                ):
-                    break
-                await self._acquire_slot(committer)
-                self.summary.listed += 1
-                task = asyncio.create_task(self._process(source, executor))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
-            progress.listing_done()
-            if in_flight:
-                await asyncio.gather(*in_flight)
+            await asyncio.gather(*workers)
         finally:
-            for task in in_flight:  # only after a failure: nothing may run once the clients close
-                task.cancel()
-            await asyncio.gather(*in_flight, return_exceptions=True)
+            for worker in workers:  # only after a failure: nothing may run once the clients close
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
             stop.set()
             self._finished.set()
             outcome = (await asyncio.gather(committer, return_exceptions=True))[0]
@@ -235,9 +221,16 @@ class Enricher:
             raise outcome
         progress.log(final=True)
 
+    async def _work(self, feed: _Feed, committer: asyncio.Task[None], executor: ThreadPoolExecutor) -> None:
+        """Search sources from the feed until it runs dry."""
+        while (source := await feed.next()) is not None:
+            await self._acquire_slot(committer)
+            self.summary.listed += 1
+            await self._search(source, executor)
+
     async def _acquire_slot(self, committer: asyncio.Task[None]) -> None:
         """Wait until a source may start: room among the uncommitted (freed by commits; fail at once if
-        the committer died, i.e. a sink failed), then a search slot (freed by searches ending)."""
+        the committer died, i.e. a sink failed)."""
         if committer.done():
             committer.result()  # raises the sink's error
             raise RuntimeError("the committer stopped before the run ended")
@@ -250,7 +243,6 @@ class Enricher:
                 raise RuntimeError("the committer stopped before the run ended")
         else:  # the common case, without a task per source: it would cost loop turns per start
             await self._uncommitted.acquire()
-        await self._searching.acquire()
 
     async def _commit_loop(self, progress: Progress, stop: asyncio.Event) -> None:
         """Commit finished sources when enough of them wait or the oldest waited long enough."""
@@ -280,13 +272,6 @@ class Enricher:
                 await asyncio.to_thread(sink.write, batch.without(already) if already else batch)
             for _ in range(batch.sources):
                 self._uncommitted.release()
-
-    async def _process(self, source: SourceImage, executor: ThreadPoolExecutor) -> None:
-        """Search one source, then free its search slot; its rows or error wait in the pending batch."""
-        try:
-            await self._search(source, executor)
-        finally:
-            self._searching.release()
 
     async def _search(self, source: SourceImage, executor: ThreadPoolExecutor) -> None:
         stage = STAGE_READ
@@ -433,12 +418,62 @@ def _intersection(sets: list[set[str]]) -> set[str]:
     return common
 
 
-async def _aiter_chunked(sources: Iterable[SourceImage]) -> Any:
-    """Iterate a (possibly blocking) source listing from the event loop, a chunk at a time."""
-    iterator: Iterator[SourceImage] = iter(sources)
-    while True:
-        chunk = await asyncio.to_thread(lambda: list(itertools.islice(iterator, _LISTING_CHUNK)))
-        if not chunk:
-            return
-        for source in chunk:
-            yield source
+class _Feed:
+    """The sources a run searches, handed to its workers one at a time.
+
+    The listing (which may block: a bucket's pages) is read in a thread, a chunk at a time, when the
+    last chunk is used up. Sources that every sink already holds are counted as skipped and not
+    handed out, and none are once ``max_images`` were.
+
+    :param sources: the listing.
+    :param done: URIs of sources already done.
+    :param summary: the run's counters (``listed``, ``skipped_done``).
+    :param max_images: sources to hand out at most (``None``: all).
+    :param progress: told when the listing is complete.
+    """
+
+    def __init__(
+        self,
+        sources: Iterable[SourceImage],
+        done: set[str],
+        summary: RunSummary,
+        max_images: int | None,
+        progress: Progress,
+    ) -> None:
+        self._listing: Iterator[SourceImage] = iter(sources)
+        self._done = done
+        self._summary = summary
+        self._left = max_images
+        self._progress = progress
+        self._chunk: collections.deque[SourceImage] = collections.deque()
+        self._ended = False
+        self._reading = asyncio.Lock()  # one worker reads the next chunk; the others wait for it
+
+    async def next(self) -> SourceImage | None:
+        """The next source to search, or ``None`` when there is none left."""
+        while True:
+            while self._chunk:
+                source = self._chunk.popleft()
+                if source.uri in self._done:
+                    self._summary.listed += 1
+                    self._summary.skipped_done += 1
+                    continue
+                if self._left is not None:
+                    if self._left <= 0:  # the rest of the listing is left unread
+                        self._end()
+                        return None
+                    self._left -= 1
+                return source
+            if self._ended:
+                return None
+            async with self._reading:
+                if not self._chunk and not self._ended:
+                    chunk = await asyncio.to_thread(lambda: list(itertools.islice(self._listing, _LISTING_CHUNK)))
+                    self._chunk.extend(chunk)
+                    if not chunk:
+                        self._end()
+
+    def _end(self) -> None:
+        self._chunk.clear()
+        self._ended = True
+        self._progress.listing_done()

@@ -273,6 +273,31 @@ def test_max_images_and_urls(hook, searchapi_emulator):
     assert searchapi_emulator.stats.snapshot()["uploads"] == 0  # URLs are sent, not downloaded
 
 
+def test_the_listing_is_read_a_chunk_at_a_time_and_not_past_max_images(hook, searchapi_emulator):
+    pulled = []
+
+    def listing():
+        for n in range(100_000):
+            pulled.append(n)
+            yield from images_from_urls([f"https://example.com/{n}.jpg"])
+
+    sink = XComSink()
+    summary = run(hook, listing(), [sink], max_images=300, max_concurrency=8)
+    assert (summary.listed, summary.searched, summary.failed) == (300, 300, 0)
+    assert {row["source_uri"] for row in sink.results} == {f"https://example.com/{n}.jpg" for n in range(300)}
+    assert 300 < len(pulled) <= 2 * 256  # two chunks read, nothing after the 300th used
+
+
+def test_every_source_of_a_long_listing_is_searched_once_by_few_workers(hook, searchapi_emulator):
+    urls = [f"https://example.com/{n}.jpg" for n in range(700)]
+    sink = XComSink()
+    summary = run(hook, images_from_urls(urls), [sink], max_concurrency=3)
+    assert (summary.listed, summary.searched, summary.failed) == (700, 700, 0)
+    assert {row["source_uri"] for row in sink.results} == set(urls)
+    assert len({(row["source_uri"], row["rank"]) for row in sink.results}) == len(sink.results) == summary.result_rows
+    assert searchapi_emulator.stats.snapshot()["max_in_flight"] <= 3
+
+
 def test_the_run_ends_with_its_last_commit_not_at_the_committers_next_look(hook, monkeypatch):
     monkeypatch.setattr(pipeline, "COMMIT_POLL_SECONDS", 30.0)
     started = time.monotonic()
