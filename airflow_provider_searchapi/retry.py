@@ -8,6 +8,7 @@ failures, with exponential backoff, full jitter and a bound on attempts and tota
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from tenacity import (
@@ -16,9 +17,9 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_attempt,
-    stop_after_delay,
     wait_random_exponential,
 )
+from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
 from airflow_provider_searchapi.exceptions import SearchApiHTTPError
@@ -46,6 +47,20 @@ class wait_retry_after(wait_base):  # noqa: N801 - tenacity's naming style
         return self.fallback(retry_state)
 
 
+class stop_after_total_delay(stop_base):  # noqa: N801 - tenacity's naming style
+    """Stop once ``seconds`` passed since the call's first attempt began: tenacity's own start, or the
+    ``first_attempt_started`` (a ``time.monotonic()``) that the call was given, when its first attempt
+    ran before tenacity took over (see ``Attempts.arun``)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        started = retry_state.kwargs.get("first_attempt_started", retry_state.start_time)
+        ended = retry_state.outcome_timestamp or time.monotonic()
+        return ended - started >= self.seconds
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How hard to try a call.
@@ -64,7 +79,7 @@ class RetryPolicy:
     def _kwargs(self) -> dict:
         return {
             "retry": retry_if_exception(is_retryable),
-            "stop": stop_after_attempt(self.max_attempts) | stop_after_delay(self.max_total_seconds),
+            "stop": stop_after_attempt(self.max_attempts) | stop_after_total_delay(self.max_total_seconds),
             "wait": wait_retry_after(
                 wait_random_exponential(multiplier=self.backoff_base, max=self.backoff_max),
                 cap=self.backoff_max * 2,

@@ -66,6 +66,36 @@ def test_retries_are_bounded(make_hook, searchapi_emulator):
     assert searchapi_emulator.stats.snapshot()["search_requests"] == 4
 
 
+@pytest.mark.parametrize("path", ["sync", "async"])
+def test_the_time_bound_counts_from_the_first_attempt(make_hook, searchapi_emulator, path):
+    """A first attempt that outlasts ``max_total_seconds`` (a timeout) is not retried, on the async
+    path too, where the first attempt runs before tenacity takes over."""
+    searchapi_emulator.settings.update({"fault_rate": 1.0, "fault_kinds": ["stall"], "stall_seconds": 1.5})
+    hook = make_hook("api_key", timeout=0.5, retry_policy=RetryPolicy(max_total_seconds=0.3, backoff_max=0.01))
+    with pytest.raises(SearchApiHTTPError) as info:
+        if path == "sync":
+            hook.search_by_image(image=make_jpeg(10))
+        else:
+            asyncio.run(hook.asearch_by_image(image=make_jpeg(10)))
+    assert info.value.status == 0 and "no answer within 0.5 s" in str(info.value)
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 1
+
+
+@pytest.mark.parametrize("path", ["sync", "async"])
+def test_a_failed_first_attempt_is_retried_as_attempt_one(make_hook, searchapi_emulator, path, caplog):
+    searchapi_emulator.settings.update({"fault_rate": 1.0, "fault_kinds": ["503"], "fault_attempts": 2})
+    hook = make_hook("api_key", retry_policy=RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_max=0.02))
+    with caplog.at_level("WARNING", logger="airflow_provider_searchapi.retry"):
+        if path == "sync":
+            assert hook.search_by_image(image=make_jpeg(11)).images
+        else:
+            assert asyncio.run(hook.asearch_by_image(image=make_jpeg(11))).images
+    retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert [m.split("; ")[1].split(" failed")[0] for m in retries] == ["attempt 1", "attempt 2"]
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 3
+    assert hook.transport.requests_sent == 3 and hook.transport.failures[503] == 2
+
+
 def test_quota_429_honours_retry_after(make_hook, searchapi_emulator):
     searchapi_emulator.settings.update({"quota_rps": 1.0, "retry_after": 0.4})
     hook = make_hook("api_key", requests_per_second=1000)  # a client that ignores the quota
