@@ -288,6 +288,19 @@ def test_the_listing_is_read_a_chunk_at_a_time_and_not_past_max_images(hook, sea
     assert 300 < len(pulled) <= 2 * 256  # two chunks read, nothing after the 300th used
 
 
+def test_a_listing_that_fails_fails_the_run_when_its_chunk_is_needed(hook, searchapi_emulator):
+    def listing():
+        yield from images_from_urls([f"https://example.com/{n}.jpg" for n in range(300)])
+        raise OSError("the bucket went away")
+
+    sink = XComSink()
+    with pytest.raises(OSError, match="the bucket went away"):
+        run(hook, listing(), [sink], max_concurrency=8)
+    committed = {row["source_uri"] for row in sink.results}
+    assert committed <= {f"https://example.com/{n}.jpg" for n in range(256)}  # the first chunk...
+    assert len(committed) >= 256 - 8  # ...searched and committed, but for those cancelled in flight
+
+
 def test_every_source_of_a_long_listing_is_searched_once_by_few_workers(hook, searchapi_emulator):
     urls = [f"https://example.com/{n}.jpg" for n in range(700)]
     sink = XComSink()
