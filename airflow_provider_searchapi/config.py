@@ -229,7 +229,11 @@ def _config_error(err: ValidationError, prefix: str | None = None) -> SearchApiC
 def _secret_text(value: Any, field: str) -> SecretStr:
     if not isinstance(value, str) or not value.strip():
         raise SearchApiConfigError(field, "must be a non-empty string")
-    return SecretStr(value.strip())
+    text = value.strip()
+    if any(character.isspace() or not character.isprintable() for character in text):
+        # it goes into an HTTP header, where these are not allowed; the value is not shown
+        raise SearchApiConfigError(field, "holds a space, line break or control character inside; paste it again")
+    return SecretStr(text)
 
 
 def _key_from_extra(value: Any, field: str) -> AuthorizedKey:

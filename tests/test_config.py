@@ -149,3 +149,13 @@ def test_transport_and_grpc_endpoint():
         with pytest.raises(SearchApiConfigError) as info:
             SearchApiConfig.from_extras({"folder_id": "f", "api_key": "AQVNsecret", **bad})
         assert info.value.field == field
+
+
+@pytest.mark.parametrize("field", ["api_key", "iam_token"])
+@pytest.mark.parametrize("inside", ["\n", "\r\n", " ", "\x00", "\t"])
+def test_credentials_with_characters_http_refuses_are_named_not_shown(field, inside):
+    secret = f"AQVNsecretpart1{inside}secretpart2"
+    with pytest.raises(SearchApiConfigError) as info:
+        SearchApiConfig.from_extras({"folder_id": "f", field: f"  {secret}\n"})
+    assert info.value.field == field and "line break" in str(info.value)
+    assert "secretpart" not in str(info.value) and "secretpart" not in repr(info.value)

@@ -242,7 +242,7 @@ class Enricher:
                 acquire.cancel()
                 committer.result()
                 raise RuntimeError("the committer stopped before the run ended")
-        else:  # the common case, without a task per source: it would cost loop turns per start
+        else:  # the common case, without a helper task: it would cost loop turns per start
             await self._uncommitted.acquire()
 
     async def _commit_loop(self, progress: Progress, stop: asyncio.Event) -> None:
@@ -469,10 +469,17 @@ class _Feed:
                 return source
             if self._ended:
                 return None
+            if self._left == 0:  # max_images handed out at the end of a chunk: the listing is not read on
+                self._end()
+                return None
             async with self._reading:
                 if not self._chunk and not self._ended:
                     reading, self._ahead = self._ahead or self._read_chunk(), None
-                    chunk = await reading
+                    try:
+                        chunk = await reading
+                    except BaseException:  # the run fails with it: no other worker reads the listing again
+                        self._ended = True
+                        raise
                     self._chunk.extend(chunk)
                     if not chunk:
                         self._end()

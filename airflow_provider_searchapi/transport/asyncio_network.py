@@ -67,8 +67,8 @@ class AsyncioNetworkBackend(httpcore.AsyncNetworkBackend):
 
 
 class _StreamProtocol(asyncio.Protocol):
-    """Buffers what arrives and wakes the one reader or writer waiting (httpcore uses a connection
-    for one request at a time)."""
+    """Buffers what arrives and wakes the one reader or writer waiting (a connection carries one
+    request at a time)."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -157,10 +157,11 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         protocol = self._protocol
         if protocol.lost or self._transport.is_closing():
             raise httpcore.WriteError("the connection is closed")
-        # httpcore writes a request as several pieces (the head, then each piece of the body); each
-        # write would be a send() and, the socket being TCP_NODELAY, a packet of its own that the server
-        # reads on its own. Small pieces are gathered and sent together at the loop's next turn (httpcore
-        # writes a request's pieces without yielding to the loop), or before, when the answer is read.
+        # A request is written as several pieces (the head, then each piece of the body, by
+        # transport/http11.py or, through a proxy, httpcore); each write would be a send() and, the
+        # socket being TCP_NODELAY, a packet of its own that the server reads on its own. Small pieces
+        # are gathered and sent together at the loop's next turn (a request's pieces are written without
+        # yielding to the loop), or before, when the answer is read.
         if self._gathered_size + len(buffer) <= _GATHER_MAX_BYTES:
             if not self._gathered:
                 self._loop.call_soon(self._send_gathered)

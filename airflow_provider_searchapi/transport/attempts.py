@@ -74,12 +74,14 @@ class Attempts:
         try:
             return await attempt()
         except Exception as err:  # noqa: BLE001 - anything else is raised unchanged below
-            if not is_retryable(err):
+            if not is_retryable(err):  # the policy's own test (RetryPolicy's retry=)
                 raise
             first_failure = err
 
         replayed = False
 
+        # ``first_attempt_started`` is for the stop condition, which reads it from tenacity's record of
+        # the call (retry.stop_after_total_delay); the attempt itself does not use it.
         async def attempt_after(first_attempt_started: float) -> Result:
             nonlocal replayed
             if not replayed:  # attempt one, as it went

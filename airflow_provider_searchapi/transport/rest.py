@@ -138,9 +138,19 @@ class RestTransport(CountsAttempts):
         return _parse(response.status_code, response.headers, response.reason_phrase, content, client_request_id)
 
     def _transport_error(self, err: Exception, client_request_id: str) -> SearchApiHTTPError:
-        """No answer: a timeout or a connection failure (retried), or a refused certificate (final)."""
+        """No answer: a timeout or a connection failure (retried), or a refused certificate or a
+        request that cannot be sent (final). The underlying message is not passed on: it may quote
+        a header."""
         if isinstance(err, (httpx.TimeoutException, httpcore.TimeoutException)):
             return SearchApiHTTPError(0, f"no answer within {self._timeout:g} s", request_id=client_request_id)
+        if isinstance(err, (httpx.LocalProtocolError, httpcore.LocalProtocolError)):
+            return SearchApiHTTPError(
+                0,
+                "the request could not be sent: a header holds characters HTTP does not allow "
+                "(check the credential for line breaks or spaces)",
+                request_id=client_request_id,
+                retryable=False,
+            )
         if certificate_refused(err):
             return SearchApiHTTPError(
                 0,
@@ -235,6 +245,8 @@ _NETWORK_BACKEND = AsyncioNetworkBackend()
 
 class _ProxiedConnection:
     """The :class:`Http11Connection` interface over an httpcore pool of one connection through a proxy.
+    The URL and the timeout are the transport's, given here once (``request``'s ``target`` and
+    ``timeout`` are the same ones).
 
     :param pool: the pool, set up with the proxy.
     :param url: the URL requested.

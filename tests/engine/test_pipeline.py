@@ -445,3 +445,67 @@ def test_local_reads_take_a_buffer_of_the_file_size_not_of_the_limit(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 64 * 1024  # read(limit + 1) would have allocated 64 MiB for a 1 KB file
+
+
+class _FailingListing:
+    """URL sources, then one failure; counts what is asked of it after failing."""
+
+    def __init__(self, count: int) -> None:
+        self._sources = images_from_urls([f"https://example.com/{n}.jpg" for n in range(count)])
+        self.failed = False
+        self.asked_after_failing = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.failed:
+            self.asked_after_failing += 1
+            raise StopIteration
+        try:
+            return next(self._sources)
+        except StopIteration:
+            self.failed = True
+            raise OSError("the bucket went away") from None
+
+
+def test_after_a_listing_failure_no_worker_reads_the_listing_again():
+    listing = _FailingListing(40)
+    feed = pipeline._Feed(listing, set(), pipeline.RunSummary(), None, _NoProgress())
+
+    async def two_workers() -> list:
+        return await asyncio.gather(feed.next(), feed.next(), return_exceptions=True)
+
+    first, second = asyncio.run(two_workers())
+    assert isinstance(first, OSError) and second is None
+    assert listing.failed and listing.asked_after_failing == 0
+
+
+def test_a_listing_failure_fails_the_run(hook, searchapi_emulator):
+    with pytest.raises(OSError, match="the bucket went away"):
+        run(hook, _FailingListing(40), [XComSink()], max_concurrency=16)
+
+
+def test_max_images_reached_at_a_chunks_end_reads_no_further():
+    pulled = []
+
+    def listing():
+        for n in range(10_000):
+            pulled.append(n)
+            yield from images_from_urls([f"https://example.com/{n}.jpg"])
+
+    feed = pipeline._Feed(listing(), set(), pipeline.RunSummary(), 256, _NoProgress())
+
+    async def take_all() -> list:
+        taken = []
+        while (source := await feed.next()) is not None:
+            taken.append(source)
+        return taken
+
+    assert len(asyncio.run(take_all())) == 256
+    assert len(pulled) == 256
+
+
+class _NoProgress:
+    def listing_done(self) -> None:
+        pass

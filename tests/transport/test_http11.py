@@ -178,3 +178,23 @@ async def test_an_idle_connection_the_server_closed_has_expired():
             if connection.has_expired():
                 break
         assert connection.has_expired() and not connection.is_closed()
+
+
+async def test_a_header_http_does_not_allow_is_refused_without_quoting_it():
+    async with _server(_echo_forever) as (origin, connections):
+        connection = _connection(origin)
+        headers = [(b"Host", b"127.0.0.1"), (b"Authorization", b"Api-Key secretpart1\nsecretpart2")]
+        with pytest.raises(httpcore.LocalProtocolError) as info:
+            await connection.request(b"POST", b"/", headers, [b"{}"], timeout=5.0, on_body=lambda *_: None)
+        assert "secretpart" not in str(info.value) and info.value.__cause__ is None
+        assert connection.is_closed()
+
+
+def test_the_transport_reports_an_unsendable_request_as_final_without_its_headers():
+    from airflow_provider_searchapi.ratelimit import RateLimiter
+    from airflow_provider_searchapi.transport.rest import RestTransport
+
+    transport = RestTransport(endpoint="http://127.0.0.1:9", auth=None, limiter=RateLimiter(10), timeout=1.0)  # type: ignore[arg-type]
+    error = transport._transport_error(httpcore.LocalProtocolError("Illegal header value b'Api-Key secretpart'"), "rid")
+    assert error.status == 0 and not error.retryable and "secretpart" not in str(error)
+    assert "characters HTTP does not allow" in str(error)
