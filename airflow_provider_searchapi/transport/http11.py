@@ -1,12 +1,14 @@
-"""One HTTP/1.1 connection of the async REST path, carrying one request at a time, spoken with h11
-(the HTTP/1.1 engine under httpx and httpcore) over :mod:`.asyncio_network`'s streams.
+"""One HTTP/1.1 connection of the async REST path, carrying one request at a time, over
+:mod:`.asyncio_network`'s streams. Answers are read by httptools (llhttp, the C parser under uvicorn);
+the request's head is written here, each header checked first.
 
-httpcore's connection does the same behind two locks, made for tasks that share a connection, and
-each uncontended lock still yields to the event loop (anyio's checkpoint): three extra turns of the
-loop per request, with cancel scopes around them and tracing hooks at every step. A connection here
-is lent to one request at a time (see ``rest._ConnectionLender``), so it needs none of that: a
-request is the h11 events written, then the answer's events read (measured: 17 % less client CPU
-per image in the engine, 64 in flight, see docs/benchmarks.md).
+A request is its head and body written, then the answer read. httpcore's connection does the same
+behind two locks, made for tasks that share a connection, and each uncontended lock still yields to
+the event loop: three extra turns of the loop per request. A connection here is lent to one request
+at a time (see ``rest._ConnectionLender``), so it needs none of that. h11, the HTTP/1.1 engine of
+httpx, then spoke it: its state machine and checks in Python cost 126-170 us of CPU per request and
+answer on a 2-core VM, a fifth of the engine's CPU per image; written here and parsed by httptools,
+the same exchange takes 7 us (docs/benchmarks.md).
 
 Failures are httpcore's exceptions (``ConnectError``, ``ReadTimeout``, ``RemoteProtocolError``...),
 as httpx and the network streams raise them.
@@ -14,17 +16,25 @@ as httpx and the network streams raise them.
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import h11
 import httpcore
+import httptools
 
 #: Bytes asked of the stream per read (httpcore's figure).
 READ_NUM_BYTES = 64 * 1024
-#: The longest answer head accepted (httpcore's figure).
+#: The longest answer head accepted, 1xx answers before it included (httpcore's figure).
 MAX_HEAD_BYTES = 100 * 1024
+
+# RFC 9110: a method and a header name are tokens; a header value is visible characters (and
+# obs-text) with spaces or tabs only inside; the target is visible characters. A line break in a
+# value would let it write headers of its own.
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?")
+_TARGET = re.compile(rb"[\x21-\x7e]+")
 
 
 @dataclass(frozen=True)
@@ -58,7 +68,6 @@ class Http11Connection:
         self._ssl_context = ssl_context
         self._backend = network_backend
         self._stream: httpcore.AsyncNetworkStream | None = None
-        self._h11 = h11.Connection(our_role=h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
         self._closed = False
 
     def is_closed(self) -> bool:
@@ -82,33 +91,26 @@ class Http11Connection:
         """Send one request and read its whole answer, handing the body's bytes to ``on_body`` (with
         the answer's status).
 
-        ``timeout`` bounds connecting, each write and each read. The connection is closed when the
-        exchange fails (or is cancelled) midway, or when the server wants it closed; otherwise it is
-        ready for the next request.
+        ``headers`` must hold ``Host`` and a ``Content-Length`` equal to the body's size. ``timeout``
+        bounds connecting, each write and each read. The connection is closed when the exchange fails
+        (or is cancelled) midway, or when the server wants it closed; otherwise it is ready for the
+        next request.
         """
         if self._closed:
             raise httpcore.ConnectionNotAvailable("the connection is closed")
-        finished = False
+        reusable = False
         try:
+            pieces = tuple(body)
+            head = _request_head(method, target, headers, sum(map(len, pieces)))
             if self._stream is None:
                 self._stream = await self._connect(timeout)
-            await self._send(method, target, headers, body, timeout)
-            answer = await self._receive_head(timeout)
-            await self._receive_body(timeout, lambda chunk: on_body(answer.status, chunk))
-            finished = True
-        except h11.RemoteProtocolError as err:
-            raise httpcore.RemoteProtocolError(str(err)) from None
-        except h11.LocalProtocolError:  # its message would quote the header at fault: the credential, maybe
-            raise httpcore.LocalProtocolError(
-                "h11 refused to send the request (a header holds characters HTTP does not allow)"
-            ) from None
+            sent = await self._send(head, pieces, timeout)
+            reader = await self._receive(timeout, on_body)
+            reusable = sent and reader.keep_alive and not reader.more
         finally:
-            connection = self._h11
-            if finished and connection.our_state is h11.DONE and connection.their_state is h11.DONE:
-                connection.start_next_cycle()
-            else:
+            if not reusable:
                 await self.aclose()
-        return answer
+        return Answer(reader.status, reader.reason, reader.headers)
 
     async def aclose(self) -> None:
         """Close the connection at once."""
@@ -130,52 +132,130 @@ class Http11Connection:
                 raise
         return stream
 
-    async def _send(
-        self,
-        method: bytes,
-        target: bytes,
-        headers: list[tuple[bytes, bytes]],
-        body: Iterable[bytes],
-        timeout: float | None,
-    ) -> None:
-        """Write the request. A write that fails is let go, as httpcore does: a server may answer
-        (413, 400...) and close before reading the whole body, and that answer is still read."""
+    async def _send(self, head: bytes, body: tuple[bytes, ...], timeout: float | None) -> bool:
+        """Write the request; whether all of it went. A write that fails is let go, as httpcore does:
+        a server may answer (413, 400...) and close before reading the whole body, and that answer is
+        still read."""
         assert self._stream is not None
-        connection, write = self._h11, self._stream.write
+        write = self._stream.write
         try:
-            await write(connection.send(h11.Request(method=method, target=target, headers=headers)), timeout)
+            await write(head, timeout)
             for piece in body:
-                await write(connection.send(h11.Data(data=piece)), timeout)
-            await write(connection.send(h11.EndOfMessage()), timeout)
+                await write(piece, timeout)
         except httpcore.WriteError:
-            pass
+            return False
+        return True
 
-    async def _receive_head(self, timeout: float | None) -> Answer:
-        while True:
-            event = await self._next_event(timeout)
-            if isinstance(event, h11.Response):
-                return Answer(event.status_code, event.reason, event.headers.raw_items())
-            if not isinstance(event, h11.InformationalResponse):  # 1xx (100 Continue...): skipped
-                raise httpcore.RemoteProtocolError(f"{type(event).__name__} where an answer was due")
-
-    async def _receive_body(self, timeout: float | None, on_body: Callable[[bytes], None]) -> None:
-        while True:
-            event = await self._next_event(timeout)
-            if isinstance(event, h11.Data):
-                on_body(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                return
-            else:
-                raise httpcore.RemoteProtocolError(f"{type(event).__name__} inside an answer's body")
-
-    async def _next_event(self, timeout: float | None) -> h11.Event:
+    async def _receive(self, timeout: float | None, on_body: Callable[[int, bytes], None]) -> _AnswerReader:
+        """Read the answer (after any 1xx ones) to its end, handing its body on as it comes."""
         assert self._stream is not None
-        connection = self._h11
-        while True:
-            event = connection.next_event()
-            if event is not h11.NEED_DATA:
-                return event  # type: ignore[return-value]
+        reader = _AnswerReader()
+        head_bytes = 0
+        while not reader.complete:
             data = await self._stream.read(READ_NUM_BYTES, timeout)
-            if not data and connection.their_state is h11.SEND_RESPONSE:
-                raise httpcore.RemoteProtocolError("the server closed the connection without answering")
-            connection.receive_data(data)
+            if not data:  # the server closed its end
+                if reader.head_read and reader.ends_at_close:
+                    reader.complete, reader.keep_alive = True, False
+                    break
+                if head_bytes == 0:
+                    raise httpcore.RemoteProtocolError("the server closed the connection without answering")
+                raise httpcore.RemoteProtocolError("the server closed the connection before the answer's end")
+            if not reader.head_read:
+                head_bytes += len(data)
+            reader.feed(data)
+            if (not reader.head_read and head_bytes > MAX_HEAD_BYTES) or reader.head_size > MAX_HEAD_BYTES:
+                raise httpcore.RemoteProtocolError(f"an answer's head is over {MAX_HEAD_BYTES:,} bytes")
+            if reader.body:
+                chunks, reader.body = reader.body, []
+                for chunk in chunks:
+                    on_body(reader.status, chunk)
+        return reader
+
+
+class _AnswerReader:
+    """Reads one answer with httptools: its callbacks below gather the head and the body's pieces.
+    Informational answers (1xx: 100 Continue, 103 Early Hints...) before it are skipped."""
+
+    def __init__(self) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self.status = 0
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_read = False
+        #: Bytes of the status lines and headers read so far.
+        self.head_size = 0
+        self.body: list[bytes] = []
+        self.complete = False
+        #: The server keeps the connection open after this answer.
+        self.keep_alive = False
+        #: Bytes came after the answer: the connection is not used again.
+        self.more = False
+        #: Neither Content-Length nor Transfer-Encoding: the body ends when the server closes.
+        self.ends_at_close = False
+
+    def feed(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            raise httpcore.RemoteProtocolError("the server switched to another protocol") from None
+        except httptools.HttpParserError as err:
+            if not self.complete:  # past a complete answer, the connection is just not used again
+                raise httpcore.RemoteProtocolError(f"the answer is not valid HTTP/1.1: {err}") from None
+            self.more = True
+
+    # httptools' callbacks. Past the answer (1xx ones aside), they only note that more came.
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self.more = True
+        else:
+            self.reason, self.headers = b"", []
+
+    def on_status(self, reason: bytes) -> None:
+        if not self.complete:
+            self.reason += reason  # in pieces when the line comes in pieces
+            self.head_size += len(reason) + 15
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.complete:
+            self.headers.append((name, value))
+            self.head_size += len(name) + len(value) + 4
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if not self.complete and not 100 <= status < 200:
+            self.status, self.head_read = status, True
+            self.ends_at_close = not any(
+                name.lower() in (b"content-length", b"transfer-encoding") for name, _ in self.headers
+            )
+
+    def on_body(self, body: bytes) -> None:
+        if not self.complete:
+            self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.head_read and not self.complete:
+            self.complete, self.keep_alive = True, self._parser.should_keep_alive()
+
+
+def _request_head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body_size: int) -> bytes:
+    """The request line and headers, each checked; a header at fault is named, never quoted (it may
+    be the credential)."""
+    if not _TOKEN.fullmatch(method) or not _TARGET.fullmatch(target):
+        raise httpcore.LocalProtocolError("the request's method or path holds characters HTTP does not allow")
+    lines = [method, b" ", target, b" HTTP/1.1\r\n"]
+    host = length = None
+    for name, value in headers:
+        if not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
+            raise httpcore.LocalProtocolError(
+                "a header holds characters HTTP does not allow (line breaks, control characters, spaces at its ends)"
+            )
+        lowered = name.lower()
+        if lowered == b"host":
+            host = value
+        elif lowered == b"content-length":
+            length = value
+        lines += (name, b": ", value, b"\r\n")
+    if host is None or length != str(body_size).encode():
+        raise httpcore.LocalProtocolError("a request needs a Host header and a Content-Length equal to its body's size")
+    lines.append(b"\r\n")
+    return b"".join(lines)

@@ -1,6 +1,6 @@
 """REST transport: ``POST {endpoint}/v2/image/search_by_image``, sync over an httpx client, async
-over h11 (httpx's HTTP/1.1 engine) with connections on asyncio's transports (httpcore's through a
-proxy).
+over our HTTP/1.1 connections (answers parsed by httptools) on asyncio's transports (httpcore's
+through a proxy).
 
 Owns the HTTP details: request ids, reading error bodies, capping how much of an answer is read,
 turning transport failures into :class:`SearchApiHTTPError`, retries and the rate limit per attempt.

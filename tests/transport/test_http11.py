@@ -1,5 +1,5 @@
-"""One HTTP/1.1 connection of the async REST path (h11 on an asyncio stream), against small servers
-on 127.0.0.1 that each answer in one particular way."""
+"""One HTTP/1.1 connection of the async REST path (answers read by httptools, on an asyncio stream),
+against small servers on 127.0.0.1 that each answer in one particular way."""
 
 from __future__ import annotations
 
@@ -117,6 +117,94 @@ async def test_an_answer_sent_before_the_body_was_read_is_still_read():
         answer, body = await _post(connection, b"x" * (16 * 1024 * 1024))
         assert (answer.status, body) == (413, b"too big!")
         assert connection.is_closed()
+
+
+def _answering(*answers: bytes, then_close: bool = False) -> Handler:
+    """A server that answers each request in turn with the next of ``answers`` (sent as they are)."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for answer in answers:
+            await _read_request(reader)
+            writer.write(answer)
+            await writer.drain()
+        if not then_close:
+            await asyncio.sleep(30)
+
+    return handler
+
+
+async def test_a_chunked_answer_arrives_whole_and_the_connection_is_kept():
+    chunked = b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{"a\r\n5\r\n":1}\n\r\n0\r\n\r\n'
+    async with _server(_answering(chunked, chunked)) as (origin, connections):
+        connection = _connection(origin)
+        for _ in range(2):
+            answer, body = await _post(connection, b"{}")
+            assert (answer.status, body) == (200, b'{"a":1}\n')
+        assert connections == [1] and not connection.is_closed()
+
+
+async def test_an_answer_without_a_length_ends_when_the_server_closes():
+    async with _server(
+        _answering(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nto the end", then_close=True)
+    ) as (
+        origin,
+        _,
+    ):
+        connection = _connection(origin)
+        answer, body = await _post(connection, b"{}")
+        assert (answer.status, body) == (200, b"to the end")
+        assert connection.is_closed()
+
+
+async def test_an_http_1_0_answer_closes_the_connection():
+    async with _server(_answering(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}")) as (origin, _):
+        connection = _connection(origin)
+        assert (await _post(connection, b"{}"))[1] == b"{}"
+        assert connection.is_closed()
+
+
+async def test_bytes_after_the_answer_close_the_connection_after_it():
+    async with _server(_answering(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}HTTP/1.1 200 OK\r\n")) as (origin, _):
+        connection = _connection(origin)
+        assert (await _post(connection, b"{}"))[1] == b"{}"
+        assert connection.is_closed()
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (b"SMTP ready\r\n\r\n", "not valid HTTP/1.1"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", "not valid HTTP/1.1"),
+        (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n", "another protocol"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n" + b"X-Filler: " + b"x" * 120_000 + b"\r\n\r\n", "head is over"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n" + b"X-Filler: x\r\n" * 9_000 + b"\r\n", "head is over"),
+    ],
+    ids=["not-http", "two-lengths", "upgrade", "huge-header", "many-headers"],
+)
+async def test_an_answer_that_is_not_well_formed_is_a_protocol_error(answer: bytes, message: str):
+    async with _server(_answering(answer)) as (origin, _):
+        connection = _connection(origin)
+        with pytest.raises(httpcore.RemoteProtocolError, match=message):
+            await _post(connection, b"{}")
+        assert connection.is_closed()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"Content-Length", b"2")],
+        [(b"Host", b"127.0.0.1"), (b"Content-Length", b"3")],
+        [(b"Host", b"127.0.0.1"), (b"Content-Length", b"2"), (b"X-Bad Name", b"v")],
+        [(b"Host", b"127.0.0.1"), (b"Content-Length", b"2"), (b"Authorization", b"Bearer t1.secret ")],
+    ],
+    ids=["no-host", "wrong-length", "bad-name", "trailing-space"],
+)
+async def test_a_request_http_does_not_allow_is_refused_before_connecting(headers: list[tuple[bytes, bytes]]):
+    async with _server(_echo_forever) as (origin, connections):
+        connection = _connection(origin)
+        with pytest.raises(httpcore.LocalProtocolError) as info:
+            await connection.request(b"POST", b"/", headers, [b"{}"], timeout=5.0, on_body=lambda *_: None)
+        assert "secret" not in str(info.value) and connections == []
 
 
 async def test_a_server_closing_without_an_answer_is_a_protocol_error_and_closes_the_connection():
