@@ -26,7 +26,8 @@ import httptools
 
 #: Bytes asked of the stream per read (httpcore's figure).
 READ_NUM_BYTES = 64 * 1024
-#: The longest answer head accepted, 1xx answers before it included (httpcore's figure).
+#: The most bytes of an answer that are not its body: its head (1xx answers before it included),
+#: chunk-size lines and trailers (the longest head httpcore accepts).
 MAX_HEAD_BYTES = 100 * 1024
 
 # RFC 9110: a method and a header name are tokens; a header value is visible characters (and
@@ -35,6 +36,10 @@ MAX_HEAD_BYTES = 100 * 1024
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?")
 _TARGET = re.compile(rb"[\x21-\x7e]+")
+#: Headers that decide where a request ends or what the connection becomes: one Host and one
+#: Content-Length each, the others never (bodies are sent with their length).
+_FRAMING = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade"})
+_NOT_SENT = frozenset({b"transfer-encoding", b"connection", b"upgrade"})
 
 
 @dataclass(frozen=True)
@@ -150,25 +155,27 @@ class Http11Connection:
         """Read the answer (after any 1xx ones) to its end, handing its body on as it comes."""
         assert self._stream is not None
         reader = _AnswerReader()
-        head_bytes = 0
+        received = body_received = 0
         while not reader.complete:
             data = await self._stream.read(READ_NUM_BYTES, timeout)
             if not data:  # the server closed its end
                 if reader.head_read and reader.ends_at_close:
                     reader.complete, reader.keep_alive = True, False
                     break
-                if head_bytes == 0:
+                if received == 0:
                     raise httpcore.RemoteProtocolError("the server closed the connection without answering")
                 raise httpcore.RemoteProtocolError("the server closed the connection before the answer's end")
-            if not reader.head_read:
-                head_bytes += len(data)
+            received += len(data)
             reader.feed(data)
-            if (not reader.head_read and head_bytes > MAX_HEAD_BYTES) or reader.head_size > MAX_HEAD_BYTES:
-                raise httpcore.RemoteProtocolError(f"an answer's head is over {MAX_HEAD_BYTES:,} bytes")
-            if reader.body:
-                chunks, reader.body = reader.body, []
-                for chunk in chunks:
-                    on_body(reader.status, chunk)
+            chunks, reader.body = reader.body, []
+            body_received += sum(map(len, chunks))
+            # httptools gathers a header's (or a trailer's) value until its end: bounded here, a read at a time.
+            if received - body_received > MAX_HEAD_BYTES:
+                raise httpcore.RemoteProtocolError(
+                    f"an answer's head (or its chunk lines and trailers) is over {MAX_HEAD_BYTES:,} bytes"
+                )
+            for chunk in chunks:
+                on_body(reader.status, chunk)
         return reader
 
 
@@ -182,8 +189,6 @@ class _AnswerReader:
         self.reason = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_read = False
-        #: Bytes of the status lines and headers read so far.
-        self.head_size = 0
         self.body: list[bytes] = []
         self.complete = False
         #: The server keeps the connection open after this answer.
@@ -196,14 +201,16 @@ class _AnswerReader:
     def feed(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            raise httpcore.RemoteProtocolError("the server switched to another protocol") from None
-        except httptools.HttpParserError as err:
-            if not self.complete:  # past a complete answer, the connection is just not used again
+        except (httptools.HttpParserUpgrade, httptools.HttpParserError) as err:
+            if self.complete:  # past a complete answer, the connection is just not used again
+                self.more = True
+            elif isinstance(err, httptools.HttpParserUpgrade):
+                raise httpcore.RemoteProtocolError("the server switched to another protocol") from None
+            else:
                 raise httpcore.RemoteProtocolError(f"the answer is not valid HTTP/1.1: {err}") from None
-            self.more = True
 
-    # httptools' callbacks. Past the answer (1xx ones aside), they only note that more came.
+    # httptools' callbacks. Past the answer (1xx ones aside), they only note that more came. A chunked
+    # body's trailers come as headers too, after the head: they are not the answer's headers.
     def on_message_begin(self) -> None:
         if self.complete:
             self.more = True
@@ -213,12 +220,10 @@ class _AnswerReader:
     def on_status(self, reason: bytes) -> None:
         if not self.complete:
             self.reason += reason  # in pieces when the line comes in pieces
-            self.head_size += len(reason) + 15
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.complete:
+        if not self.head_read:
             self.headers.append((name, value))
-            self.head_size += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -243,19 +248,23 @@ def _request_head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes
     if not _TOKEN.fullmatch(method) or not _TARGET.fullmatch(target):
         raise httpcore.LocalProtocolError("the request's method or path holds characters HTTP does not allow")
     lines = [method, b" ", target, b" HTTP/1.1\r\n"]
-    host = length = None
+    framing: dict[bytes, bytes] = {}
     for name, value in headers:
         if not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
             raise httpcore.LocalProtocolError(
                 "a header holds characters HTTP does not allow (line breaks, control characters, spaces at its ends)"
             )
         lowered = name.lower()
-        if lowered == b"host":
-            host = value
-        elif lowered == b"content-length":
-            length = value
+        if lowered in _FRAMING:
+            if lowered in _NOT_SENT:
+                raise httpcore.LocalProtocolError(
+                    f"{name.decode()} is not sent here: a body goes with its Content-Length"
+                )
+            if lowered in framing:
+                raise httpcore.LocalProtocolError(f"{name.decode()} is twice in the request")
+            framing[lowered] = value
         lines += (name, b": ", value, b"\r\n")
-    if host is None or length != str(body_size).encode():
+    if b"host" not in framing or framing.get(b"content-length") != str(body_size).encode():
         raise httpcore.LocalProtocolError("a request needs a Host header and a Content-Length equal to its body's size")
     lines.append(b"\r\n")
     return b"".join(lines)

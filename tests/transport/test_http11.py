@@ -143,6 +143,65 @@ async def test_a_chunked_answer_arrives_whole_and_the_connection_is_kept():
         assert connections == [1] and not connection.is_closed()
 
 
+async def test_trailers_are_not_headers_and_are_bounded_too():
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Request-Id: head\r\n\r\n"
+        b"2\r\n{}\r\n0\r\nContent-Encoding: gzip\r\nX-Request-Id: trailer\r\n\r\n"
+    )
+    endless = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-Trailer: " + b"x" * 300_000
+    async with _server(_answering(chunked, endless)) as (origin, _):
+        connection = _connection(origin)
+        answer, body = await _post(connection, b"{}")
+        assert (answer.status, body) == (200, b"{}") and not connection.is_closed()
+        assert answer.headers == [(b"Transfer-Encoding", b"chunked"), (b"X-Request-Id", b"head")]
+        with pytest.raises(httpcore.RemoteProtocolError, match="chunk lines and trailers"):
+            await _post(connection, b"{}")
+        assert connection.is_closed()
+
+
+async def test_an_answer_arriving_a_byte_at_a_time_is_read_whole():
+    answers = b'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 Fine Thanks\r\nContent-Length: 7\r\nX-A: b c\r\n\r\n{"a":1}'
+
+    async def dribble(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        for byte in answers:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(30)
+
+    async with _server(dribble) as (origin, _):
+        answer, body = await _post(_connection(origin), b"{}")
+        assert (answer.status, answer.reason, answer.headers, body) == (
+            200,
+            b"Fine Thanks",
+            [(b"Content-Length", b"7"), (b"X-A", b"b c")],
+            b'{"a":1}',
+        )
+
+
+async def test_a_failure_while_handing_the_body_on_closes_the_connection():
+    async with _server(_echo_forever) as (origin, _):
+        connection = _connection(origin)
+
+        def refuse(status: int, chunk: bytes) -> None:
+            raise ValueError("too much")
+
+        headers = [(b"Host", b"127.0.0.1"), (b"Content-Length", b"2")]
+        with pytest.raises(ValueError, match="too much"):
+            await connection.request(b"POST", b"/", headers, [b"{}"], timeout=5.0, on_body=refuse)
+        assert connection.is_closed()
+
+
+async def test_an_http_1_0_answer_asking_to_keep_alive_keeps_the_connection():
+    answer = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n{}"
+    async with _server(_answering(answer, answer)) as (origin, connections):
+        connection = _connection(origin)
+        for _ in range(2):
+            assert (await _post(connection, b"{}"))[1] == b"{}"
+        assert connections == [1] and not connection.is_closed()
+
+
 async def test_an_answer_without_a_length_ends_when_the_server_closes():
     async with _server(
         _answering(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nto the end", then_close=True)
@@ -163,10 +222,20 @@ async def test_an_http_1_0_answer_closes_the_connection():
         assert connection.is_closed()
 
 
-async def test_bytes_after_the_answer_close_the_connection_after_it():
-    async with _server(_answering(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}HTTP/1.1 200 OK\r\n")) as (origin, _):
+@pytest.mark.parametrize(
+    "after",
+    [
+        b"HTTP/1.1 200 OK\r\n",
+        b"SMTP ready\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+    ],
+    ids=["another-answer", "not-http", "an-upgrade"],
+)
+async def test_bytes_after_the_answer_close_the_connection_after_it(after: bytes):
+    async with _server(_answering(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\n{}" + after)) as (origin, _):
         connection = _connection(origin)
-        assert (await _post(connection, b"{}"))[1] == b"{}"
+        answer, body = await _post(connection, b"{}")
+        assert (answer.status, answer.headers, body) == (200, [(b"Content-Length", b"2"), (b"X-A", b"b")], b"{}")
         assert connection.is_closed()
 
 
@@ -176,8 +245,14 @@ async def test_bytes_after_the_answer_close_the_connection_after_it():
         (b"SMTP ready\r\n\r\n", "not valid HTTP/1.1"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", "not valid HTTP/1.1"),
         (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n", "another protocol"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n" + b"X-Filler: " + b"x" * 120_000 + b"\r\n\r\n", "head is over"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n" + b"X-Filler: x\r\n" * 9_000 + b"\r\n", "head is over"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n" + b"X-Filler: " + b"x" * 120_000 + b"\r\n\r\n",
+            "head \\(or its chunk lines and trailers\\) is over",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n" + b"X-Filler: x\r\n" * 9_000 + b"\r\n",
+            "head \\(or its chunk lines and trailers\\) is over",
+        ),
     ],
     ids=["not-http", "two-lengths", "upgrade", "huge-header", "many-headers"],
 )
@@ -196,8 +271,11 @@ async def test_an_answer_that_is_not_well_formed_is_a_protocol_error(answer: byt
         [(b"Host", b"127.0.0.1"), (b"Content-Length", b"3")],
         [(b"Host", b"127.0.0.1"), (b"Content-Length", b"2"), (b"X-Bad Name", b"v")],
         [(b"Host", b"127.0.0.1"), (b"Content-Length", b"2"), (b"Authorization", b"Bearer t1.secret ")],
+        [(b"Host", b"127.0.0.1"), (b"Content-Length", b"2"), (b"Content-Length", b"3")],
+        [(b"Host", b"127.0.0.1"), (b"Host", b"example.com"), (b"Content-Length", b"2")],
+        [(b"Host", b"127.0.0.1"), (b"Content-Length", b"2"), (b"Transfer-Encoding", b"chunked")],
     ],
-    ids=["no-host", "wrong-length", "bad-name", "trailing-space"],
+    ids=["no-host", "wrong-length", "bad-name", "trailing-space", "two-lengths", "two-hosts", "chunked"],
 )
 async def test_a_request_http_does_not_allow_is_refused_before_connecting(headers: list[tuple[bytes, bytes]]):
     async with _server(_echo_forever) as (origin, connections):
@@ -268,14 +346,20 @@ async def test_an_idle_connection_the_server_closed_has_expired():
         assert connection.has_expired() and not connection.is_closed()
 
 
-async def test_a_header_http_does_not_allow_is_refused_without_quoting_it():
+@pytest.mark.parametrize("character", [b"\r\n", b"\n", b"\r", b"\x00", b"\x7f", b"\x1b"])
+async def test_a_header_http_does_not_allow_is_refused_without_quoting_it(character: bytes):
     async with _server(_echo_forever) as (origin, connections):
         connection = _connection(origin)
-        headers = [(b"Host", b"127.0.0.1"), (b"Authorization", b"Api-Key secretpart1\nsecretpart2")]
-        with pytest.raises(httpcore.LocalProtocolError) as info:
+        await _post(connection, b"{}")  # an open connection, closed by the failure
+        headers = [
+            (b"Host", b"127.0.0.1"),
+            (b"Content-Length", b"2"),
+            (b"Authorization", b"Api-Key secretpart1" + character + b"X-Injected: secretpart2"),
+        ]
+        with pytest.raises(httpcore.LocalProtocolError, match="characters HTTP does not allow") as info:
             await connection.request(b"POST", b"/", headers, [b"{}"], timeout=5.0, on_body=lambda *_: None)
         assert "secretpart" not in str(info.value) and info.value.__cause__ is None
-        assert connection.is_closed()
+        assert connection.is_closed() and connections == [1]
 
 
 def test_the_transport_reports_an_unsendable_request_as_final_without_its_headers():
