@@ -86,6 +86,33 @@ def test_search_refuses_what_the_api_refuses(searchapi_emulator, body, status, c
     assert error["details"][0]["requestId"] == response.headers["x-request-id"]
 
 
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b'{"folderId": "b1g", "url": ', "not valid JSON"),
+        (b'{"folderId": "b1g\xff\xfe"}', "not valid JSON"),
+        (b"", "not valid JSON"),
+        (b'["folderId"]', "must be a JSON object"),
+    ],
+    ids=["cut-short", "not-utf8", "empty", "an-array"],
+)
+def test_search_refuses_a_body_that_is_not_a_json_object(searchapi_emulator, content, words):
+    response = httpx.post(
+        f"{searchapi_emulator.url}/v2/image/search_by_image",
+        content=content,
+        headers={"Authorization": f"Bearer {searchapi_emulator.issue_token()}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400 and response.json()["code"] == 3
+    assert words in response.json()["message"]
+
+
+def test_a_large_image_is_read_from_its_json_body(searchapi_emulator):
+    image = make_jpeg(3) + b"\0" * (2 * 1024 * 1024)  # padded past 2 MiB: still a JPEG
+    body = {"folderId": searchapi_emulator.folder_id, "data": base64.b64encode(image).decode()}
+    assert _search(searchapi_emulator, body).status_code == 200
+    assert searchapi_emulator.stats.snapshot()["uploads"] == 1
+
+
 @pytest.mark.parametrize("auth", ["", "Bearer t1.forged", "Api-Key unknown", "Basic abc"])
 def test_search_needs_a_valid_credential(searchapi_emulator, auth):
     response = httpx.post(
