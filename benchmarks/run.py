@@ -350,6 +350,48 @@ def shard_child(paths_file: str) -> None:
         sys.stdin.readline()
 
 
+def answer_server() -> None:
+    """In a fresh process: a minimal HTTP/1.1 server on 127.0.0.1 that reads each request's head and
+    body and answers at once with the emulator's answer to one fixed image, checking nothing. Prints
+    its port, serves until killed."""
+    import asyncio
+
+    from airflow_provider_searchapi.testing.emulator import Emulator
+
+    content = json.dumps(Emulator()._results("0" * 64, 0, None)).encode()
+    answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%b" % (
+        len(content),
+        content,
+    )
+
+    class Answering(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+            self.head, self.body_left = b"", -1  # -1: reading a head
+
+        def data_received(self, data: bytes) -> None:
+            if self.body_left < 0:
+                self.head += data
+                end = self.head.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                length = self.head.lower().split(b"content-length:")[1].split(b"\r\n")[0]
+                self.body_left = int(length) - (len(self.head) - end - 4)
+                self.head = b""
+            else:
+                self.body_left -= len(data)
+            if self.body_left <= 0:  # (the client sends one request at a time per connection)
+                self.body_left = -1
+                self.transport.write(answer)  # type: ignore[attr-defined]
+
+    async def serve() -> None:
+        server = await asyncio.get_running_loop().create_server(Answering, "127.0.0.1", 0)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
 # -- the scenarios ----------------------------------------------------------------------------------
 @dataclass
 class Row:
@@ -565,12 +607,33 @@ class Bench:
 
     # 3 ------------------------------------------------------------------------------------------
     def cpu_per_image(self, count: int) -> None:
-        cases = [(256 * 1024, "256 KiB", "rest"), (1024 * 1024, "1 MiB", "rest"), (1024 * 1024, "1 MiB", "grpc")]
-        for size, label, transport in cases:
+        server = subprocess.Popen(
+            [sys.executable, __file__, "--answer-server"], stdout=subprocess.PIPE, text=True, cwd=ROOT
+        )
+        self.children.append(server.pid)
+        try:
+            port = int(server.stdout.readline())  # type: ignore[union-attr]
+            at_once = {**self.emulator.connection}
+            at_once["extra"] = {**at_once["extra"], "endpoint": f"http://127.0.0.1:{port}"}  # IAM: the emulator's
+            self._cpu_per_image(count, at_once)
+        finally:
+            server.kill()
+            server.wait()
+            self.children.remove(server.pid)
+
+    def _cpu_per_image(self, count: int, at_once: dict[str, Any]) -> None:
+        emulator = self.emulator.connection
+        cases = [
+            (256 * 1024, "256 KiB", "rest", emulator),
+            (1024 * 1024, "1 MiB", "rest", emulator),
+            (1024 * 1024, "1 MiB", "grpc", emulator),
+            (1024 * 1024, "1 MiB", "rest", at_once),
+        ]
+        for size, label, transport, connection in cases:
             data = sized_images(size, count)
             marginal, overall, system, others = [], [], [], []
             self.emulator.configure(latency=0.0)  # a first run, not measured: loads gRPC, warms the page cache
-            enrich(self.emulator.connection, f"file://{data}/*.jpg", rps=1e6, concurrency=8, transport=transport)
+            enrich(connection, f"file://{data}/*.jpg", rps=1e6, concurrency=8, transport=transport)
             for run in range(self.args.runs):
                 # Marginal cost: CPU of a run over every image minus a run over the files named *0 (10 %),
                 # per extra image, so that a run's fixed costs (event loop, threads, clients, the
@@ -580,7 +643,7 @@ class Bench:
                     self.emulator.configure(latency=0.0)
                     one = partial(
                         enrich,
-                        self.emulator.connection,
+                        connection,
                         f"file://{data}/{part}.jpg",
                         rps=1e6,
                         concurrency=8,
@@ -592,15 +655,22 @@ class Bench:
                 marginal.append((every["cpu"] - some["cpu"]) / extra * 1000)
                 system.append((every["system"] - some["system"]) / extra * 1000)
                 overall.append(every["cpu"] / every["images"] * 1000)
+                where = "" if connection is emulator else ", answered at once"
                 self.log(
-                    f"CPU run {run + 1}, {label} over {transport}: {marginal[-1]:.2f} ms/image at the margin "
+                    f"CPU run {run + 1}, {label} over {transport}{where}: {marginal[-1]:.2f} ms/image at the margin "
                     f"({system[-1]:.2f} of it in the kernel), {overall[-1]:.2f} ms/image with the run's fixed costs"
                 )
             median = statistics.median(marginal)
-            goal = label == "1 MiB" and transport == "rest"
+            goal = label == "1 MiB" and transport == "rest" and connection is emulator
+            server = (
+                ""
+                if connection is emulator
+                else ", against a minimal server that answers at once in place of the emulator (for information: "
+                "the client never waits for it)"
+            )
             self.rows.append(
                 Row(
-                    f"client CPU per {label} image over {'gRPC' if transport == 'grpc' else 'REST'}: read, "
+                    f"client CPU per {label} image over {'gRPC' if transport == 'grpc' else 'REST'}{server}: read, "
                     "encode, request, parse, write JSON Lines (at the margin; with each run's fixed costs)",
                     f"{median:.2f} ms ({statistics.median(overall):.2f} ms)",
                     "≤ 2 ms" if goal else "—",
@@ -723,6 +793,7 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated scenarios to run: quota,unthrottled,cpu,memory (default all)")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument("--shard-child", help=argparse.SUPPRESS)
+    parser.add_argument("--answer-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("AIRFLOW_HOME", str(CACHE / "airflow-home"))
     logging.getLogger("airflow_provider_searchapi").setLevel(logging.WARNING)  # no progress lines
@@ -731,6 +802,9 @@ def main() -> None:
         return
     if args.shard_child:
         shard_child(args.shard_child)
+        return
+    if args.answer_server:
+        answer_server()
         return
     quick = args.quick
     sizes = {
