@@ -9,6 +9,7 @@ retryable error is searched again by the next run.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import time
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 
 import pydantic_core
 from airflow.sdk import BaseHook, ObjectStoragePath
+from fsspec.implementations.local import LocalFileSystem
 
 from airflow_provider_searchapi.engine.records import ERROR_COLUMNS, RESULT_COLUMNS
 from airflow_provider_searchapi.engine.sources import stable_uri
@@ -121,16 +123,19 @@ class JsonLinesSink:
                 self._commit(f"{kind}/{name}", _jsonl(rows, columns))
 
     def _commit(self, relative: str, payload: bytes) -> None:
-        # Through the filesystem itself, as reads are: ObjectStoragePath calls cost more CPU than
-        # writing the part, and each would be recorded as lineage (the operator declares the output
-        # as its outlet instead).
+        # Through the filesystem itself (a local one through the OS's own calls), as reads are:
+        # ObjectStoragePath calls cost more CPU than writing the part, and each would be recorded as
+        # lineage (the operator declares the output as its outlet instead).
         fs, base = self.prefix.fs, self.prefix.path.rstrip("/")
         temporary = f"{base}/_tmp/{relative.replace('/', '-')}.{secrets.token_hex(4)}"
         final = f"{base}/{relative}"
-        fs.makedirs(f"{base}/_tmp", exist_ok=True)
-        fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
-        fs.pipe_file(temporary, payload)
-        fs.mv(temporary, final)
+        if isinstance(fs, LocalFileSystem):
+            _commit_local(temporary, final, payload)
+        else:
+            fs.makedirs(f"{base}/_tmp", exist_ok=True)
+            fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
+            fs.pipe_file(temporary, payload)
+            fs.mv(temporary, final)
         self.parts.append(f"{self.prefix.protocol}://{final}")
 
     def finish(self, summary: dict[str, Any]) -> None:
@@ -146,6 +151,32 @@ class JsonLinesSink:
         }
 
 
+def _commit_local(temporary: str, final: str, payload: bytes) -> None:
+    """Write ``temporary``, then rename it to ``final`` (atomic on one filesystem), with the OS's own
+    calls; a folder is made only when one is missing (the first part of a run, or after someone
+    removed it).
+
+    Through fsspec's ``LocalFileSystem`` (two ``makedirs``, ``pipe_file``, ``mv``) the same commit
+    cost more CPU: a part of 40 rows took 0.26 ms to encode and commit on tmpfs, now 0.14 ms (with
+    the faster ``_jsonl``; see docs/benchmarks.md).
+    """
+    try:
+        _write_file(temporary, payload)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(temporary), exist_ok=True)
+        _write_file(temporary, payload)
+    try:
+        os.replace(temporary, final)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        os.replace(temporary, final)
+
+
+def _write_file(path: str, payload: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(payload)
+
+
 def _done_in_part(part: ObjectStoragePath, *, errors: bool) -> Iterator[str]:
     with part.open("r", encoding="utf-8") as handle:
         for line in handle:
@@ -156,8 +187,13 @@ def _done_in_part(part: ObjectStoragePath, *, errors: bool) -> Iterator[str]:
 
 
 def _jsonl(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> bytes:
-    """One JSON object per line, UTF-8 unescaped (pydantic-core's encoder: 5.5 µs a row, json.dumps 17)."""
-    return b"".join(pydantic_core.to_json({c: row.get(c) for c in columns}) + b"\n" for row in rows)
+    """One JSON object per line, keys in the order of ``columns``, UTF-8 unescaped (pydantic-core's
+    encoder: 5.5 µs a row, json.dumps 17). Rows from engine/records.py already have exactly those keys
+    in that order and are encoded as they are (1.7 against 2.8 µs a row); others are projected."""
+    to_json = pydantic_core.to_json
+    return (
+        b"\n".join(to_json(row if tuple(row) == columns else {c: row.get(c) for c in columns}) for row in rows) + b"\n"
+    )
 
 
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")

@@ -3,52 +3,107 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import pytest
 from airflow.sdk import ObjectStoragePath
-from fsspec.implementations.local import LocalFileSystem
 
-from airflow_provider_searchapi.engine import Enricher, EnrichmentSettings, JsonLinesSink, list_images
+from airflow_provider_searchapi.engine import Enricher, EnrichmentSettings, JsonLinesSink, list_images, sinks
+from airflow_provider_searchapi.engine.records import RESULT_COLUMNS
 from tests.conftest import write_images
 
 
-@pytest.mark.parametrize("failing", ["pipe_file", "mv"])
-def test_failure_mid_write_leaves_only_complete_parts(failing, make_hook, tmp_path, monkeypatch):
-    """The sink writes a part with the filesystem's ``pipe_file`` into ``_tmp/``, then ``mv``s it."""
-    write_images(tmp_path / "in", 24)
-    hook = make_hook("api_key", requests_per_second=1000)
-    original = getattr(LocalFileSystem, failing)
+def _fail_third_call(monkeypatch, owner, name: str, *, half_written: bool) -> None:
+    """Make ``owner.name`` fail on its third call on a part (a path under ``_tmp/``); with
+    ``half_written`` half the bytes land first (the connection breaks mid-upload, the disk fills up)."""
+    original = getattr(owner, name)
     calls = {"n": 0}
 
-    def flaky(self, *args, **kwargs):
+    def flaky(*args, **kwargs):
+        if not any(isinstance(arg, str) and "/_tmp/" in arg for arg in args):
+            return original(*args, **kwargs)
         calls["n"] += 1
         if calls["n"] == 3:
-            if failing == "pipe_file":  # half the bytes reach the store, then the connection breaks
-                original(self, args[0], args[1][: len(args[1]) // 2])
-            raise OSError(f"storage failed during {failing}")
-        return original(self, *args, **kwargs)
+            if half_written:
+                *head, payload = args
+                original(*head, payload[: len(payload) // 2])
+            raise OSError(f"storage failed during {name}")
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(LocalFileSystem, failing, flaky)
-    prefix = ObjectStoragePath(f"file://{tmp_path}/out/")
+    monkeypatch.setattr(owner, name, flaky)
+
+
+# A local output is written with the OS's calls (write a file under _tmp/, rename it into place); any
+# other store through its fsspec filesystem (pipe_file under _tmp/, then mv).
+@pytest.mark.parametrize(
+    "store, failing",
+    [("local", "write"), ("local", "rename"), ("s3", "pipe_file"), ("s3", "mv")],
+)
+def test_failure_mid_write_leaves_only_complete_parts(store, failing, make_hook, tmp_path, monkeypatch, request):
+    write_images(tmp_path / "in", 24)
+    hook = make_hook("api_key", requests_per_second=1000)
+    if store == "local":
+        prefix = ObjectStoragePath(f"file://{tmp_path}/out/")
+        owner, name = (sinks, "_write_file") if failing == "write" else (os, "replace")
+    else:
+        bucket, conn_id = request.getfixturevalue("bucket"), request.getfixturevalue("s3_conn_id")
+        prefix = ObjectStoragePath(f"{bucket}/out/", conn_id=conn_id)
+        owner, name = prefix.fs, failing  # s3fs puts its sync methods on the instance
     settings = EnrichmentSettings(max_concurrency=4, batch_sources=2)
-    with pytest.raises(OSError, match="storage failed"):
-        Enricher(hook, [JsonLinesSink(prefix)], settings).run(list_images(f"file://{tmp_path}/in/"))
-    monkeypatch.setattr(LocalFileSystem, failing, original)
+    with monkeypatch.context() as patched:
+        _fail_third_call(patched, owner, name, half_written=failing in ("write", "pipe_file"))
+        with pytest.raises(OSError, match=f"storage failed during {name}"):
+            Enricher(hook, [JsonLinesSink(prefix)], settings).run(list_images(f"file://{tmp_path}/in/"))
 
-    parts = sorted((tmp_path / "out" / "results").glob("*"))
-    assert parts and all(part.suffix == ".jsonl" for part in parts)
+    parts = list((prefix / "results").iterdir())
+    assert parts and all(part.name.endswith(".jsonl") for part in parts)
     for part in parts:  # every committed part is whole: each line parses, each source complete
         rows = [json.loads(line) for line in part.read_text().splitlines()]
         for uri in {row["source_uri"] for row in rows}:
             ranks = [row["rank"] for row in rows if row["source_uri"] == uri]
             assert ranks == list(range(len(ranks)))
     committed = JsonLinesSink(prefix).done_sources()
+    assert 0 < len(committed) < 24
     summary = Enricher(hook, [JsonLinesSink(prefix)], settings).run(list_images(f"file://{tmp_path}/in/"))
     assert summary.skipped_done == len(committed) and summary.searched + len(committed) == 24
-    rows = [
-        json.loads(line)
-        for part in (tmp_path / "out" / "results").glob("*.jsonl")
-        for line in part.read_text().splitlines()
-    ]
+    rows = [json.loads(line) for part in (prefix / "results").iterdir() for line in part.read_text().splitlines()]
     assert len({row["source_uri"] for row in rows}) == 24
     assert len(rows) == len({(row["source_uri"], row["rank"]) for row in rows})
+
+
+def test_local_output_folders_are_made_when_missing_even_mid_run(tmp_path):
+    """Folders are made only when a write or a rename finds one missing: for a run's first parts, and
+    again when someone removed the output while the run went on."""
+    out = tmp_path / "deep" / "out"
+    sink = JsonLinesSink(ObjectStoragePath(f"file://{out}/"))
+    found = {"source_uri": "file:///in/a.jpg", "rank": 0}
+    refused = {"source_uri": "file:///in/b.jpg", "retryable": 0}
+    sink.write(sinks.Batch(results=[found], errors=[refused], sources=2))
+    shutil.rmtree(out)
+    sink.write(sinks.Batch(results=[{**found, "source_uri": "file:///in/c.jpg"}], sources=1))
+    parts = list(sink.parts)
+    sink.finish({"searched": 3})
+
+    (part,) = (out / "results").iterdir()
+    assert parts[-1] == f"file://{part}"
+    assert [json.loads(line)["source_uri"] for line in part.read_text().splitlines()] == ["file:///in/c.jpg"]
+    assert not list((out / "_tmp").iterdir())  # every part was renamed into place
+    (manifest,) = (out / "_manifest").iterdir()
+    assert json.loads(manifest.read_text())["parts"] == parts and len(parts) == 3
+
+
+def test_json_lines_keep_the_column_order_whatever_the_rows_order(tmp_path):
+    """Rows built by the engine are encoded as they are; any other row is projected onto the columns
+    (missing ones null, extra ones dropped)."""
+    out = tmp_path / "out"
+    sink = JsonLinesSink(ObjectStoragePath(f"file://{out}/"))
+    ordered = dict.fromkeys(RESULT_COLUMNS, "x")
+    shuffled = {"extra": 1, **dict(reversed(list(ordered.items())))}
+    del shuffled["url"]
+    sink.write(sinks.Batch(results=[ordered, shuffled], sources=2))
+
+    (part,) = (out / "results").iterdir()
+    first, second = (json.loads(line) for line in part.read_text().splitlines())
+    assert tuple(first) == tuple(second) == RESULT_COLUMNS
+    assert first == ordered and second == {**ordered, "url": None}
