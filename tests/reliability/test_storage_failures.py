@@ -15,7 +15,8 @@ from tests.conftest import write_images
 
 
 def _fail_third_call(monkeypatch, owner, name: str, *, half_written: bool) -> None:
-    """Make ``owner.name`` fail on its third call on a part (a path under ``_tmp/``); with
+    """Make ``owner.name`` fail on its third call on a part (a path under ``_tmp/``: locally, the first
+    part's first call finds no folder and is made again, so the second part fails); with
     ``half_written`` half the bytes land first (the connection breaks mid-upload, the disk fills up)."""
     original = getattr(owner, name)
     calls = {"n": 0}
@@ -107,3 +108,17 @@ def test_json_lines_keep_the_column_order_whatever_the_rows_order(tmp_path):
     first, second = (json.loads(line) for line in part.read_text().splitlines())
     assert tuple(first) == tuple(second) == RESULT_COLUMNS
     assert first == ordered and second == {**ordered, "url": None}
+
+
+def test_a_local_output_without_a_scheme_lands_where_resume_looks(tmp_path, monkeypatch):
+    """``~/out`` (an ``output_path`` without ``file://``) is the folder fsspec resolves, home expanded:
+    the parts land there, resume finds them, and the parts' URIs say ``file://``."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    sink = JsonLinesSink(ObjectStoragePath("~/out/"))
+    sink.write(sinks.Batch(results=[{"source_uri": "file:///in/a.jpg", "rank": 0}], sources=1))
+
+    (part,) = (tmp_path / "out" / "results").iterdir()
+    assert sink.parts == [f"file://{part}"]
+    assert not (tmp_path / "~").exists()
+    assert JsonLinesSink(ObjectStoragePath("~/out/")).done_sources() == {"file:///in/a.jpg"}
