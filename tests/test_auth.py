@@ -11,9 +11,10 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from airflow_provider_searchapi import config
 from airflow_provider_searchapi.auth import JWT_LIFETIME_SECONDS, IamToken, RefreshingTokenAuth, sign_jwt
 from airflow_provider_searchapi.config import IAM_AUDIENCE, AuthorizedKey
-from airflow_provider_searchapi.exceptions import SearchApiHTTPError
+from airflow_provider_searchapi.exceptions import SearchApiConfigError, SearchApiHTTPError
 from airflow_provider_searchapi.testing.keys import generate_authorized_key
 from tests.conftest import make_jpeg
 
@@ -37,6 +38,45 @@ def test_jwt_does_not_verify_with_another_key():
     other = serialization.load_pem_public_key(generate_authorized_key()["public_key"].encode())
     with pytest.raises(jwt.InvalidSignatureError):
         jwt.decode(sign_jwt(key), other, algorithms=["PS256"], audience=IAM_AUDIENCE)
+
+
+def test_a_private_key_is_loaded_once_per_process_whatever_the_hooks_and_signatures(
+    make_hook, searchapi_emulator, jpeg, monkeypatch
+):
+    # Loading tests the key's primes: 50 ms of CPU for 2,048 bits, paid by every hook parsing its
+    # connection and by every exchange before keys were kept.
+    loads = []
+    real_load = serialization.load_pem_private_key
+
+    def counting_load(*args, **kwargs):
+        loads.append(1)  # counted only: a failing assert would print what the list holds
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(serialization, "load_pem_private_key", counting_load)
+    config._load_pem_private_key.cache_clear()
+    key = generate_authorized_key()
+    searchapi_emulator.add_authorized_key(key)
+    for _ in range(3):  # as three tasks in one process (or one task's three hooks) would
+        hook = make_hook("authorized_key", requests_per_second=1000, service_account_json=json.dumps(key))
+        assert hook.search_by_image(image=jpeg).cbir_id
+    assert searchapi_emulator.stats.snapshot()["token_exchanges"] == 1
+    assert len(loads) == 1
+
+    # Each PEM is its own entry: a JWT is signed by its own key, and a bad key fails every time.
+    first, second = generate_authorized_key(), generate_authorized_key()
+    for key_dict in (first, second, first, second):
+        token = sign_jwt(AuthorizedKey.from_json(json.dumps(key_dict)))
+        public = serialization.load_pem_public_key(key_dict["public_key"].encode())
+        assert (
+            jwt.decode(token, public, algorithms=["PS256"], audience=IAM_AUDIENCE)["iss"]
+            == key_dict["service_account_id"]
+        )
+    assert len(loads) == 3
+    lines = first["private_key"].splitlines()
+    broken = {**first, "private_key": "\n".join(lines[:5] + lines[6:])}  # a line of the key left out
+    for _ in range(2):
+        with pytest.raises(SearchApiConfigError, match="service_account_json.private_key"):
+            AuthorizedKey.from_json(json.dumps(broken))
 
 
 class _CountingFetcher:
