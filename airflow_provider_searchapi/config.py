@@ -104,7 +104,8 @@ class AuthorizedKey(BaseModel):
 
 @functools.lru_cache(maxsize=8)
 def _load_pem_private_key(pem: str) -> PrivateKeyTypes:
-    """The key object of a PEM, loaded once per process (a failure is not remembered).
+    """The key object of a PEM, loaded once per process while it is among the last 8 loaded (two
+    threads asking for a new one at once may both load it); a failure is not remembered.
 
     Loading checks an RSA key thoroughly (its primes are tested): 50 ms of CPU for 2,048 bits and
     350 ms for 4,096 on a 2-core VM. Every hook parses its connection, and every token exchange
