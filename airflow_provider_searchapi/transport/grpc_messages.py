@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+import pybase64
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from airflow_provider_searchapi.models import ImageSearchResult, SearchRequest
 
@@ -110,16 +111,72 @@ def request_message(request: SearchRequest) -> Any:
     return message
 
 
+_FAMILY_MODES = tuple(_ENUMS["FamilyMode"])
+_IMAGE_FORMATS = tuple(_ENUMS["ImageFormat"])
+
+
+def _enum_name(names: tuple[str, ...], number: int) -> str | int:
+    """An enum value as proto3 JSON writes it: its name, or its number when this version has no name."""
+    return names[number] if 0 <= number < len(names) else number
+
+
 def result_from_message(message: Any) -> ImageSearchResult:
-    """Our model from a protobuf response, through the same lenient proto3-JSON parsing as REST."""
-    return ImageSearchResult.model_validate(json_format.MessageToDict(message))
+    """Our model from a protobuf response, validated as a REST answer of the same content is.
+
+    The fields are read straight off the message (proto3 JSON via ``json_format`` cost ~0.13 ms a page
+    of 10 in pure Python); unset fields read as their defaults, which are the model's defaults too.
+    """
+    images = [
+        {
+            "url": info.url,
+            "format": _enum_name(_IMAGE_FORMATS, info.format),
+            "width": info.width,
+            "height": info.height,
+            "passage": info.passage,
+            "host": info.host,
+            "pageTitle": info.page_title,
+            "pageUrl": info.page_url,
+        }
+        for info in message.images
+    ]
+    body = {"images": images, "page": message.page, "maxPage": message.max_page or None, "id": message.id}
+    return ImageSearchResult.model_validate(body)
 
 
 def body_from_request(message: Any) -> dict[str, Any]:
-    """The request in proto3-JSON shape (as REST carries it), for the emulator's shared logic."""
-    return json_format.MessageToDict(message)
+    """The request in proto3-JSON shape (as REST carries it), for the emulator's shared logic: unset
+    fields left out, bytes in base64, int64 as a string, enums by name."""
+    body: dict[str, Any] = {}
+    if message.folder_id:
+        body["folderId"] = message.folder_id
+    source = message.WhichOneof("source")
+    if source == "data":
+        body["data"] = pybase64.b64encode(message.data).decode("ascii")
+    elif source is not None:
+        body[source] = getattr(message, source)
+    if message.page:
+        body["page"] = str(message.page)
+    if message.site:
+        body["site"] = message.site
+    if message.family_mode:
+        body["familyMode"] = _enum_name(_FAMILY_MODES, message.family_mode)
+    return body
 
 
 def response_from_body(body: dict[str, Any]) -> Any:
     """A protobuf response from a proto3-JSON result (what the emulator produces)."""
-    return json_format.ParseDict(body, ImageSearchByImageResponse(), ignore_unknown_fields=True)
+    message = ImageSearchByImageResponse(
+        page=int(body.get("page", 0)), max_page=int(body.get("maxPage", 0)), id=body.get("id", "")
+    )
+    for image in body.get("images", ()):
+        message.images.add(
+            url=image.get("url", ""),
+            format=_IMAGE_FORMATS.index(image.get("format", _IMAGE_FORMATS[0])),
+            width=int(image.get("width", 0)),
+            height=int(image.get("height", 0)),
+            passage=image.get("passage", ""),
+            host=image.get("host", ""),
+            page_title=image.get("pageTitle", ""),
+            page_url=image.get("pageUrl", ""),
+        )
+    return message

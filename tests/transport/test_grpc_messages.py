@@ -47,3 +47,53 @@ def test_round_trip_through_the_wire_format():
         7,
         "IMAGE_FORMAT_GIF",
     )
+
+
+def _emulator_bodies():
+    import hashlib
+
+    from airflow_provider_searchapi.testing.emulator import Emulator
+    from airflow_provider_searchapi.testing.emulator_state import EmulatorSettings
+
+    emulator = Emulator(settings=EmulatorSettings(max_result_pages=3))
+    for i in range(200):
+        query = hashlib.sha256(str(i).encode()).hexdigest()
+        yield emulator._results(query, i % 4, "one.example.com" if i % 5 == 0 else None)
+
+
+def test_answers_convert_as_protobufs_own_json_mapping_does():
+    """The fields are mapped by hand for speed; protobuf's ``json_format`` is the reference."""
+    from google.protobuf import json_format
+
+    from airflow_provider_searchapi.models import ImageSearchResult
+
+    odd = grpc_messages.ImageSearchByImageResponse(page=2, id="1/y")
+    for number in range(5):  # 4 is a format this version has no name for
+        odd.images.add(format=number, width=number)
+    messages = [odd, grpc_messages.ImageSearchByImageResponse()]
+    for body in _emulator_bodies():
+        message = grpc_messages.response_from_body(body)
+        assert message == json_format.ParseDict(body, grpc_messages.ImageSearchByImageResponse())
+        messages.append(message)
+    assert sum(len(message.images) for message in messages) > 500
+    for message in messages:
+        reference = ImageSearchResult.model_validate(json_format.MessageToDict(message))
+        assert grpc_messages.result_from_message(message) == reference
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"folder_id": "f", "data": b"\xff\xd8\xffabc", "page": 2, "site": "x.ru", "family_mode": 3},
+        {"folder_id": "f", "url": "https://a.example/b.jpg"},
+        {"id": "1/abc", "page": 1},
+        {"data": b""},
+        {"url": "", "family_mode": 9},
+        {},
+    ],
+)
+def test_requests_convert_as_protobufs_own_json_mapping_does(fields):
+    from google.protobuf import json_format
+
+    message = grpc_messages.ImageSearchByImageRequest(**fields)
+    assert grpc_messages.body_from_request(message) == json_format.MessageToDict(message)
