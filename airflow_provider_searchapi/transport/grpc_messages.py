@@ -95,6 +95,10 @@ ImageSearchByImageRequest: Any = _classes[f"{PACKAGE}.ImageSearchByImageRequest"
 ImageSearchByImageResponse: Any = _classes[f"{PACKAGE}.ImageSearchByImageResponse"]
 
 
+_FAMILY_MODES = tuple(_ENUMS["FamilyMode"])
+_IMAGE_FORMATS = tuple(_ENUMS["ImageFormat"])
+
+
 def request_message(request: SearchRequest) -> Any:
     """The protobuf request for a validated :class:`SearchRequest` (image bytes as they are)."""
     message = ImageSearchByImageRequest(folder_id=request.folder_id, page=request.page)
@@ -107,12 +111,8 @@ def request_message(request: SearchRequest) -> Any:
     if request.site:
         message.site = request.site
     if request.family_mode is not None:
-        message.family_mode = _ENUMS["FamilyMode"].index(request.family_mode.value)
+        message.family_mode = _FAMILY_MODES.index(request.family_mode.value)
     return message
-
-
-_FAMILY_MODES = tuple(_ENUMS["FamilyMode"])
-_IMAGE_FORMATS = tuple(_ENUMS["ImageFormat"])
 
 
 def _enum_name(names: tuple[str, ...], number: int) -> str | int:
@@ -139,6 +139,7 @@ def result_from_message(message: Any) -> ImageSearchResult:
         }
         for info in message.images
     ]
+    # proto3 cannot tell an unset max_page from 0; like json_format, 0 reads as not given (None).
     body = {"images": images, "page": message.page, "maxPage": message.max_page or None, "id": message.id}
     return ImageSearchResult.model_validate(body)
 
