@@ -44,7 +44,13 @@ class Batch:
 
 
 class Sink(Protocol):
-    """What the engine needs of an output."""
+    """What the engine needs of an output.
+
+    ``commits_locally`` says that a commit is a short write to memory or a local disk, which the
+    engine may then run on its event loop instead of in a thread (taken as ``False`` when missing).
+    """
+
+    commits_locally: bool
 
     def done_sources(self) -> set[str]:
         """URIs of the sources whose results are already committed here."""
@@ -61,6 +67,8 @@ class Sink(Protocol):
 
 class XComSink:
     """Keeps the rows in memory, to be returned through XCom (small runs only)."""
+
+    commits_locally = True
 
     def __init__(self) -> None:
         self.results: list[dict[str, Any]] = []
@@ -100,6 +108,7 @@ class JsonLinesSink:
             # pathlib path, which takes "~" literally where fsspec expands it.
             prefix = ObjectStoragePath(f"file://{make_path_posix(prefix.path)}/")
         self.prefix = prefix
+        self.commits_locally = isinstance(prefix.fs, LocalFileSystem)
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         self._sequence = 0
         self.parts: list[str] = []
@@ -221,6 +230,8 @@ class SqlSink:
     :param table: the results table; ``<table>_errors`` holds the errors.
     :param create_table: create both tables (and an index on ``source_uri``) when missing.
     """
+
+    commits_locally = False  # a database's transaction: in a thread, even SQLite's (it may wait on a lock)
 
     def __init__(self, conn_id: str, table: str, *, create_table: bool = True) -> None:
         from airflow.providers.common.sql.hooks.sql import DbApiHook

@@ -116,6 +116,8 @@ def test_concurrency_is_bounded(hook, tmp_path, searchapi_emulator):
 class SlowSink(XComSink):
     """Takes its time to commit, and notes how many sources were started but not committed then."""
 
+    commits_locally = False  # like a remote store: its commits run in threads
+
     def __init__(self, enricher_summary, seconds: float) -> None:
         super().__init__()
         self.summary = enricher_summary
@@ -265,6 +267,54 @@ def test_small_local_files_of_a_shard_are_read_on_the_loop_like_listed_ones(hook
     assert threads == ["MainThread"] * 6
 
 
+def _commits_by_thread(monkeypatch, *sink_classes, slow_first: bool = False) -> list[tuple[str, str]]:
+    """Record (sink class, thread) of every commit; with ``slow_first``, the first commit takes 30 ms."""
+    import threading
+
+    commits: list[tuple[str, str]] = []
+    for cls in sink_classes:
+
+        def write(self, batch, _original=cls.write, _name=cls.__name__):
+            commits.append((_name, threading.current_thread().name))
+            if slow_first and len(commits) == 1:
+                time.sleep(0.03)
+            return _original(self, batch)
+
+        monkeypatch.setattr(cls, "write", write)
+    return commits
+
+
+def test_local_commits_run_on_the_loop_and_database_commits_in_threads(hook, tmp_path, monkeypatch, sqlite_conn_id):
+    from airflow.sdk import ObjectStoragePath
+
+    monkeypatch.setattr(pipeline, "SLOW_LOCAL_COMMIT_SECONDS", 60.0)  # a loaded machine's slow commit is not at stake
+    write_images(tmp_path / "in", 12)
+    commits = _commits_by_thread(monkeypatch, JsonLinesSink, SqlSink, XComSink)
+    sinks = [JsonLinesSink(ObjectStoragePath(f"file://{tmp_path}/out/")), SqlSink(sqlite_conn_id, "found")]
+    assert run(hook, f"file://{tmp_path}/in/", sinks, max_concurrency=4).searched == 12
+    assert run(hook, f"file://{tmp_path}/in/", [XComSink()], max_concurrency=4).searched == 12
+    threads = {
+        name: [thread for sink, thread in commits if sink == name] for name in ("JsonLinesSink", "XComSink", "SqlSink")
+    }
+    assert len(threads["JsonLinesSink"]) >= 3 and set(threads["JsonLinesSink"]) == {"MainThread"}
+    assert len(threads["XComSink"]) >= 3 and set(threads["XComSink"]) == {"MainThread"}
+    assert len(threads["SqlSink"]) >= 3 and "MainThread" not in threads["SqlSink"]
+    with sqlite3.connect(tmp_path / "results.db") as db:
+        assert db.execute("SELECT COUNT(DISTINCT source_uri) FROM found").fetchone()[0] == 12
+
+
+def test_local_commits_go_to_threads_once_one_is_slow(hook, tmp_path, monkeypatch):
+    from airflow.sdk import ObjectStoragePath
+
+    write_images(tmp_path / "in", 12)
+    commits = _commits_by_thread(monkeypatch, JsonLinesSink, slow_first=True)
+    sink = JsonLinesSink(ObjectStoragePath(f"file://{tmp_path}/out/"))
+    assert run(hook, f"file://{tmp_path}/in/", [sink], max_concurrency=4).searched == 12
+    threads = [thread for _, thread in commits]
+    assert len(threads) >= 3 and threads[0] == "MainThread" and "MainThread" not in threads[1:]
+    assert len(sink.done_sources()) == 12
+
+
 def test_max_images_and_urls(hook, searchapi_emulator):
     sink = XComSink()
     urls = [f"https://example.com/{i}.jpg" for i in range(10)]
@@ -406,6 +456,7 @@ def test_s3_to_s3_and_sqlite(hook, bucket, s3_conn_id, sqlite_conn_id, tmp_path)
     assert {row["source_uri"] for row in rows} == {f"{bucket}/images/d{s % 2}/{s}.jpg" for s in range(6)}
     assert all(row["source_etag"] for row in rows)
     assert not (out / "_tmp").exists()  # every part was moved into place (S3 has no empty folders)
+    assert not JsonLinesSink(out).commits_locally  # S3's commits run in threads, not on the event loop
 
 
 def test_sql_sink_refuses_bad_names_and_non_sql_connections(sqlite_conn_id, monkeypatch):
