@@ -173,7 +173,9 @@ class Enricher:
         return asyncio.run(self.arun(sources))
 
     async def arun(self, sources: Iterable[SourceImage]) -> RunSummary:
-        """:meth:`run` for async callers; blocking work (listing, reading, sinks) runs in threads."""
+        """:meth:`run` for async callers. Blocking work (listing, reading, committing) runs in threads,
+        but for reads of small local files and commits to memory or a local disk, which run on the
+        event loop until one of them is slow."""
         started = time.monotonic()
         await self.hook.aget_config()  # read the connection (and fail on bad settings) before any work
         self._done_per_sink = [await asyncio.to_thread(sink.done_sources) for sink in self.sinks]
@@ -292,13 +294,11 @@ class Enricher:
             await asyncio.to_thread(sink.write, batch)
             return
         started = time.monotonic()
-        try:
-            sink.write(batch)
-        finally:
-            elapsed = time.monotonic() - started
-            if elapsed > SLOW_LOCAL_COMMIT_SECONDS:
-                self._commit_inline = False
-                log.info("A commit took %.0f ms: commits go to threads from now on", elapsed * 1000)
+        sink.write(batch)  # a failure ends the run: the committer fails with it
+        elapsed = time.monotonic() - started
+        if elapsed > SLOW_LOCAL_COMMIT_SECONDS:
+            self._commit_inline = False
+            log.info("A commit took %.0f ms: commits go to threads from now on", elapsed * 1000)
 
     async def _search(self, source: SourceImage, executor: ThreadPoolExecutor) -> None:
         stage = STAGE_READ

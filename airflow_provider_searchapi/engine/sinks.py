@@ -46,11 +46,10 @@ class Batch:
 class Sink(Protocol):
     """What the engine needs of an output.
 
-    ``commits_locally`` says that a commit is a short write to memory or a local disk, which the
-    engine may then run on its event loop instead of in a thread (taken as ``False`` when missing).
+    A sink may also have ``commits_locally = True``: its commits are short writes to memory or a
+    local disk, which the engine then runs on its event loop instead of in a thread (a sink without
+    the attribute commits in threads).
     """
-
-    commits_locally: bool
 
     def done_sources(self) -> set[str]:
         """URIs of the sources whose results are already committed here."""

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -212,8 +213,6 @@ def test_overlapping_runs_keep_older_objects_frozen_until_the_last_ends(
 
 def _reads_by_thread(monkeypatch, slow_first: bool = False) -> list[str]:
     """Record the thread of every image read; with ``slow_first``, the first read takes 30 ms."""
-    import threading
-
     from airflow_provider_searchapi.engine import pipeline
 
     threads: list[str] = []
@@ -269,8 +268,6 @@ def test_small_local_files_of_a_shard_are_read_on_the_loop_like_listed_ones(hook
 
 def _commits_by_thread(monkeypatch, *sink_classes, slow_first: bool = False) -> list[tuple[str, str]]:
     """Record (sink class, thread) of every commit; with ``slow_first``, the first commit takes 30 ms."""
-    import threading
-
     commits: list[tuple[str, str]] = []
     for cls in sink_classes:
 
@@ -291,8 +288,9 @@ def test_local_commits_run_on_the_loop_and_database_commits_in_threads(hook, tmp
     write_images(tmp_path / "in", 12)
     commits = _commits_by_thread(monkeypatch, JsonLinesSink, SqlSink, XComSink)
     sinks = [JsonLinesSink(ObjectStoragePath(f"file://{tmp_path}/out/")), SqlSink(sqlite_conn_id, "found")]
-    assert run(hook, f"file://{tmp_path}/in/", sinks, max_concurrency=4).searched == 12
-    assert run(hook, f"file://{tmp_path}/in/", [XComSink()], max_concurrency=4).searched == 12
+    # max_concurrency=2: a commit per image, 4 images uncommitted at most, so 3 commits at least of 12
+    assert run(hook, f"file://{tmp_path}/in/", sinks, max_concurrency=2).searched == 12
+    assert run(hook, f"file://{tmp_path}/in/", [XComSink()], max_concurrency=2).searched == 12
     threads = {
         name: [thread for sink, thread in commits if sink == name] for name in ("JsonLinesSink", "XComSink", "SqlSink")
     }
@@ -309,10 +307,38 @@ def test_local_commits_go_to_threads_once_one_is_slow(hook, tmp_path, monkeypatc
     write_images(tmp_path / "in", 12)
     commits = _commits_by_thread(monkeypatch, JsonLinesSink, slow_first=True)
     sink = JsonLinesSink(ObjectStoragePath(f"file://{tmp_path}/out/"))
-    assert run(hook, f"file://{tmp_path}/in/", [sink], max_concurrency=4).searched == 12
+    assert run(hook, f"file://{tmp_path}/in/", [sink], max_concurrency=2).searched == 12
     threads = [thread for _, thread in commits]
     assert len(threads) >= 3 and threads[0] == "MainThread" and "MainThread" not in threads[1:]
     assert len(sink.done_sources()) == 12
+
+
+class _PlainSink:
+    """A sink of one's own with the protocol's methods only (no ``commits_locally``)."""
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+        self.sources: set[str] = set()
+
+    def done_sources(self) -> set[str]:
+        return set()
+
+    def write(self, batch: Batch) -> None:
+        self.threads.append(threading.current_thread().name)
+        self.sources.update(row["source_uri"] for row in batch.results)
+
+    def finish(self, summary) -> None:
+        pass
+
+    def location(self) -> dict:
+        return {}
+
+
+def test_a_sink_that_does_not_say_it_commits_locally_commits_in_threads(hook, tmp_path):
+    write_images(tmp_path / "in", 6)
+    sink = _PlainSink()
+    assert run(hook, f"file://{tmp_path}/in/", [sink], max_concurrency=2).searched == 6
+    assert len(sink.sources) == 6 and len(sink.threads) >= 2 and "MainThread" not in sink.threads
 
 
 def test_max_images_and_urls(hook, searchapi_emulator):
