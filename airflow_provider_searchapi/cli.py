@@ -26,8 +26,9 @@ from airflow_provider_searchapi.exceptions import (
     SearchApiError,
     SearchApiHTTPError,
     SearchApiResponseError,
+    status_hint,
 )
-from airflow_provider_searchapi.hooks.searchapi import _STATUS_HINTS, SearchApiHook
+from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
 from airflow_provider_searchapi.images import check_image
 from airflow_provider_searchapi.models import ImageSearchResult
 
@@ -141,7 +142,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     try:
         return _search(args, out) if args.command == "search" else _check(args, out)
     except API_ERRORS as error:
-        hint = _STATUS_HINTS.get(error.status, "") if isinstance(error, SearchApiHTTPError) else ""
+        hint = status_hint(error.status) if isinstance(error, SearchApiHTTPError) else ""
         err.write(f"error: {error}{hint}\n")  # the same hints as the UI's Test button
         return EXIT_API_ERROR
     except (SearchApiError, AirflowNotFoundException) as error:  # config, image, request: the caller's input

@@ -80,6 +80,19 @@ class SearchApiHTTPError(SearchApiError):
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
+def status_hint(status: int) -> str:
+    """A short hint at the likely fix for a failed call's HTTP status (empty when there is none)."""
+    return _STATUS_HINTS.get(status, "")
+
+
+_STATUS_HINTS = {
+    0: " — is the endpoint right and reachable from the worker?",
+    401: " — the credential was refused: check the key, API key or token (expired?).",
+    403: " — permission denied: check folder_id and that the service account has the Search API role on it.",
+    404: " — check the endpoint URL.",
+}
+
+
 class SearchApiResponseError(SearchApiError):
     """The API answered 200 with a body we cannot read as a search result."""
 

@@ -1,15 +1,19 @@
-"""The retry policy of Search API calls, built on tenacity.
+"""How Search API calls are retried, built on tenacity, and the counters every call fills in.
 
 Retried: 429 (waiting as ``Retry-After`` says, when it says), 500/502/503/504, timeouts and connection
-failures, with exponential backoff, full jitter and a bound on attempts and total time. Never retried:
+failures, with exponential backoff, full jitter and a bound on attempts and on total time. Never retried:
 400, 401 (the auth flow already refreshed once), 403, 404 and unreadable answers.
 """
 
 from __future__ import annotations
 
+import collections
+import email.utils
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -17,14 +21,18 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_attempt,
+    stop_after_delay,
     wait_random_exponential,
 )
-from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
 from airflow_provider_searchapi.exceptions import SearchApiHTTPError
+from airflow_provider_searchapi.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
+
+Prepared = TypeVar("Prepared")
+Result = TypeVar("Result")
 
 
 def is_retryable(err: BaseException) -> bool:
@@ -32,8 +40,23 @@ def is_retryable(err: BaseException) -> bool:
     return isinstance(err, SearchApiHTTPError) and err.retryable
 
 
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` value: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
 class wait_retry_after(wait_base):  # noqa: N801 - tenacity's naming style
-    """Wait what the server asked for in ``Retry-After``; otherwise fall back to ``fallback``."""
+    """Wait what the server asked for in ``Retry-After`` (at most ``cap``); otherwise ``fallback``."""
 
     def __init__(self, fallback: wait_base, cap: float) -> None:
         self.fallback = fallback
@@ -47,18 +70,30 @@ class wait_retry_after(wait_base):  # noqa: N801 - tenacity's naming style
         return self.fallback(retry_state)
 
 
-class stop_after_total_delay(stop_base):  # noqa: N801 - tenacity's naming style
-    """Stop once ``seconds`` passed since the call's first attempt began: tenacity's own start, or the
-    ``first_attempt_started`` (a ``time.monotonic()``) that the call was given, when its first attempt
-    ran before tenacity took over (see ``Attempts.arun``)."""
+@dataclass
+class CallStats:
+    """Counters of a hook's calls, filled in by tenacity's callbacks.
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
+    :param attempts: attempts sent, each counted against the quota.
+    :param failures: failed attempts by HTTP status (0: no answer), retried or not.
+    """
 
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        started = retry_state.kwargs.get("first_attempt_started", retry_state.start_time)
-        ended = retry_state.outcome_timestamp or time.monotonic()
-        return ended - started >= self.seconds
+    attempts: int = 0
+    failures: collections.Counter[int] = field(default_factory=collections.Counter)
+
+    @property
+    def throttled(self) -> int:
+        """Attempts refused with 429 (quota exceeded)."""
+        return self.failures[429]
+
+    def _before(self, state: RetryCallState) -> None:
+        self.attempts += 1
+
+    def _judge(self, err: BaseException) -> bool:
+        """tenacity's retry test: count the failure, then tell whether it is worth another attempt."""
+        if isinstance(err, SearchApiHTTPError):
+            self.failures[err.status] += 1
+        return is_retryable(err)
 
 
 @dataclass(frozen=True)
@@ -66,7 +101,7 @@ class RetryPolicy:
     """How hard to try a call.
 
     :param max_attempts: attempts in all, the first included.
-    :param max_total_seconds: no new attempt starts after this many seconds since the first.
+    :param max_total_seconds: no new attempt starts after this many seconds since the first began.
     :param backoff_base: seconds of the first backoff step (doubling after each failure, with jitter).
     :param backoff_max: longest single wait.
     """
@@ -76,25 +111,60 @@ class RetryPolicy:
     backoff_base: float = 0.5
     backoff_max: float = 30.0
 
-    def _kwargs(self) -> dict:
+    def _kwargs(self, stats: CallStats | None = None) -> dict[str, Any]:
         return {
-            "retry": retry_if_exception(is_retryable),
-            "stop": stop_after_attempt(self.max_attempts) | stop_after_total_delay(self.max_total_seconds),
+            "retry": retry_if_exception(stats._judge if stats else is_retryable),
+            "stop": stop_after_attempt(self.max_attempts) | stop_after_delay(self.max_total_seconds),
             "wait": wait_retry_after(
                 wait_random_exponential(multiplier=self.backoff_base, max=self.backoff_max),
                 cap=self.backoff_max * 2,
             ),
+            "before": stats._before if stats else None,
             "before_sleep": _log_retry,
             "reraise": True,
         }
 
-    def retrying(self) -> Retrying:
-        """A tenacity controller for sync calls."""
-        return Retrying(**self._kwargs())
+    def retrying(self, stats: CallStats | None = None) -> Retrying:
+        """A tenacity controller for one sync call."""
+        return Retrying(**self._kwargs(stats))
 
-    def async_retrying(self) -> AsyncRetrying:
-        """A tenacity controller for async calls."""
-        return AsyncRetrying(**self._kwargs())
+    def async_retrying(self, stats: CallStats | None = None) -> AsyncRetrying:
+        """A tenacity controller for one async call."""
+        return AsyncRetrying(**self._kwargs(stats))
+
+
+class Caller:
+    """Runs a transport's attempts under the retry policy. Each attempt first prepares (gets the
+    credential: rarely slow, when a token is minted), then waits for a start slot of the rate limiter,
+    then sends what was prepared; so a slow preparation never bunches the starts that follow it.
+
+    :param limiter: the rate limiter every attempt waits on.
+    :param policy: how failed attempts are retried.
+    :param stats: the counters to fill in.
+    """
+
+    def __init__(self, limiter: RateLimiter, policy: RetryPolicy, stats: CallStats) -> None:
+        self.limiter = limiter
+        self.policy = policy
+        self.stats = stats
+
+    def call(self, prepare: Callable[[], Prepared], send: Callable[[Prepared], Result]) -> Result:
+        def attempt() -> Result:
+            prepared = prepare()
+            self.limiter.acquire()
+            return send(prepared)
+
+        return self.policy.retrying(self.stats)(attempt)
+
+    async def acall(
+        self, prepare: Callable[[], Awaitable[Prepared]], send: Callable[[Prepared], Awaitable[Result]]
+    ) -> Result:
+        async def attempt() -> Result:
+            prepared = await prepare()
+            await self.limiter.aacquire()
+            return await send(prepared)
+
+        return await self.policy.async_retrying(self.stats)(attempt)
 
 
 def _log_retry(state: RetryCallState) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from airflow_provider_searchapi.engine.pipeline import RunSummary
+    from airflow_provider_searchapi.retry import CallStats
 
 log = logging.getLogger("airflow_provider_searchapi.progress")
 
@@ -23,13 +24,14 @@ class Progress:
     """Logs a line every ``interval`` seconds (when asked) and a last one at the end.
 
     :param summary: the run's counters.
-    :param transport: gives requests sent and failures by status.
+    :param stats: the hook's call counters (attempts sent, 429s).
     :param interval: seconds between lines.
     """
 
-    def __init__(self, summary: RunSummary, transport: Any, *, interval: float = 10.0) -> None:
+    def __init__(self, summary: RunSummary, stats: CallStats, *, interval: float = 10.0) -> None:
         self.summary = summary
-        self.transport = transport
+        self.stats = stats
+        self._attempts_before, self._throttled_before = stats.attempts, stats.throttled
         self.interval = interval
         self.started = time.monotonic()
         self.last = self.started
@@ -66,6 +68,6 @@ class Progress:
             s.failed,
             s.skipped_done,
             s.result_rows,
-            self.transport.requests_sent,
-            self.transport.failures.get(429, 0),
+            self.stats.attempts - self._attempts_before,
+            self.stats.throttled - self._throttled_before,
         )

@@ -21,11 +21,11 @@ from airflow_provider_searchapi.auth import (
     StaticTokenAuth,
 )
 from airflow_provider_searchapi.config import CredentialKind, SearchApiConfig
-from airflow_provider_searchapi.exceptions import SearchApiError, SearchApiHTTPError
+from airflow_provider_searchapi.exceptions import SearchApiError, SearchApiHTTPError, status_hint
 from airflow_provider_searchapi.images import check_image
 from airflow_provider_searchapi.models import FamilyMode, ImageSearchResult, SearchRequest
 from airflow_provider_searchapi.ratelimit import shared_rate_limiter
-from airflow_provider_searchapi.retry import RetryPolicy
+from airflow_provider_searchapi.retry import Caller, CallStats, RetryPolicy
 from airflow_provider_searchapi.transport import SearchTransport
 from airflow_provider_searchapi.transport.rest import RestTransport
 
@@ -64,6 +64,8 @@ class SearchApiHook(BaseHook):
         self._retry_policy = retry_policy
         self._max_connections = max_connections
         self._config: SearchApiConfig | None = None
+        #: counters of this hook's calls: attempts sent, retryable failures by status, 429s
+        self.stats = CallStats()
 
     # -- configuration ------------------------------------------------------------------------
     @property
@@ -109,23 +111,22 @@ class SearchApiHook(BaseHook):
         """The transport that carries requests: REST, or gRPC when the connection says so."""
         config = self.config
         limiter = shared_rate_limiter(f"{self.searchapi_conn_id}|{config.endpoint}", config.requests_per_second)
+        caller = Caller(limiter, self._retry_policy or RetryPolicy(), self.stats)
         if config.transport == "grpc":
             from airflow_provider_searchapi.transport.grpc import GrpcTransport
 
             return GrpcTransport(
                 endpoint=config.grpc_endpoint,
                 auth=self.auth,
-                limiter=limiter,
+                caller=caller,
                 timeout=config.timeout,
-                retry_policy=self._retry_policy,
                 verify_tls=config.verify_tls,
             )
         return RestTransport(
             endpoint=config.endpoint,
             auth=self.auth,
-            limiter=limiter,
+            caller=caller,
             timeout=config.timeout,
-            retry_policy=self._retry_policy,
             verify_tls=config.verify_tls,
             max_connections=self._max_connections,
         )
@@ -271,8 +272,7 @@ class SearchApiHook(BaseHook):
                 self.auth.get_token()
             result = self.search_by_image(image=_PROBE_IMAGE)
         except SearchApiHTTPError as err:
-            hint = _STATUS_HINTS.get(err.status, "")
-            return False, f"{err}{hint}"
+            return False, f"{err}{status_hint(err.status)}"
         except SearchApiError as err:
             return False, str(err)
         except Exception as err:  # noqa: BLE001 - the UI shows any failure as a message
@@ -345,13 +345,6 @@ def _later_pages(first: ImageSearchResult, max_pages: int | None) -> range:
     last = max_pages if max_pages is not None else 1_000_000
     return range(first.page + 1, first.page + last)
 
-
-_STATUS_HINTS = {
-    0: " — is the endpoint right and reachable from the worker?",
-    401: " — the credential was refused: check the key, API key or token (expired?).",
-    403: " — permission denied: check folder_id and that the service account has the Search API role on it.",
-    404: " — check the endpoint URL.",
-}
 
 # A 1x1 PNG: the smallest valid image, to test a connection at the price of one search.
 _PROBE_IMAGE = bytes.fromhex(

@@ -119,8 +119,9 @@ class SearchByImageOperator(BaseOperator):
             raise ValueError("sql_conn_id and sql_table go together")
         if not 0.0 <= max_error_ratio <= 1.0:
             raise ValueError(f"max_error_ratio must be between 0 and 1 (got {max_error_ratio})")
-        if output_path and "outlets" not in kwargs:
-            kwargs["outlets"] = [Asset(_static_prefix(output_path))]
+        prefix = _static_prefix(output_path) if output_path else None
+        if prefix and "outlets" not in kwargs:
+            kwargs["outlets"] = [Asset(prefix)]
         super().__init__(**kwargs)
         self.source = source
         self.source_conn_id = source_conn_id
@@ -159,7 +160,7 @@ class SearchByImageOperator(BaseOperator):
             max_concurrency=self.max_concurrency,
             max_images=self.max_images,
             downscale_oversized=self.downscale_oversized,
-            batch_sources=self.commit_every,
+            commit_every=self.commit_every,
         )
         sources = self._sources()
         xcom_sink = XComSink() if self.output_mode == "xcom" else None
@@ -215,9 +216,14 @@ def _at_most(sources: Iterator[SourceImage], limit: int) -> list[SourceImage]:
     return listed
 
 
-def _static_prefix(output_path: str) -> str:
-    """The part of a templated path known at parse time, for the Asset the task updates."""
-    return output_path.split("{{", 1)[0].rstrip("/") or output_path
+def _static_prefix(output_path: str) -> str | None:
+    """The part of a templated path known at parse time, as the URI of the Asset the task updates, or
+    ``None`` when that part is not a URI of its own (``"{{ params.out }}{{ ds }}/"``)."""
+    prefix = output_path.split("{{", 1)[0].split("{%", 1)[0].rstrip("/")
+    scheme, _, rest = prefix.partition("://")
+    if not rest or not scheme.isidentifier() or not rest.strip("/"):
+        return None
+    return prefix
 
 
 def _errors_location(outputs: list[dict[str, Any]]) -> str:

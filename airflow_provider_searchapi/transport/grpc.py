@@ -18,9 +18,7 @@ import httpx
 from airflow_provider_searchapi.auth import RefreshingTokenAuth, aauthorization_header, authorization_header
 from airflow_provider_searchapi.exceptions import SearchApiConfigError, SearchApiHTTPError, SearchApiResponseError
 from airflow_provider_searchapi.models import ImageSearchResult, SearchRequest
-from airflow_provider_searchapi.ratelimit import RateLimiter
-from airflow_provider_searchapi.retry import RetryPolicy
-from airflow_provider_searchapi.transport.attempts import Attempts, CountsAttempts
+from airflow_provider_searchapi.retry import Caller, retry_after_seconds
 from airflow_provider_searchapi.transport.grpc_messages import (
     METHOD,
     ImageSearchByImageRequest,
@@ -28,7 +26,7 @@ from airflow_provider_searchapi.transport.grpc_messages import (
     request_message,
     result_from_message,
 )
-from airflow_provider_searchapi.transport.rest import MAX_RESPONSE_BYTES, _retry_after
+from airflow_provider_searchapi.transport.rest import MAX_RESPONSE_BYTES
 
 try:
     import grpc
@@ -65,14 +63,13 @@ def _split_target(endpoint: str) -> tuple[str, bool]:
     return endpoint.removeprefix("https://").rstrip("/"), True
 
 
-class GrpcTransport(CountsAttempts):
+class GrpcTransport:
     """Sends search requests over gRPC.
 
     :param endpoint: ``host:port`` (TLS), ``https://host:port`` (TLS) or ``http://host:port`` (plaintext).
     :param auth: the connection's credential (its header value goes into the ``authorization`` metadata).
-    :param limiter: rate limiter every attempt waits on.
+    :param caller: runs each call's attempts (retries, rate limit, counters).
     :param timeout: seconds per call (the gRPC deadline).
-    :param retry_policy: how failed calls are retried.
     :param verify_tls: must stay on: gRPC offers no switch to skip certificate checks.
     """
 
@@ -81,9 +78,8 @@ class GrpcTransport(CountsAttempts):
         *,
         endpoint: str,
         auth: httpx.Auth,
-        limiter: RateLimiter,
+        caller: Caller,
         timeout: float,
-        retry_policy: RetryPolicy | None = None,
         verify_tls: bool = True,
     ) -> None:
         if grpc is None:
@@ -94,7 +90,7 @@ class GrpcTransport(CountsAttempts):
         if self._secure and not verify_tls:
             raise SearchApiConfigError("verify_tls", "cannot be false with transport=grpc over TLS")
         self._auth = auth
-        self._attempts = Attempts(limiter, retry_policy)
+        self._caller = caller
         self._timeout = timeout
         self._options = [("grpc.max_receive_message_length", MAX_RESPONSE_BYTES)]
         self._channel: Any = None
@@ -129,7 +125,7 @@ class GrpcTransport(CountsAttempts):
     def search(self, request: SearchRequest) -> ImageSearchResult:
         """Send one request (with retries) and return the parsed page."""
         message = request_message(request)
-        return self._attempts.run(self._header, lambda header: result_from_message(self._send(message, header)))
+        return self._caller.call(self._header, lambda header: result_from_message(self._send(message, header)))
 
     def _send(self, message: Any, header: str) -> Any:
         for final in (not self._refreshable(), True):
@@ -176,7 +172,7 @@ class GrpcTransport(CountsAttempts):
         async def send(header: str) -> ImageSearchResult:
             return result_from_message(await self._asend(message, header))
 
-        return await self._attempts.arun(self._aheader, send)
+        return await self._caller.acall(self._aheader, send)
 
     async def _asend(self, message: Any, header: str) -> Any:
         for final in (not self._refreshable(), True):
@@ -227,7 +223,7 @@ def _error(err: Any, client_request_id: str, target: str) -> Exception:
         details,
         request_id=next((metadata[k] for k in _REQUEST_ID_KEYS if metadata.get(k)), None) or client_request_id,
         grpc_code=code.value[0],
-        retry_after=_retry_after(metadata.get("retry-after")),
+        retry_after=retry_after_seconds(metadata.get("retry-after")),
     )
 
 

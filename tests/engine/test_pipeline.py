@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import gc
 import io
 import json
 import os
@@ -117,8 +114,6 @@ def test_concurrency_is_bounded(hook, tmp_path, searchapi_emulator):
 class SlowSink(XComSink):
     """Takes its time to commit, and notes how many sources were started but not committed then."""
 
-    commits_locally = False  # like a remote store: its commits run in threads
-
     def __init__(self, enricher_summary, seconds: float) -> None:
         super().__init__()
         self.summary = enricher_summary
@@ -136,7 +131,7 @@ class SlowSink(XComSink):
 def test_slow_commits_do_not_idle_searches_and_uncommitted_work_is_bounded(hook, tmp_path, searchapi_emulator):
     searchapi_emulator.settings.latency = 0.05
     write_images(tmp_path / "in", 60)
-    settings = EnrichmentSettings(max_concurrency=4, batch_sources=2)
+    settings = EnrichmentSettings(max_concurrency=4, commit_every=2)
     enricher = Enricher(hook, [], settings)
     sink = SlowSink(enricher.summary, seconds=0.3)
     enricher.sinks = [sink]
@@ -150,171 +145,8 @@ def test_slow_commits_do_not_idle_searches_and_uncommitted_work_is_bounded(hook,
     assert max(sink.uncommitted_seen) == 8
 
 
-class _CollectorWatchingSink(XComSink):
-    """Notes, at each commit, how many objects the garbage collector has been told to skip."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.frozen_seen: list[int] = []
-
-    def write(self, batch: Batch) -> None:
-        self.frozen_seen.append(gc.get_freeze_count())
-        super().write(batch)
-
-
-def test_a_run_hides_older_objects_from_the_collector_and_leaves_it_as_found(hook, tmp_path):
-    if gc.get_freeze_count():
-        pytest.skip("this test process has frozen objects already")
-    write_images(tmp_path / "in", 6)
-    sink = _CollectorWatchingSink()
-    assert run(hook, f"file://{tmp_path}/in/", [sink], batch_sources=2).searched == 6
-    assert sink.frozen_seen and min(sink.frozen_seen) > 10_000  # Airflow's and the session's objects
-    assert gc.get_freeze_count() == 0
-
-    sink = _CollectorWatchingSink()  # turned off
-    run(hook, f"file://{tmp_path}/in/", [sink], batch_sources=2, freeze_older_objects=False)
-    assert sink.frozen_seen and max(sink.frozen_seen) == 0
-
-    gc.freeze()  # as a process forked by an executor that froze its objects: left alone
-    try:
-        before = gc.get_freeze_count()
-        sink = _CollectorWatchingSink()
-        run(hook, f"file://{tmp_path}/in/", [sink], batch_sources=2)
-        assert sink.frozen_seen and max(sink.frozen_seen) <= before
-        assert 0 < gc.get_freeze_count() <= before
-    finally:
-        gc.unfreeze()
-
-
-def test_overlapping_runs_keep_older_objects_frozen_until_the_last_ends(
-    hook, searchapi_connection, tmp_path, searchapi_emulator
-):
-    if gc.get_freeze_count():
-        pytest.skip("this test process has frozen objects already")
-    searchapi_emulator.settings.latency = 0.05
-    write_images(tmp_path / "short", 2)
-    write_images(tmp_path / "long", 12)
-    short_sink, long_sink = _CollectorWatchingSink(), _CollectorWatchingSink()
-    short = Enricher(hook, [short_sink], EnrichmentSettings(batch_sources=1))
-    other_hook = SearchApiHook(searchapi_connection, requests_per_second=1000)
-    long = Enricher(other_hook, [long_sink], EnrichmentSettings(max_concurrency=2, batch_sources=2))
-
-    async def both() -> None:
-        await asyncio.gather(
-            short.arun(list_images(f"file://{tmp_path}/short/")), long.arun(list_images(f"file://{tmp_path}/long/"))
-        )
-
-    asyncio.run(both())
-    assert short.summary.searched == 2 and long.summary.searched == 12
-    assert len(long_sink.frozen_seen) == 6  # committing long after the short run ended
-    assert min(short_sink.frozen_seen + long_sink.frozen_seen) > 10_000
-    assert gc.get_freeze_count() == 0
-
-
-def _reads_by_thread(monkeypatch, slow_first: bool = False) -> list[str]:
-    """Record the thread of every image read; with ``slow_first``, the first read takes 30 ms."""
-    from airflow_provider_searchapi.engine import pipeline
-
-    threads: list[str] = []
-    original = pipeline.Enricher._read
-
-    def read(self, source):
-        threads.append(threading.current_thread().name)
-        if slow_first and len(threads) == 1:
-            time.sleep(0.03)
-        return original(self, source)
-
-    monkeypatch.setattr(pipeline.Enricher, "_read", read)
-    return threads
-
-
-def test_small_local_files_are_read_on_the_loop_until_a_read_is_slow(hook, tmp_path, monkeypatch):
-    write_images(tmp_path / "in", 12)
-    threads = _reads_by_thread(monkeypatch)
-    assert run(hook, f"file://{tmp_path}/in/", [XComSink()], max_concurrency=4).searched == 12
-    assert set(threads) == {"MainThread"}
-
-    threads = _reads_by_thread(monkeypatch, slow_first=True)
-    assert run(hook, f"file://{tmp_path}/in/", [XComSink()], max_concurrency=4).searched == 12
-    assert threads[0] == "MainThread" and all(name.startswith("searchapi-read") for name in threads[1:])
-
-
-def test_large_files_or_files_of_unknown_size_are_read_in_threads(hook, tmp_path, monkeypatch):
-    from airflow_provider_searchapi.engine import images_from_paths, pipeline
-
-    write_images(tmp_path / "in", 6)
-    monkeypatch.setattr(pipeline, "INLINE_READ_MAX_BYTES", 10)  # every image is "large"
-    large = _reads_by_thread(monkeypatch)
-    assert run(hook, f"file://{tmp_path}/in/", [XComSink()]).searched == 6
-    monkeypatch.undo()
-    paths = [f"file://{path}" for path in sorted((tmp_path / "in").iterdir())]
-    unsized = [dataclasses.replace(source, size=None) for source in images_from_paths(paths)]
-    unknown = _reads_by_thread(monkeypatch)
-    assert run(hook, unsized, [XComSink()]).searched == 6
-    threads = large + unknown
-    assert len(threads) == 12 and all(name.startswith("searchapi-read") for name in threads)
-
-
-def test_small_local_files_of_a_shard_are_read_on_the_loop_like_listed_ones(hook, tmp_path, monkeypatch):
-    from airflow_provider_searchapi.engine import images_from_paths, pipeline
-
-    monkeypatch.setattr(pipeline, "SLOW_LOCAL_READ_SECONDS", 60.0)  # a loaded machine's slow read is not at stake
-    write_images(tmp_path / "in", 6)
-    paths = [f"file://{path}" for path in sorted((tmp_path / "in").iterdir())]
-    threads = _reads_by_thread(monkeypatch)
-    assert run(hook, images_from_paths(paths), [XComSink()]).searched == 6
-    assert threads == ["MainThread"] * 6
-
-
-def _commits_by_thread(monkeypatch, *sink_classes, slow_first: bool = False) -> list[tuple[str, str]]:
-    """Record (sink class, thread) of every commit; with ``slow_first``, the first commit takes 30 ms."""
-    commits: list[tuple[str, str]] = []
-    for cls in sink_classes:
-
-        def write(self, batch, _original=cls.write, _name=cls.__name__):
-            commits.append((_name, threading.current_thread().name))
-            if slow_first and len(commits) == 1:
-                time.sleep(0.03)
-            return _original(self, batch)
-
-        monkeypatch.setattr(cls, "write", write)
-    return commits
-
-
-def test_local_commits_run_on_the_loop_and_database_commits_in_threads(hook, tmp_path, monkeypatch, sqlite_conn_id):
-    from airflow.sdk import ObjectStoragePath
-
-    monkeypatch.setattr(pipeline, "SLOW_LOCAL_COMMIT_SECONDS", 60.0)  # a loaded machine's slow commit is not at stake
-    write_images(tmp_path / "in", 12)
-    commits = _commits_by_thread(monkeypatch, JsonLinesSink, SqlSink, XComSink)
-    sinks = [JsonLinesSink(ObjectStoragePath(f"file://{tmp_path}/out/")), SqlSink(sqlite_conn_id, "found")]
-    # max_concurrency=2: a commit per image, 4 images uncommitted at most, so 3 commits at least of 12
-    assert run(hook, f"file://{tmp_path}/in/", sinks, max_concurrency=2).searched == 12
-    assert run(hook, f"file://{tmp_path}/in/", [XComSink()], max_concurrency=2).searched == 12
-    threads = {
-        name: [thread for sink, thread in commits if sink == name] for name in ("JsonLinesSink", "XComSink", "SqlSink")
-    }
-    assert len(threads["JsonLinesSink"]) >= 3 and set(threads["JsonLinesSink"]) == {"MainThread"}
-    assert len(threads["XComSink"]) >= 3 and set(threads["XComSink"]) == {"MainThread"}
-    assert len(threads["SqlSink"]) >= 3 and "MainThread" not in threads["SqlSink"]
-    with sqlite3.connect(tmp_path / "results.db") as db:
-        assert db.execute("SELECT COUNT(DISTINCT source_uri) FROM found").fetchone()[0] == 12
-
-
-def test_local_commits_go_to_threads_once_one_is_slow(hook, tmp_path, monkeypatch):
-    from airflow.sdk import ObjectStoragePath
-
-    write_images(tmp_path / "in", 12)
-    commits = _commits_by_thread(monkeypatch, JsonLinesSink, slow_first=True)
-    sink = JsonLinesSink(ObjectStoragePath(f"file://{tmp_path}/out/"))
-    assert run(hook, f"file://{tmp_path}/in/", [sink], max_concurrency=2).searched == 12
-    threads = [thread for _, thread in commits]
-    assert len(threads) >= 3 and threads[0] == "MainThread" and "MainThread" not in threads[1:]
-    assert len(sink.done_sources()) == 12
-
-
 class _PlainSink:
-    """A sink of one's own with the protocol's methods only (no ``commits_locally``)."""
+    """A sink of one's own with the protocol's methods only; notes the thread of each commit."""
 
     def __init__(self) -> None:
         self.threads: list[str] = []
@@ -334,7 +166,7 @@ class _PlainSink:
         return {}
 
 
-def test_a_sink_that_does_not_say_it_commits_locally_commits_in_threads(hook, tmp_path):
+def test_commits_run_in_threads_off_the_event_loop(hook, tmp_path):
     write_images(tmp_path / "in", 6)
     sink = _PlainSink()
     assert run(hook, f"file://{tmp_path}/in/", [sink], max_concurrency=2).searched == 6
@@ -361,10 +193,10 @@ def test_the_listing_is_read_a_chunk_at_a_time_and_not_past_max_images(hook, sea
     summary = run(hook, listing(), [sink], max_images=300, max_concurrency=8)
     assert (summary.listed, summary.searched, summary.failed) == (300, 300, 0)
     assert {row["source_uri"] for row in sink.results} == {f"https://example.com/{n}.jpg" for n in range(300)}
-    assert 300 < len(pulled) <= 2 * 256  # two chunks read, nothing after the 300th used
+    assert len(pulled) == 300  # read a chunk at a time, and nothing after the 300th
 
 
-def test_a_listing_that_fails_fails_the_run_when_its_chunk_is_needed(hook, searchapi_emulator):
+def test_a_listing_that_fails_fails_the_run_after_what_it_listed_is_committed(hook, searchapi_emulator):
     def listing():
         yield from images_from_urls([f"https://example.com/{n}.jpg" for n in range(300)])
         raise OSError("the bucket went away")
@@ -373,8 +205,7 @@ def test_a_listing_that_fails_fails_the_run_when_its_chunk_is_needed(hook, searc
     with pytest.raises(OSError, match="the bucket went away"):
         run(hook, listing(), [sink], max_concurrency=8)
     committed = {row["source_uri"] for row in sink.results}
-    assert committed <= {f"https://example.com/{n}.jpg" for n in range(256)}  # the first chunk...
-    assert len(committed) >= 256 - 8  # ...searched and committed, but for those cancelled in flight
+    assert committed == {f"https://example.com/{n}.jpg" for n in range(300)}  # nothing listed is lost
 
 
 def test_every_source_of_a_long_listing_is_searched_once_by_few_workers(hook, searchapi_emulator):
@@ -390,7 +221,7 @@ def test_every_source_of_a_long_listing_is_searched_once_by_few_workers(hook, se
 def test_the_run_ends_with_its_last_commit_not_at_the_committers_next_look(hook, monkeypatch):
     monkeypatch.setattr(pipeline, "COMMIT_POLL_SECONDS", 30.0)
     started = time.monotonic()
-    summary = run(hook, images_from_urls(["https://example.com/a.jpg"]), [XComSink()], batch_seconds=60)
+    summary = run(hook, images_from_urls(["https://example.com/a.jpg"]), [XComSink()], commit_seconds=60)
     assert summary.searched == 1
     assert time.monotonic() - started < 10  # it waited one more look (30 s) after the last commit before
 
@@ -449,7 +280,7 @@ def test_a_storage_failure_stops_the_run_and_a_rerun_completes_without_duplicate
     write_images(tmp_path / "in", 30)
     prefix = ObjectStoragePath(f"file://{tmp_path}/out/")
     with pytest.raises(OSError, match="storage went away"):
-        run(hook, f"file://{tmp_path}/in/", [_FailingSink(prefix, fail_on=3)], max_concurrency=4, batch_sources=2)
+        run(hook, f"file://{tmp_path}/in/", [_FailingSink(prefix, fail_on=3)], max_concurrency=4, commit_every=2)
     committed = JsonLinesSink(prefix).done_sources()
     assert 0 < len(committed) < 30
     assert not [p for p in (tmp_path / "out" / "results").iterdir() if not p.name.endswith(".jsonl")]
@@ -482,7 +313,6 @@ def test_s3_to_s3_and_sqlite(hook, bucket, s3_conn_id, sqlite_conn_id, tmp_path)
     assert {row["source_uri"] for row in rows} == {f"{bucket}/images/d{s % 2}/{s}.jpg" for s in range(6)}
     assert all(row["source_etag"] for row in rows)
     assert not (out / "_tmp").exists()  # every part was moved into place (S3 has no empty folders)
-    assert not JsonLinesSink(out).commits_locally  # S3's commits run in threads, not on the event loop
 
 
 def test_sql_sink_refuses_bad_names_and_non_sql_connections(sqlite_conn_id, monkeypatch):
@@ -500,28 +330,10 @@ def test_invalid_settings_are_refused():
         EnrichmentSettings(max_concurrency=0)
     with pytest.raises(ValueError, match="family_mode"):
         EnrichmentSettings(family_mode="sometimes")
-    assert EnrichmentSettings(max_concurrency=16).commit_after == 8
-    assert EnrichmentSettings(max_concurrency=4, batch_sources=100).commit_after == 4
-
-
-def test_local_reads_take_a_buffer_of_the_file_size_not_of_the_limit(tmp_path):
-    import tracemalloc
-
-    from airflow_provider_searchapi.engine.pipeline import MAX_READ_BYTES_FOR_DOWNSCALE, _read_local
-
-    small, exact, over = tmp_path / "small.jpg", tmp_path / "exact.jpg", tmp_path / "over.jpg"
-    small.write_bytes(b"s" * 1000)
-    exact.write_bytes(b"e" * 4096)
-    over.write_bytes(b"o" * 5000)
-    assert _read_local(str(exact), 4096) == b"e" * 4096  # at the limit: whole, not flagged
-    assert _read_local(str(over), 4096) == b"o" * 4097  # over: one byte more than the limit says so
-    tracemalloc.start()
-    try:
-        assert _read_local(str(small), MAX_READ_BYTES_FOR_DOWNSCALE) == b"s" * 1000
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 64 * 1024  # read(limit + 1) would have allocated 64 MiB for a 1 KB file
+    with pytest.raises(ValueError, match="commit_every"):
+        EnrichmentSettings(commit_every=0)
+    assert EnrichmentSettings(max_concurrency=16).batch_size == 8
+    assert EnrichmentSettings(max_concurrency=4, commit_every=100).batch_size == 4
 
 
 class _FailingListing:
@@ -546,43 +358,6 @@ class _FailingListing:
             raise OSError("the bucket went away") from None
 
 
-def test_after_a_listing_failure_no_worker_reads_the_listing_again():
-    listing = _FailingListing(40)
-    feed = pipeline._Feed(listing, set(), pipeline.RunSummary(), None, _NoProgress())
-
-    async def two_workers() -> list:
-        return await asyncio.gather(feed.next(), feed.next(), return_exceptions=True)
-
-    first, second = asyncio.run(two_workers())
-    assert isinstance(first, OSError) and second is None
-    assert listing.failed and listing.asked_after_failing == 0
-
-
 def test_a_listing_failure_fails_the_run(hook, searchapi_emulator):
     with pytest.raises(OSError, match="the bucket went away"):
         run(hook, _FailingListing(40), [XComSink()], max_concurrency=16)
-
-
-def test_max_images_reached_at_a_chunks_end_reads_no_further():
-    pulled = []
-
-    def listing():
-        for n in range(10_000):
-            pulled.append(n)
-            yield from images_from_urls([f"https://example.com/{n}.jpg"])
-
-    feed = pipeline._Feed(listing(), set(), pipeline.RunSummary(), 256, _NoProgress())
-
-    async def take_all() -> list:
-        taken = []
-        while (source := await feed.next()) is not None:
-            taken.append(source)
-        return taken
-
-    assert len(asyncio.run(take_all())) == 256
-    assert len(pulled) == 256
-
-
-class _NoProgress:
-    def listing_done(self) -> None:
-        pass

@@ -9,11 +9,13 @@ import pytest
 
 from airflow_provider_searchapi.engine.pipeline import RunSummary
 from airflow_provider_searchapi.engine.progress import Progress
+from airflow_provider_searchapi.retry import CallStats
 
 
-class _Transport:
-    requests_sent = 130
-    failures = collections.Counter({429: 7, 503: 2})
+def _stats_during_run(progress: Progress) -> None:
+    """The hook's counters as the run goes on: 130 attempts, 7 answered 429."""
+    progress.stats.attempts += 130
+    progress.stats.failures.update({429: 7, 503: 2})
 
 
 @pytest.fixture
@@ -30,7 +32,8 @@ def lines():
 
 def test_progress_line_while_listing_and_after(lines):
     summary = RunSummary(listed=120, skipped_done=20, searched=45, failed=5, result_rows=900)
-    progress = Progress(summary, _Transport(), interval=10)
+    progress = Progress(summary, CallStats(attempts=12, failures=collections.Counter({429: 1})), interval=10)
+    _stats_during_run(progress)
     progress.started -= 10.0  # ten seconds into the run
     progress.log()
     assert "50/100+ (listing) images" in lines[-1] and "ETA ?" in lines[-1]
@@ -44,7 +47,7 @@ def test_progress_line_while_listing_and_after(lines):
 
 
 def test_lines_come_every_interval_only(lines):
-    progress = Progress(RunSummary(), _Transport(), interval=3600)
+    progress = Progress(RunSummary(), CallStats(), interval=3600)
     progress.maybe_log()
     assert lines == []
     progress.last -= 3600

@@ -44,7 +44,7 @@ def test_2000_images_through_20_percent_transient_faults(
     extra = summary.requests - (IMAGES + injected)
     assert 0 <= extra <= 5
     assert IMAGES + injected <= stats["search_requests"] <= summary.requests
-    assert hook.transport.failures[0] == stats["faults"]["drop"] + stats["faults"]["stall"] + extra
+    assert hook.stats.failures[0] == stats["faults"]["drop"] + stats["faults"]["stall"] + extra
     assert stats["queries_answered"] == IMAGES and stats["queries_answered_more_than_once"] <= extra
     rows = [json.loads(line) for part in (out / "results").iterdir() for line in part.read_text().splitlines()]
     assert len({row["source_uri"] for row in rows}) == IMAGES

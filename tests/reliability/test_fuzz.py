@@ -60,7 +60,7 @@ def test_any_json_parses_or_raises_a_validation_error(value):
 )
 def test_any_answer_is_a_result_or_one_of_our_errors(content, status):
     try:
-        result = _parse(status, httpx.Headers({"Retry-After": "1"}), "", content, "client-id")
+        result = _parse(httpx.Response(status, headers={"Retry-After": "1"}), content, "client-id")
     except (SearchApiResponseError, SearchApiHTTPError) as err:
         assert status != 200 or isinstance(err, SearchApiResponseError)
         return

@@ -51,7 +51,7 @@ def test_failure_mid_write_leaves_only_complete_parts(store, failing, make_hook,
         bucket, conn_id = request.getfixturevalue("bucket"), request.getfixturevalue("s3_conn_id")
         prefix = ObjectStoragePath(f"{bucket}/out/", conn_id=conn_id)
         owner, name = prefix.fs, failing  # s3fs puts its sync methods on the instance
-    settings = EnrichmentSettings(max_concurrency=4, batch_sources=2)
+    settings = EnrichmentSettings(max_concurrency=4, commit_every=2)
     with monkeypatch.context() as patched:
         _fail_third_call(patched, owner, name, half_written=failing in ("write", "pipe_file"))
         with pytest.raises(OSError, match=f"storage failed during {name}"):

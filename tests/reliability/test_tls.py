@@ -59,7 +59,7 @@ def test_an_untrusted_certificate_is_refused_at_once(https_emulator, monkeypatch
     with pytest.raises(SearchApiHTTPError) as info:
         hook.search_by_image(image=make_jpeg(1))
     assert "certificate" in info.value.message and not info.value.retryable
-    assert hook.transport.requests_sent == 1  # not retried: a bad certificate does not heal
+    assert hook.stats.attempts == 1  # not retried: a bad certificate does not heal
     assert https_emulator.stats.snapshot()["search_requests"] == 0
 
 
@@ -84,7 +84,7 @@ async def test_the_async_path_refuses_an_untrusted_certificate_at_once_too(https
     with pytest.raises(SearchApiHTTPError) as info:
         await hook.asearch_by_image(image=make_jpeg(1))
     assert "TLS certificate of 127.0.0.1 could not be verified" in info.value.message and not info.value.retryable
-    assert hook.transport.requests_sent == 1
+    assert hook.stats.attempts == 1
     assert https_emulator.stats.snapshot()["search_requests"] == 0
 
 

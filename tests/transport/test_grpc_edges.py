@@ -36,7 +36,7 @@ from airflow_provider_searchapi.exceptions import SearchApiHTTPError  # noqa: E4
 from airflow_provider_searchapi.hooks.searchapi import SearchApiHook  # noqa: E402
 from airflow_provider_searchapi.models import SearchRequest  # noqa: E402
 from airflow_provider_searchapi.ratelimit import RateLimiter  # noqa: E402
-from airflow_provider_searchapi.retry import RetryPolicy  # noqa: E402
+from airflow_provider_searchapi.retry import Caller, CallStats, RetryPolicy  # noqa: E402
 from airflow_provider_searchapi.transport.grpc import GrpcTransport  # noqa: E402
 from airflow_provider_searchapi.transport.grpc_messages import (  # noqa: E402
     METHOD,
@@ -84,7 +84,7 @@ def test_final_errors_carry_the_same_status_and_grpc_code(hook_on, overrides, ca
     err = info.value
     assert (err.status, err.grpc_code, err.retryable) == (status, grpc_code, False)
     assert err.request_id and err.request_id in str(err)
-    assert hook.transport.requests_sent == 1 and hook.transport.failures == {status: 1}
+    assert hook.stats.attempts == 1 and hook.stats.failures == {status: 1}
 
 
 @pytest.mark.parametrize("kind, status", [("429", 429), ("500", 500), ("503", 503), ("504", 504)])
@@ -92,7 +92,7 @@ def test_retried_failures_are_counted_alike(hook_on, searchapi_emulator, kind, s
     searchapi_emulator.settings.update({"fault_rate": 1.0, "fault_kinds": [kind], "fault_attempts": 2})
     hook = hook_on()
     assert hook.search_by_image(image=make_jpeg(4)).images
-    assert hook.transport.requests_sent == 3 and hook.transport.failures == {status: 2}
+    assert hook.stats.attempts == 3 and hook.stats.failures == {status: 2}
 
 
 def test_a_refused_api_key_is_final_and_never_shown(hook_on, searchapi_emulator):
@@ -187,10 +187,9 @@ class ScriptedServer:
         self._server.stop(grace=None)
 
 
-def _transport(endpoint: str, policy: RetryPolicy = FAST) -> GrpcTransport:
-    return GrpcTransport(
-        endpoint=endpoint, auth=ApiKeyAuth("k"), limiter=RateLimiter(1000), timeout=5, retry_policy=policy
-    )
+def _transport(endpoint: str, policy: RetryPolicy = FAST, stats: CallStats | None = None) -> GrpcTransport:
+    caller = Caller(RateLimiter(1000), policy, stats or CallStats())
+    return GrpcTransport(endpoint=endpoint, auth=ApiKeyAuth("k"), caller=caller, timeout=5)
 
 
 REQUEST = SearchRequest.build(folder_id="b1g", url="https://x/1.jpg")
@@ -230,11 +229,12 @@ async def _asearch_once(transport: GrpcTransport) -> None:
 def test_retry_after_is_honoured_between_attempts():
     exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED
     server = ScriptedServer([(exhausted, "quota", (), (("retry-after", "0.4"),))])
-    transport = _transport(f"http://127.0.0.1:{server.port}", RetryPolicy(backoff_base=0.01, backoff_max=1.0))
+    stats = CallStats()
+    transport = _transport(f"http://127.0.0.1:{server.port}", RetryPolicy(backoff_base=0.01, backoff_max=1.0), stats)
     assert transport.search(REQUEST).cbir_id == "1/scripted"
     server.stop()
     assert server.arrivals[1] - server.arrivals[0] >= 0.38
-    assert transport.requests_sent == 2 and transport.failures == {429: 1}
+    assert stats.attempts == 2 and stats.failures == {429: 1}
 
 
 def _self_signed(san: x509.GeneralName) -> tuple[bytes, bytes]:
@@ -276,7 +276,7 @@ def test_an_untrusted_certificate_is_refused_at_once(tmp_path, monkeypatch):
     for err in (info.value, ainfo.value):
         assert (err.status, err.grpc_code, err.retryable) == (0, 14, False)
         assert "certificate of 127.0.0.1 could not be verified" in err.message
-    assert hook.transport.requests_sent == 2 and hook.transport.failures == {0: 2}
+    assert hook.stats.attempts == 2 and hook.stats.failures == {0: 2}
     assert server.arrivals == []
 
 
@@ -293,17 +293,18 @@ from airflow_provider_searchapi.auth import ApiKeyAuth
 from airflow_provider_searchapi.exceptions import SearchApiHTTPError
 from airflow_provider_searchapi.models import SearchRequest
 from airflow_provider_searchapi.ratelimit import RateLimiter
-from airflow_provider_searchapi.retry import RetryPolicy
+from airflow_provider_searchapi.retry import Caller, CallStats, RetryPolicy  # noqa: E402
 from airflow_provider_searchapi.transport.grpc import GrpcTransport
 out = {}
 for name, endpoint in json.loads(sys.argv[1]).items():
-    t = GrpcTransport(endpoint=endpoint, auth=ApiKeyAuth("k"), limiter=RateLimiter(1000), timeout=5,
-                      retry_policy=RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_max=0.02))
+    stats = CallStats()
+    caller = Caller(RateLimiter(1000), RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_max=0.02), stats)
+    t = GrpcTransport(endpoint=endpoint, auth=ApiKeyAuth("k"), caller=caller, timeout=5)
     try:
         out[name] = {"cbir_id": t.search(SearchRequest.build(folder_id="b1g", url="https://x/1.jpg")).cbir_id}
     except SearchApiHTTPError as err:
         out[name] = {"status": err.status, "retryable": err.retryable, "message": err.message}
-    out[name]["sent"] = t.requests_sent
+    out[name]["sent"] = stats.attempts
     t.close()
 print(json.dumps(out))
 """

@@ -147,7 +147,7 @@ def test_one_hook_serves_successive_and_parallel_event_loops(hook_over):
 
     for _ in range(3):
         assert asyncio.run(two_searches()) == [expected] * 2
-    per_loop = getattr(hook.transport, "_lenders", None) or hook.transport._achannels
+    per_loop = getattr(hook.transport, "_async_clients", None) or hook.transport._achannels
     assert len(per_loop) == 1  # those of the loops closed before were dropped
     in_threads: list = []
     threads = [threading.Thread(target=lambda: in_threads.extend(asyncio.run(two_searches()))) for _ in range(2)]
@@ -156,4 +156,4 @@ def test_one_hook_serves_successive_and_parallel_event_loops(hook_over):
     for thread in threads:
         thread.join(30)
     assert in_threads == [expected] * 4
-    assert hook.transport.requests_sent == 1 + 6 + 4 and not hook.transport.failures
+    assert hook.stats.attempts == 1 + 6 + 4 and not hook.stats.failures

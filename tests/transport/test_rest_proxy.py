@@ -50,46 +50,6 @@ def test_a_proxy_without_a_scheme_is_read_as_http(through_proxy, make_hook, sear
     assert searchapi_emulator.stats.snapshot()["search_requests"] == 2
 
 
-@pytest.mark.parametrize(
-    "environment, url, proxy",
-    [
-        (
-            {"HTTPS_PROXY": "http://tls-proxy:3128", "HTTP_PROXY": "http://plain:80"},
-            "https://api.example",
-            "http://tls-proxy:3128",
-        ),
-        (
-            {"HTTPS_PROXY": "http://tls-proxy:3128", "HTTP_PROXY": "http://plain:80"},
-            "http://api.example",
-            "http://plain:80",
-        ),
-        ({"ALL_PROXY": "proxy:8080"}, "https://api.example", "http://proxy:8080"),
-        ({"HTTPS_PROXY": "http://tls-proxy:3128", "NO_PROXY": "example,.internal"}, "https://api.example", None),
-        ({"HTTPS_PROXY": "http://tls-proxy:3128", "NO_PROXY": ".internal"}, "https://api.internal", None),
-        ({}, "https://api.example", None),
-    ],
-)
-def test_the_environment_proxy_is_chosen_as_httpx_does(monkeypatch, environment, url, proxy):
-    import httpx
-
-    from airflow_provider_searchapi.transport.rest import _environment_proxy
-
-    for name in (
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "NO_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-        "no_proxy",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in environment.items():
-        monkeypatch.setenv(name, value)
-    assert _environment_proxy(httpx.URL(url)) == proxy
-
-
 def test_no_proxy_exempts_the_host(through_proxy, make_hook, searchapi_emulator, monkeypatch):
     monkeypatch.setenv("NO_PROXY", "searchapi.invalid")
     hook = make_hook("api_key", endpoint=UNRESOLVABLE)
