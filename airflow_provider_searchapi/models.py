@@ -197,24 +197,14 @@ class SearchRequest(BaseModel):
         )
 
     def encode(self) -> bytes:
-        """The REST body as bytes, like ``json.dumps(self.to_json())`` but cheaper for images."""
-        return b"".join(self.encode_parts())
+        """The REST body as JSON bytes (:meth:`to_json`, compact)."""
+        return json.dumps(self.to_json(), separators=(",", ":")).encode()
 
-    def encode_parts(self) -> tuple[bytes, ...]:
-        """The REST body in pieces that, joined, are :meth:`encode`'s bytes: the image's base64 text is
-        one piece, so that a sender can write it without copying it into one body first.
-        """
-        if self.image is None:
-            return (json.dumps(self.to_json(), separators=(",", ":")).encode(),)
-        head = json.dumps(self.to_json(with_image=False), separators=(",", ":")).encode()
-        return (head[:-1] + b',"data":"', base64.b64encode(self.image), b'"}')
-
-    def to_json(self, *, with_image: bool = True) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         """The REST body: camelCase names, bytes in base64, int64 as a string."""
         body: dict[str, Any] = {"folderId": self.folder_id}
         if self.image is not None:
-            if with_image:
-                body["data"] = base64.b64encode(self.image).decode("ascii")
+            body["data"] = base64.b64encode(self.image).decode("ascii")
         elif self.url is not None:
             body["url"] = self.url
         else:
