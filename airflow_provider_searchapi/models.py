@@ -30,6 +30,10 @@ MAX_IMAGE_BYTES = 3 * 1024 * 1024
 MAX_TEXT_FIELD_CHARS = 1024
 #: Longest ``folderId`` the API accepts.
 MAX_FOLDER_ID_CHARS = 50
+#: Most images accepted in one page of results. The API sends at most 40; the bound is 25 times
+#: that, so it never refuses a real answer, yet stops a small (e.g. gzip) answer from unpacking
+#: into millions of results.
+MAX_IMAGES_PER_PAGE = 1_000
 
 
 class FamilyMode(str, enum.Enum):
@@ -123,14 +127,15 @@ class FoundImage(_WireModel):
 class ImageSearchResult(_WireModel):
     """One page of results (``ImageSearchByImageResponse``).
 
-    :param images: the images found on this page (empty past the last page).
+    :param images: the images found on this page (empty past the last page); an answer with more than
+        :data:`MAX_IMAGES_PER_PAGE` fails validation.
     :param page: zero-based index of this page.
     :param max_page: last page index as reported by the API; deprecated upstream and not meaningful,
         kept for information only. Paginate until a page comes back empty.
     :param cbir_id: CBIR id of the query image; send it with a later ``page`` instead of the bytes.
     """
 
-    images: tuple[FoundImage, ...] = ()
+    images: tuple[FoundImage, ...] = Field(default=(), max_length=MAX_IMAGES_PER_PAGE)
     page: Int64 = 0
     max_page: Int64 | None = Field(default=None, alias="maxPage")
     cbir_id: str = Field(default="", alias="id")
