@@ -1,7 +1,9 @@
-"""Image checks before sending: formats, kinds of non-images, bombs."""
+"""Image checks before sending, and downscaling: formats, kinds of non-images, bombs."""
 
 from __future__ import annotations
 
+import io
+import os
 import struct
 import warnings
 import zlib
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from airflow_provider_searchapi.engine.downscale import downscale_to_limit
 from airflow_provider_searchapi.exceptions import InvalidImageError
 from airflow_provider_searchapi.images import MAX_PIXELS, check_image
 from airflow_provider_searchapi.models import MAX_IMAGE_BYTES
@@ -26,6 +29,12 @@ def png_declaring(width: int, height: int) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def noise(fmt: str, side: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(buffer, fmt)
+    return buffer.getvalue()
 
 
 @pytest.mark.parametrize(
@@ -110,3 +119,32 @@ def test_a_lower_pillow_limit_set_by_the_process_applies(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)
     with pytest.raises(InvalidImageError, match="decompression bomb"):
         check_image(png_declaring(64, 48), name="small.png")
+
+
+def test_downscale_fits_the_limit_and_stays_a_valid_image():
+    data = noise("PNG", 1200)
+    assert len(data) > MAX_IMAGE_BYTES
+    shrunk = downscale_to_limit(data, name="big.png")
+    assert len(shrunk) <= MAX_IMAGE_BYTES and check_image(shrunk) == "jpeg"
+    small = downscale_to_limit(data, name="big.png", limit=50_000)
+    assert len(small) <= 50_000
+    with Image.open(io.BytesIO(small)) as image:
+        assert image.width == image.height and image.width < 1200
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (png_declaring(100_000, 100_000), "decompression bomb"),
+        (b"not an image at all", "it looks like a text file"),
+        (make_jpeg(1)[:-20], "cannot be decoded for downscaling"),
+    ],
+)
+def test_downscale_refuses_what_it_cannot_decode(data, words):
+    with pytest.raises(InvalidImageError, match=words):
+        downscale_to_limit(data, name="x.jpg")
+
+
+def test_downscale_gives_up_below_a_one_pixel_jpeg():
+    with pytest.raises(InvalidImageError, match="cannot be re-encoded in 100 bytes or fewer"):
+        downscale_to_limit(make_jpeg(1), name="x.jpg", limit=100)
