@@ -1,17 +1,30 @@
-"""Cheap checks of image bytes before a request is spent on them."""
+"""Checks of image bytes before a request is spent on them: Pillow reads the header, never the pixels."""
 
 from __future__ import annotations
 
-import struct
+import codecs
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from PIL import Image
 
 from airflow_provider_searchapi.exceptions import InvalidImageError
 from airflow_provider_searchapi.models import MAX_IMAGE_BYTES
 
-#: Images claiming more pixels than this are refused unsent: a few KiB can declare a "decompression
-#: bomb" of gigapixels. Real photos stay far below (a 48 MP camera is 0.48 of it).
-MAX_PIXELS = 100_000_000
+#: Images of more pixels than this are refused, unsent and undecoded: a few KiB can declare a
+#: "decompression bomb" of gigapixels. The value is Pillow's default ``Image.MAX_IMAGE_PIXELS``
+#: (a 256 MiB RGB canvas; a 48 MP camera photo is about half of it), so Pillow's own guard, which
+#: warns above that value and refuses twice it, never lets through what this package refuses.
+MAX_PIXELS = 89_478_485
 
-_SIGNATURES: tuple[tuple[str, bytes, int], ...] = (
+#: Pillow's names of the formats the API accepts, with ours (an MPO is a JPEG with extra frames).
+_FORMATS = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp"}
+_PILLOW_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP")
+_ACCEPTED = "a JPEG, PNG, GIF, WebP or BMP image"
+
+#: Leading bytes of the image formats the API accepts.
+_IMAGE_SIGNATURES: tuple[tuple[str, bytes, int], ...] = (
     ("jpeg", b"\xff\xd8\xff", 0),
     ("png", b"\x89PNG\r\n\x1a\n", 0),
     ("gif", b"GIF87a", 0),
@@ -19,13 +32,21 @@ _SIGNATURES: tuple[tuple[str, bytes, int], ...] = (
     ("bmp", b"BM", 0),
     ("webp", b"WEBP", 8),
 )
+_DISPLAY = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WebP", "bmp": "BMP"}
 
-SUPPORTED_FORMATS = ("jpeg", "png", "gif", "webp", "bmp")
+#: Leading bytes of common files the API does not take, to say what a refused file is.
+_OTHER_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"%PDF-", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive (or an office document, which is one)"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+)
 
 
 def sniff_format(data: bytes) -> str | None:
-    """Return ``jpeg``, ``png``, ``gif``, ``webp`` or ``bmp`` from the magic bytes, or ``None``."""
-    for name, magic, offset in _SIGNATURES:
+    """Return ``jpeg``, ``png``, ``gif``, ``webp`` or ``bmp`` from the leading bytes, or ``None``."""
+    for name, magic, offset in _IMAGE_SIGNATURES:
         if data[offset : offset + len(magic)] == magic:
             if name == "webp" and data[:4] != b"RIFF":
                 continue
@@ -33,63 +54,70 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def image_dimensions(data: bytes, kind: str) -> tuple[int, int] | None:
-    """Width and height from the header alone (no decoding); ``None`` when the header is cut short."""
+def _describe(sample: bytes) -> str:
+    """What kind of file ``sample`` (its first bytes) looks like: "a PDF document", "a text file" …"""
+    for magic, kind in _OTHER_SIGNATURES:
+        if sample.startswith(magic):
+            return kind
+    if sample[4:8] == b"ftyp":
+        return "an ISO media file (HEIC or AVIF image, MP4 or MOV video)"
+    try:  # a character cut at the end of the sample is not an error
+        text = codecs.getincrementaldecoder("utf-8")().decode(sample).removeprefix("\ufeff")
+    except UnicodeDecodeError:
+        return "unknown binary data"
+    if not all(char.isprintable() or char in "\t\n\r\f\v" for char in text):
+        return "unknown binary data"
+    head = text.lstrip().lower()
+    if head.startswith("<!doctype html") or "<html" in head[:1024]:
+        return "an HTML page"
+    if "<svg" in head[:1024]:
+        return "an SVG drawing"
+    if head.startswith("<?xml"):
+        return "an XML document"
+    return "a text file"
+
+
+def _unreadable(data: bytes, name: str) -> InvalidImageError:
+    """The error for bytes Pillow cannot open: it names their kind, never quotes them."""
+    sample = bytes(data[:4096])
+    kind = sniff_format(sample)
+    if kind is not None:
+        return InvalidImageError(f"{name}: a {_DISPLAY[kind]} image whose header cannot be read (damaged or cut short)")
+    return InvalidImageError(f"{name}: not {_ACCEPTED}; it looks like {_describe(sample)}")
+
+
+@contextmanager
+def open_image(data: bytes, *, name: str) -> Iterator[Image.Image]:
+    """Open ``data`` with Pillow lazily: the header is read (format, size), pixels are decoded only
+    when the caller asks for them.
+
+    Besides :data:`MAX_PIXELS`, Pillow's own ``Image.MAX_IMAGE_PIXELS`` guard applies as the process
+    has it set.
+
+    :param data: the image bytes.
+    :param name: what to call the image in errors (a file name or URI).
+    :raises InvalidImageError: not one of the formats the API accepts, a damaged header, or more
+        than :data:`MAX_PIXELS` pixels.
+    """
     try:
-        if kind == "png" and data[12:16] == b"IHDR":
-            return struct.unpack(">II", data[16:24])
-        if kind == "gif":
-            return struct.unpack("<HH", data[6:10])
-        if kind == "bmp":
-            width, height = struct.unpack("<ii", data[18:26])
-            return abs(width), abs(height)
-        if kind == "webp":
-            return _webp_dimensions(data)
-        if kind == "jpeg":
-            return _jpeg_dimensions(data)
-    except struct.error:
-        return None
-    return None
-
-
-def _webp_dimensions(data: bytes) -> tuple[int, int] | None:
-    chunk = data[12:16]
-    if chunk == b"VP8X":
-        width = int.from_bytes(data[24:27], "little") + 1
-        height = int.from_bytes(data[27:30], "little") + 1
-        return width, height
-    if chunk == b"VP8L":
-        bits = int.from_bytes(data[21:25], "little")
-        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    if chunk == b"VP8 ":
-        width, height = struct.unpack("<HH", data[26:30])
-        return width & 0x3FFF, height & 0x3FFF
-    return None
-
-
-def _jpeg_dimensions(data: bytes) -> tuple[int, int] | None:
-    """Walk the JPEG markers to the first start-of-frame (SOF0..SOF15 but DHT, JPG, DAC)."""
-    index = 2
-    while index + 9 < len(data):
-        if data[index] != 0xFF:
-            return None
-        marker = data[index + 1]
-        if marker == 0xFF:  # fill byte
-            index += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
-            index += 2
-            continue
-        length = struct.unpack(">H", data[index + 2 : index + 4])[0]
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            height, width = struct.unpack(">HH", data[index + 5 : index + 9])
-            return width, height
-        index += 2 + length
-    return None
+        image = Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        reason = str(err).rstrip(".")
+        raise InvalidImageError(f"{name}: refused by Pillow's decompression bomb guard ({reason})") from None
+    except Exception:  # noqa: BLE001 - whatever Pillow cannot open is not an image to send
+        raise _unreadable(data, name) from None
+    with image:
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise InvalidImageError(
+                f"{name}: {width}x{height} pixels is more than {MAX_PIXELS:,}; refused as a possible decompression bomb"
+            )
+        yield image
 
 
 def check_image(data: bytes, *, name: str = "image") -> str:
-    """Return the image's format, or raise :class:`InvalidImageError` saying what is wrong with it.
+    """Return the image's format (``jpeg``, ``png``, ``gif``, ``webp`` or ``bmp``), or raise
+    :class:`InvalidImageError` saying what is wrong with it. Only the header is read.
 
     :param data: the image bytes.
     :param name: what to call the image in the error (a file name or URI).
@@ -102,21 +130,7 @@ def check_image(data: bytes, *, name: str = "image") -> str:
     if size > MAX_IMAGE_BYTES:
         raise InvalidImageError(
             f"{name}: {size:,} bytes is over the API's limit of {MAX_IMAGE_BYTES:,} bytes (3 MiB); "
-            "downscale it first (SearchByImageOperator(downscale_oversized=True) does so with Pillow)"
+            "downscale it first (SearchByImageOperator(downscale_oversized=True) does so)"
         )
-    kind = sniff_format(bytes(data[:16]))
-    if kind is None:
-        raise InvalidImageError(
-            f"{name}: not a JPEG, PNG, GIF, WebP or BMP image (first bytes {bytes(data[:8]).hex()})"
-        )
-    dimensions = image_dimensions(bytes(data[:65536]), kind)
-    if dimensions is not None:
-        width, height = dimensions
-        if width == 0 or height == 0:
-            raise InvalidImageError(f"{name}: the {kind.upper()} header declares a {width}x{height} image")
-        if width * height > MAX_PIXELS:
-            raise InvalidImageError(
-                f"{name}: the {kind.upper()} header declares {width}x{height} pixels, more than {MAX_PIXELS:,} "
-                "(a decompression bomb?); not sent"
-            )
-    return kind
+    with open_image(data, name=name) as image:
+        return _FORMATS[image.format]

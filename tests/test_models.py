@@ -6,6 +6,7 @@ import json
 import pytest
 
 from airflow_provider_searchapi.models import (
+    MAX_IMAGES_PER_PAGE,
     MAX_TEXT_FIELD_CHARS,
     FamilyMode,
     FoundImage,
@@ -119,10 +120,6 @@ def test_family_mode_accepts_names_and_wire_values():
 def test_encoded_body_is_the_json_of_the_request(kwargs):
     request = SearchRequest.build(folder_id="b1g", **kwargs)
     assert json.loads(request.encode()) == request.to_json()
-    parts = request.encode_parts()
-    assert b"".join(parts) == request.encode()
-    if "image" in kwargs:  # the base64 text is a piece of its own, sent without a copy into one body
-        assert parts[1] == request.to_json()["data"].encode()
 
 
 @pytest.mark.parametrize(
@@ -155,3 +152,16 @@ def test_int64_refusals_name_the_field(value):
 )
 def test_formats_by_name_or_number_and_unknown_ones_degrade(value, expected):
     assert ImageSearchResult.model_validate_json(f'{{"images": [{{"format": {value}}}]}}').images[0].format is expected
+
+
+def test_a_page_holds_at_most_max_images_per_page():
+    full = ImageSearchResult.model_validate_json('{"images": [' + ",".join(["{}"] * MAX_IMAGES_PER_PAGE) + "]}")
+    assert len(full.images) == MAX_IMAGES_PER_PAGE
+    flood = '{"images": [' + ",".join(['{"url": "u"}'] * 100_000) + '], "page": "0"}'
+    with pytest.raises(ValueError) as caught:
+        ImageSearchResult.model_validate_json(flood)
+    (error,) = caught.value.errors()
+    assert error["loc"] == ("images",) and error["type"] == "too_long"
+    assert f"at most {MAX_IMAGES_PER_PAGE} items" in error["msg"] and "100000" in error["msg"]
+    with pytest.raises(ValueError, match="too_long"):  # the gRPC path validates a dict
+        ImageSearchResult.model_validate({"images": [{}] * (MAX_IMAGES_PER_PAGE + 1)})

@@ -9,9 +9,9 @@ generated them, while this works with whatever protobuf the Airflow install has 
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
-import pybase64
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from airflow_provider_searchapi.models import ImageSearchResult, SearchRequest
@@ -152,7 +152,7 @@ def body_from_request(message: Any) -> dict[str, Any]:
         body["folderId"] = message.folder_id
     source = message.WhichOneof("source")
     if source == "data":
-        body["data"] = pybase64.b64encode(message.data).decode("ascii")
+        body["data"] = base64.b64encode(message.data).decode("ascii")
     elif source is not None:
         body[source] = getattr(message, source)
     if message.page:
