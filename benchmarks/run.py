@@ -149,7 +149,9 @@ def in_child(source: str) -> dict[str, Any]:
     done = subprocess.run([sys.executable, __file__, "--child", source], capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"the child process failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    log(f"a fresh process: {result['images']:,} images, peak RSS {result['peak_rss_mb']:.1f} MB")
+    return result
 
 
 # -- scenarios ------------------------------------------------------------------------------------------
@@ -161,7 +163,7 @@ def repeat(options: Options, once: Callable[[], dict[str, float]]) -> dict[str, 
 
 def quota(options: Options) -> list[Row]:
     """The emulator enforces 10 rps with 300 ms latency; the engine runs at its defaults (10 rps)."""
-    count = 300 if options.quick else 2000
+    count = 600 if options.quick else 3000
 
     def once() -> dict[str, float]:
         with emulator("--latency", "0.3", "--quota-rps", "10") as server:
@@ -232,12 +234,8 @@ def tokens(options: Options) -> list[Row]:
     return [Row(measure, f"{exchanges} for 3 processes", "1 per process per refresh interval", exchanges == 3)]
 
 
-SCENARIOS: dict[str, Callable[[Options], list[Row]]] = {
-    "quota": quota,
-    "throughput": throughput,
-    "memory": memory,
-    "tokens": tokens,
-}
+#: ``--only`` names a scenario by its function's name; the table follows this order.
+SCENARIOS: dict[str, Callable[[Options], list[Row]]] = {f.__name__: f for f in (quota, throughput, memory, tokens)}
 
 
 # -- report -------------------------------------------------------------------------------------------
@@ -256,10 +254,11 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def report(rows: list[Row], quick: bool, runs: int, minutes: float) -> str:
+def report(rows: list[Row], options: Options, minutes: float) -> str:
     command = " ".join(["benchmarks/run.py", *(arg for arg in sys.argv[1:] if arg != "--write-docs")])
-    kind = "Quick run (small sizes)" if quick else "Full run"
-    header = f"{kind}: `{command}` on {time.strftime('%Y-%m-%d')}, {minutes:.0f} min, medians of {runs} run(s)."
+    kind = "Quick run (small sizes)" if options.quick else "Full run"
+    runs = "one run" if options.runs == 1 else f"medians of {options.runs} runs"
+    header = f"{kind}: `{command}` on {time.strftime('%Y-%m-%d')}, {minutes:.0f} min, {runs} per figure."
     return f"{header} Machine: {machine()}.\n\n{table(rows)}\n"
 
 
@@ -288,7 +287,7 @@ def main() -> None:
         parser.error(f"unknown scenarios {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
     started, options = time.monotonic(), Options(args.quick, args.runs)
     rows = [row for name in names for row in SCENARIOS[name](options)]
-    text = report(rows, args.quick, args.runs, (time.monotonic() - started) / 60)
+    text = report(rows, options, (time.monotonic() - started) / 60)
     print(text)
     if args.write_docs:
         write_docs(text)
