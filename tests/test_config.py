@@ -66,6 +66,8 @@ def test_form_values_arrive_as_strings_and_empty_strings_count_as_absent():
     )
     assert (config.timeout, config.requests_per_second, config.verify_tls) == (12.5, 3.0, False)
     assert config.endpoint == "http://127.0.0.1:1"
+    for text, value in (("yes", True), ("Off", False), ("1", True), (False, False)):
+        assert SearchApiConfig.from_extras({"folder_id": "f", "verify_tls": text}).verify_tls is value
 
 
 def test_config_is_immutable():
@@ -89,7 +91,8 @@ def test_config_is_immutable():
         ({"folder_id": "f", "api_key": "AQVNsecret", "timeout": "-1"}, "timeout", "greater than 0"),
         ({"folder_id": "f", "api_key": "AQVNsecret", "requests_per_second": "fast"}, "requests_per_second", "number"),
         ({"folder_id": "f", "api_key": "AQVNsecret", "endpoint": "ftp://x"}, "endpoint", "http"),
-        ({"folder_id": "f", "api_key": "AQVNsecret", "verify_tls": "maybe"}, "verify_tls", "true or false"),
+        ({"folder_id": "f", "api_key": "AQVNsecret", "verify_tls": "maybe"}, "verify_tls", "valid boolean"),
+        ({"folder_id": "f", "api_key": "AQVNsecret", "timeout": "inf"}, "timeout", "finite number"),
         ({"folder_id": "f", "api_key": "AQVNsecret", "endpiont": "http://x"}, "endpiont", "not a setting"),
         ({"folder_id": "x" * 51, "api_key": "AQVNsecret"}, "folder_id", "at most 50"),
     ],
