@@ -2,25 +2,29 @@
 
 * :class:`ApiKeyAuth` and :class:`StaticTokenAuth` set a fixed header.
 * :class:`RefreshingTokenAuth` holds an IAM token minted by a fetcher (authorized key → JWT exchange,
-  or the VM metadata service), refreshes it before it expires, shares one exchange between every thread
-  and coroutine that uses it, and on a 401 forces one refresh and resends the request once.
+  OAuth token exchange, or the VM metadata service), refreshes it before it expires, shares one exchange
+  between every thread and coroutine that uses it, and on a 401 forces one refresh and resends once.
+
+:func:`build_auth` picks the flow for a connection's config.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable, Generator
 from dataclasses import dataclass
-from datetime import datetime
+from typing import Any
 
 import httpx
 import jwt
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from airflow_provider_searchapi.config import IAM_AUDIENCE, AuthorizedKey
+from airflow_provider_searchapi.config import IAM_AUDIENCE, AuthorizedKey, CredentialKind, SearchApiConfig
 from airflow_provider_searchapi.exceptions import SearchApiAuthError, certificate_refused
 
 #: Lifetime of the JWT we sign; IAM accepts at most one hour.
@@ -180,20 +184,30 @@ def _transient(err: BaseException) -> bool:
     return isinstance(err, SearchApiAuthError) and err.status is not None and err.status >= 500
 
 
-class ServiceAccountKeyFetcher:
-    """Exchanges a signed JWT for an IAM token (``POST {iam_endpoint}`` → ``iamToken``, ``expiresAt``).
+class _IamAnswer(BaseModel):
+    token: str = Field(alias="iamToken")
+    expires_at: AwareDatetime = Field(alias="expiresAt")
 
-    :param key: the service account's authorized key.
+
+class _IamExchange:
+    """Posts a credential to IAM (``POST {iam_endpoint}``) for an IAM token and its ``expiresAt``.
+
     :param iam_endpoint: URL of the token exchange.
     :param timeout: seconds per HTTP request.
     :param verify_tls: verify the server's certificate.
     """
 
-    def __init__(self, key: AuthorizedKey, iam_endpoint: str, *, timeout: float, verify_tls: bool = True) -> None:
-        self._key = key
+    def __init__(self, iam_endpoint: str, *, timeout: float, verify_tls: bool = True) -> None:
         self._endpoint = iam_endpoint
         self._timeout = timeout
         self._verify = verify_tls
+
+    def _body(self, now: float) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _credential(self) -> str:
+        """The credential as named in errors (never the secret itself)."""
+        raise NotImplementedError
 
     @retry(
         retry=retry_if_exception(_transient),
@@ -206,9 +220,7 @@ class ServiceAccountKeyFetcher:
         try:
             with httpx.Client(timeout=self._timeout, verify=self._verify) as client:
                 response = client.post(
-                    self._endpoint,
-                    json={"jwt": sign_jwt(self._key, now=started)},
-                    headers={"x-client-request-id": str(uuid.uuid4())},
+                    self._endpoint, json=self._body(started), headers={"x-client-request-id": str(uuid.uuid4())}
                 )
         except httpx.TransportError as err:
             if certificate_refused(err):
@@ -218,17 +230,54 @@ class ServiceAccountKeyFetcher:
             raise
         if response.status_code != 200:
             raise SearchApiAuthError(
-                f"IAM refused the authorized key {self._key.id} of service account "
-                f"{self._key.service_account_id}: HTTP {response.status_code} {_error_message(response)}",
+                f"IAM refused {self._credential()}: HTTP {response.status_code} {_error_message(response)}",
                 status=response.status_code,
             )
         try:
-            body = response.json()
-            value = body["iamToken"]
-            expires_at = _parse_rfc3339(body["expiresAt"])
-        except (ValueError, KeyError, TypeError):
+            answer = _IamAnswer.model_validate_json(response.content)
+        except ValidationError:
             raise SearchApiAuthError("IAM answered 200 without a readable iamToken/expiresAt") from None
-        return IamToken(value=value, expires_at=expires_at, obtained_at=started)
+        return IamToken(value=answer.token, expires_at=answer.expires_at.timestamp(), obtained_at=started)
+
+
+class ServiceAccountKeyFetcher(_IamExchange):
+    """Exchanges a signed JWT for an IAM token.
+
+    :param key: the service account's authorized key.
+    :param iam_endpoint: URL of the token exchange.
+    :param timeout: seconds per HTTP request.
+    :param verify_tls: verify the server's certificate.
+    """
+
+    def __init__(self, key: AuthorizedKey, iam_endpoint: str, *, timeout: float, verify_tls: bool = True) -> None:
+        super().__init__(iam_endpoint, timeout=timeout, verify_tls=verify_tls)
+        self._key = key
+
+    def _body(self, now: float) -> dict[str, Any]:
+        return {"jwt": sign_jwt(self._key, now=now)}
+
+    def _credential(self) -> str:
+        return f"the authorized key {self._key.id} of service account {self._key.service_account_id}"
+
+
+class OAuthTokenFetcher(_IamExchange):
+    """Exchanges a user's OAuth token for an IAM token (``{"yandexPassportOauthToken": …}``).
+
+    :param oauth_token: the user's OAuth token.
+    :param iam_endpoint: URL of the token exchange.
+    :param timeout: seconds per HTTP request.
+    :param verify_tls: verify the server's certificate.
+    """
+
+    def __init__(self, oauth_token: str, iam_endpoint: str, *, timeout: float, verify_tls: bool = True) -> None:
+        super().__init__(iam_endpoint, timeout=timeout, verify_tls=verify_tls)
+        self._oauth_token = oauth_token
+
+    def _body(self, now: float) -> dict[str, Any]:
+        return {"yandexPassportOauthToken": self._oauth_token}
+
+    def _credential(self) -> str:
+        return "the OAuth token"
 
 
 class MetadataTokenFetcher:
@@ -273,17 +322,6 @@ class MetadataTokenFetcher:
             raise SearchApiAuthError("VM metadata service answered without access_token/expires_in") from None
 
 
-def _parse_rfc3339(text: str) -> float:
-    # Python < 3.11 does not take 'Z' nor nanoseconds; keep at most microseconds.
-    text = text.strip().replace("Z", "+00:00")
-    if "." in text:
-        head, rest = text.split(".", 1)
-        digits = "".join(ch for ch in rest if ch.isdigit())
-        zone = rest[len(digits) :]
-        text = f"{head}.{digits[:6]}{zone}"
-    return datetime.fromisoformat(text).timestamp()
-
-
 def _error_message(response: httpx.Response) -> str:
     try:
         body = response.json()
@@ -292,3 +330,52 @@ def _error_message(response: httpx.Response) -> str:
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         return body["message"][:500]
     return str(body)[:200]
+
+
+def build_auth(config: SearchApiConfig) -> httpx.Auth:
+    """The ``httpx.Auth`` for a config's credential; those that mint tokens are shared by the whole
+    process (one per credential and endpoint), so that every hook uses one cached token."""
+    if config.credential is CredentialKind.API_KEY:
+        assert config.api_key is not None
+        return ApiKeyAuth(config.api_key.get_secret_value())
+    if config.credential is CredentialKind.IAM_TOKEN:
+        assert config.iam_token is not None
+        return StaticTokenAuth(config.iam_token.get_secret_value())
+    fetch: Callable[[], IamToken]
+    if config.credential is CredentialKind.AUTHORIZED_KEY:
+        key = config.authorized_key
+        assert key is not None
+        cache_key = f"sa|{key.id}|{config.iam_endpoint}|{_fingerprint(key.private_key.get_secret_value())}"
+        fetch = ServiceAccountKeyFetcher(key, config.iam_endpoint, timeout=config.timeout, verify_tls=config.verify_tls)
+    elif config.credential is CredentialKind.OAUTH:
+        assert config.oauth_token is not None
+        oauth_token = config.oauth_token.get_secret_value()
+        cache_key = f"oauth|{config.iam_endpoint}|{_fingerprint(oauth_token)}"
+        fetch = OAuthTokenFetcher(
+            oauth_token, config.iam_endpoint, timeout=config.timeout, verify_tls=config.verify_tls
+        )
+    else:
+        cache_key = f"metadata|{config.metadata_endpoint}"
+        fetch = MetadataTokenFetcher(config.metadata_endpoint, timeout=config.timeout)
+    with _token_auths_lock:
+        auth = _token_auths.get(cache_key)
+        if auth is None:
+            auth = _token_auths[cache_key] = RefreshingTokenAuth(fetch, on_new_token=mask_secret)
+        return auth
+
+
+_token_auths: dict[str, RefreshingTokenAuth] = {}
+_token_auths_lock = threading.Lock()
+
+
+def _fingerprint(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()[:16]
+
+
+def mask_secret(value: str) -> None:
+    """Register a secret with Airflow's masker, so that it never shows in task logs."""
+    try:
+        from airflow.sdk.log import mask_secret as register
+    except ImportError:  # pragma: no cover - older Task SDK
+        from airflow.sdk.execution_time.secrets_masker import mask_secret as register  # type: ignore[no-redef]
+    register(value)

@@ -1,7 +1,8 @@
-"""The ``yandex_searchapi`` connection's settings, validated once into an immutable object.
+"""The ``yandex_searchapi`` connection's settings (or a ``yandexcloud`` connection's), validated once
+into an immutable object.
 
-Every error names the connection field at fault and never repeats a secret: pydantic's own messages
-carry the input value, so they are rebuilt here from the location and the message only.
+Every error is a :class:`SearchApiConfigError` naming the connection field at fault, never repeating a
+secret: pydantic's own messages carry the input value, so they are rebuilt from location and message.
 """
 
 from __future__ import annotations
@@ -9,30 +10,41 @@ from __future__ import annotations
 import enum
 import functools
 import json
-import math
 from pathlib import Path
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from airflow_provider_searchapi.connection_fields import (
+    DEFAULT_ENDPOINT,
+    DEFAULT_GRPC_ENDPOINT,
+    DEFAULT_IAM_ENDPOINT,
+    DEFAULT_METADATA_ENDPOINT,
+    DEFAULT_REQUESTS_PER_SECOND,
+    DEFAULT_TIMEOUT_SECONDS,
+    FIELD_NAMES,
+)
 from airflow_provider_searchapi.exceptions import SearchApiConfigError
 from airflow_provider_searchapi.models import MAX_FOLDER_ID_CHARS
 
-DEFAULT_ENDPOINT = "https://searchapi.api.cloud.yandex.net"
-DEFAULT_IAM_ENDPOINT = "https://iam.api.cloud.yandex.net/iam/v1/tokens"
-DEFAULT_GRPC_ENDPOINT = "searchapi.api.cloud.yandex.net:443"
-DEFAULT_METADATA_ENDPOINT = "http://169.254.169.254/computeMetadata/v1/instance/service-accounts/default/token"
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "DEFAULT_GRPC_ENDPOINT",
+    "DEFAULT_IAM_ENDPOINT",
+    "DEFAULT_METADATA_ENDPOINT",
+    "DEFAULT_REQUESTS_PER_SECOND",
+    "DEFAULT_TIMEOUT_SECONDS",
+    "IAM_AUDIENCE",
+    "AuthorizedKey",
+    "CredentialKind",
+    "SearchApiConfig",
+]
+
 #: The ``aud`` claim IAM expects in a service-account JWT, whatever address the exchange goes to.
 IAM_AUDIENCE = "https://iam.api.cloud.yandex.net/iam/v1/tokens"
-#: The default quota of search-by-image calls per second (per cloud).
-DEFAULT_REQUESTS_PER_SECOND = 10.0
-DEFAULT_TIMEOUT_SECONDS = 60.0
-
-#: Extras whose values are credentials: never logged, shown as password inputs.
-SECRET_FIELDS = ("service_account_json", "api_key", "iam_token")
 
 
 class CredentialKind(str, enum.Enum):
@@ -41,6 +53,7 @@ class CredentialKind(str, enum.Enum):
     AUTHORIZED_KEY = "authorized_key"
     API_KEY = "api_key"
     IAM_TOKEN = "iam_token"
+    OAUTH = "oauth"
     METADATA = "metadata"
 
 
@@ -104,29 +117,37 @@ class AuthorizedKey(BaseModel):
 
 @functools.lru_cache(maxsize=8)
 def _load_pem_private_key(pem: str) -> PrivateKeyTypes:
-    """The key object of a PEM, loaded once per process while it is among the last 8 loaded (two
-    threads asking for a new one at once may both load it); a failure is not remembered.
+    """The key object of a PEM, loaded once per process (the last 8 are kept; failures are not).
 
-    Loading checks an RSA key thoroughly (its primes are tested): 50 ms of CPU for 2,048 bits and
-    350 ms for 4,096 on a 2-core VM. Every hook parses its connection, and every token exchange
-    signs, so without this a task paid it once per hook and once more per exchange. The check is kept
-    (``unsafe_skip_rsa_key_validation`` would skip it): cryptography warns that an invalid key used
-    unchecked can hang or crash OpenSSL, and these keys come from users.
+    Loading tests an RSA key's primes: ~50 ms of CPU for 2,048 bits, which every hook and every
+    signature would otherwise pay. The check is kept: an invalid key used unchecked can crash OpenSSL.
     """
     return serialization.load_pem_private_key(pem.encode(), password=None)
 
 
-class SearchApiConfig(BaseModel):
-    """Everything a hook needs from a ``yandex_searchapi`` connection.
+#: Extras that carry a credential, and the kind each one gives.
+_CREDENTIALS = {
+    "service_account_json": CredentialKind.AUTHORIZED_KEY,
+    "service_account_json_path": CredentialKind.AUTHORIZED_KEY,
+    "api_key": CredentialKind.API_KEY,
+    "iam_token": CredentialKind.IAM_TOKEN,
+    "oauth": CredentialKind.OAUTH,
+}
 
-    Build it with :meth:`from_extras`. Exactly one credential source may be given; with none, the
-    token comes from the VM metadata service (inside Yandex Cloud).
+
+class SearchApiConfig(BaseModel):
+    """Everything a hook needs from its connection.
+
+    Build it with :meth:`from_connection` (or :meth:`from_extras` for a ``yandex_searchapi``
+    connection). At most one credential may be given; with none, the token comes from the VM metadata
+    service (inside Yandex Cloud).
 
     :param folder_id: the folder billed for the calls.
     :param credential: which credential source is in use.
     :param authorized_key: the service account's authorized key.
     :param api_key: a service-account API key (scope ``yc.search-api.execute``).
     :param iam_token: a static IAM token (lives at most 12 hours).
+    :param oauth_token: a user's OAuth token, exchanged for IAM tokens (``yandexcloud`` connections).
     :param endpoint: base URL of the Search API.
     :param iam_endpoint: URL of the IAM token exchange.
     :param metadata_endpoint: URL of the VM metadata token.
@@ -144,14 +165,38 @@ class SearchApiConfig(BaseModel):
     authorized_key: AuthorizedKey | None = None
     api_key: SecretStr | None = None
     iam_token: SecretStr | None = None
+    oauth_token: SecretStr | None = None
     endpoint: str = DEFAULT_ENDPOINT
     iam_endpoint: str = DEFAULT_IAM_ENDPOINT
     metadata_endpoint: str = DEFAULT_METADATA_ENDPOINT
-    timeout: float = Field(default=DEFAULT_TIMEOUT_SECONDS, gt=0)
-    requests_per_second: float = Field(default=DEFAULT_REQUESTS_PER_SECOND, gt=0)
+    timeout: float = Field(default=DEFAULT_TIMEOUT_SECONDS, gt=0, allow_inf_nan=False)
+    requests_per_second: float = Field(default=DEFAULT_REQUESTS_PER_SECOND, gt=0, allow_inf_nan=False)
     verify_tls: bool = True
     transport: Literal["rest", "grpc"] = "rest"
     grpc_endpoint: str = DEFAULT_GRPC_ENDPOINT
+
+    @model_validator(mode="before")
+    @classmethod
+    def _choose_credential(cls, data: Any) -> Any:
+        """Turn extras (credential extras by their own names) into fields; empty strings are absent."""
+        if not isinstance(data, dict) or "credential" in data:
+            return data
+        values = {name: value for name, value in data.items() if value is not None and value != ""}
+        given = [name for name in _CREDENTIALS if name in values]
+        if len(given) > 1:
+            raise SearchApiConfigError(given[1], f"give only one credential; found {' and '.join(given)}")
+        if "folder_id" not in values:
+            raise SearchApiConfigError("folder_id", "is required: the ID of the folder billed for searches")
+        fields = {name: value for name, value in values.items() if name not in _CREDENTIALS}
+        source = given[0] if given else None
+        fields["credential"] = _CREDENTIALS[source] if source else CredentialKind.METADATA
+        if source == "service_account_json":
+            fields["authorized_key"] = _key_from_extra(values[source], source)
+        elif source == "service_account_json_path":
+            fields["authorized_key"] = _key_from_path(values[source])
+        elif source is not None:
+            fields["oauth_token" if source == "oauth" else source] = _secret_text(values[source], source)
+        return fields
 
     @field_validator("grpc_endpoint")
     @classmethod
@@ -169,77 +214,103 @@ class SearchApiConfig(BaseModel):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
 
-    @field_validator("timeout", "requests_per_second")
-    @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
-
     @classmethod
     def from_extras(cls, extras: dict[str, Any]) -> SearchApiConfig:
-        """Validate a connection's extras (as Airflow stores them) into a config.
+        """Validate a ``yandex_searchapi`` connection's extras (as Airflow stores them) into a config.
 
         Empty strings count as absent, since the connection form saves untouched fields as ``""``.
         """
-        values = {k: v for k, v in extras.items() if v is not None and v != ""}
-        unknown = sorted(set(values) - _EXTRA_NAMES)
+        unknown = sorted(name for name, value in extras.items() if name not in FIELD_NAMES and value not in (None, ""))
         if unknown:
-            raise SearchApiConfigError(
-                unknown[0], f"is not a setting of this connection type; known: {', '.join(sorted(_EXTRA_NAMES))}"
-            )
-        sources = [name for name in _CREDENTIAL_EXTRAS if name in values]
-        if len(sources) > 1:
-            raise SearchApiConfigError(sources[1], f"give only one credential; found {' and '.join(sources)}")
-        if "folder_id" not in values:
-            raise SearchApiConfigError("folder_id", "is required: the ID of the folder billed for searches")
-        fields: dict[str, Any] = {k: v for k, v in values.items() if k not in _CREDENTIAL_EXTRAS}
-        if "verify_tls" in fields:
-            fields["verify_tls"] = _parse_bool(fields["verify_tls"], "verify_tls")
-        source = sources[0] if sources else None
-        if source == "service_account_json":
-            fields["credential"] = CredentialKind.AUTHORIZED_KEY
-            fields["authorized_key"] = _key_from_extra(values[source], source)
-        elif source == "service_account_json_path":
-            fields["credential"] = CredentialKind.AUTHORIZED_KEY
-            fields["authorized_key"] = _key_from_path(values[source])
-        elif source == "api_key":
-            fields["credential"] = CredentialKind.API_KEY
-            fields["api_key"] = _secret_text(values[source], source)
-        elif source == "iam_token":
-            fields["credential"] = CredentialKind.IAM_TOKEN
-            fields["iam_token"] = _secret_text(values[source], source)
+            known = ", ".join(sorted(FIELD_NAMES))
+            raise SearchApiConfigError(unknown[0], f"is not a setting of this connection type; known: {known}")
+        return cls._validated(extras)
+
+    @classmethod
+    def from_connection(
+        cls, conn_type: str, extras: dict[str, Any], *, folder_id: str | None = None
+    ) -> SearchApiConfig:
+        """Validate a connection of type ``yandex_searchapi`` or ``yandexcloud`` into a config.
+
+        A ``yandexcloud`` connection (the yandex provider's) is read as that provider reads it: its
+        OAuth token first, else its key (a path before inline JSON), else the VM metadata service. Its
+        ``endpoint`` is the SDK's gRPC endpoint and is ignored; ``searchapi_endpoint``,
+        ``iam_endpoint`` and ``metadata_endpoint`` override our defaults; other extras are ignored.
+
+        :param conn_type: the connection's type.
+        :param extras: the connection's extras.
+        :param folder_id: the folder billed when the connection names none.
+        """
+        if conn_type == "yandexcloud":
+            values = _yandexcloud_values(extras)
+        elif conn_type == "yandex_searchapi":
+            values = dict(extras)
         else:
-            fields["credential"] = CredentialKind.METADATA
+            raise SearchApiConfigError(
+                "conn_type", f"is {conn_type!r}; use a yandex_searchapi or yandexcloud connection"
+            )
+        if values.get("folder_id") in (None, ""):
+            if not folder_id:
+                raise SearchApiConfigError(
+                    "folder_id",
+                    f"the {conn_type} connection has none; give folder_id= to the hook/operator "
+                    "or set the connection's folder_id",
+                )
+            values["folder_id"] = folder_id
+        return cls._validated(values) if conn_type == "yandexcloud" else cls.from_extras(values)
+
+    @classmethod
+    def _validated(cls, values: dict[str, Any]) -> SearchApiConfig:
         try:
-            return cls.model_validate(fields)
+            return cls.model_validate(values)
         except ValidationError as err:
             raise _config_error(err) from None
 
+    def secret_values(self) -> list[str]:
+        """Every text to register with a secrets masker: each credential as given, and for a key the
+        PEM whole and its base64 body; each also as it reads inside JSON text."""
+        secrets = [s.get_secret_value() for s in (self.api_key, self.iam_token, self.oauth_token) if s is not None]
+        if self.authorized_key is not None:
+            pem = self.authorized_key.private_key.get_secret_value()
+            secrets += [pem, "\n".join(line for line in pem.strip().splitlines() if not line.startswith("-----"))]
+        return list(dict.fromkeys(form for secret in secrets for form in (secret, json.dumps(secret)[1:-1])))
 
-_CREDENTIAL_EXTRAS = ("service_account_json", "service_account_json_path", "api_key", "iam_token")
-_EXTRA_NAMES = frozenset(
-    {
-        "folder_id",
-        *_CREDENTIAL_EXTRAS,
-        "endpoint",
-        "iam_endpoint",
-        "metadata_endpoint",
-        "timeout",
-        "requests_per_second",
-        "verify_tls",
-        "transport",
-        "grpc_endpoint",
-    }
-)
+
+def _yandexcloud_values(extras: dict[str, Any]) -> dict[str, Any]:
+    """Our settings from a ``yandexcloud`` connection's extras (plain or ``extra__yandexcloud__`` keys)."""
+
+    def get(name: str) -> Any:
+        for key in (name, f"extra__yandexcloud__{name}"):
+            if extras.get(key) not in (None, ""):
+                return extras[key]
+        return None
+
+    values = {ours: get(theirs) for theirs, ours in _YANDEXCLOUD_SETTINGS.items()}
+    for credential in ("oauth", "service_account_json_path", "service_account_json"):  # that provider's order
+        if get(credential) is not None:
+            values[credential] = get(credential)
+            break
+    return {name: value for name, value in values.items() if value is not None}
+
+
+#: The ``yandexcloud`` extras we read, and our settings they give.
+_YANDEXCLOUD_SETTINGS = {
+    "folder_id": "folder_id",
+    "searchapi_endpoint": "endpoint",
+    "iam_endpoint": "iam_endpoint",
+    "metadata_endpoint": "metadata_endpoint",
+}
 
 
 def _config_error(err: ValidationError, prefix: str | None = None) -> SearchApiConfigError:
     """The first pydantic error as a config error, without the offending input (it may be a secret)."""
     first = err.errors(include_input=False, include_url=False)[0]
+    raised = first.get("ctx", {}).get("error")
+    if isinstance(raised, SearchApiConfigError):
+        return raised
     location = ".".join(str(part) for part in first["loc"]) or "value"
     field = f"{prefix}.{location}" if prefix else location
-    return SearchApiConfigError(field, first["msg"].lower())
+    return SearchApiConfigError(field, str(raised) if isinstance(raised, ValueError) else first["msg"].lower())
 
 
 def _secret_text(value: Any, field: str) -> SecretStr:
@@ -274,14 +345,3 @@ def _key_from_path(value: Any) -> AuthorizedKey:
     except ValueError:  # e.g. a NUL character in the path
         raise SearchApiConfigError(field, "is not a valid file path") from None
     return AuthorizedKey.from_json(text, field=f"{field} ({path})")
-
-
-def _parse_bool(value: Any, field: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off"):
-        return False
-    raise SearchApiConfigError(field, f"must be true or false (got {value!r})")

@@ -6,15 +6,23 @@ import asyncio
 import json
 import threading
 import time
+from datetime import datetime, timezone
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
 from airflow_provider_searchapi import config
-from airflow_provider_searchapi.auth import JWT_LIFETIME_SECONDS, IamToken, RefreshingTokenAuth, sign_jwt
+from airflow_provider_searchapi.auth import (
+    JWT_LIFETIME_SECONDS,
+    IamToken,
+    OAuthTokenFetcher,
+    RefreshingTokenAuth,
+    sign_jwt,
+)
 from airflow_provider_searchapi.config import IAM_AUDIENCE, AuthorizedKey
-from airflow_provider_searchapi.exceptions import SearchApiConfigError, SearchApiHTTPError
+from airflow_provider_searchapi.exceptions import SearchApiAuthError, SearchApiConfigError, SearchApiHTTPError
 from airflow_provider_searchapi.testing.keys import generate_authorized_key
 from tests.conftest import make_jpeg
 
@@ -192,3 +200,54 @@ def test_minted_tokens_are_registered_with_the_masker(make_hook, searchapi_emula
     assert token not in masker.redact(f"token is {token}")
     pem = hook.config.authorized_key.private_key.get_secret_value()
     assert "PRIVATE KEY" not in masker.redact(f"key: {pem}")
+
+
+@pytest.fixture
+def iam_answering():
+    """A server on 127.0.0.1 whose IAM exchange answers 200 with the body the test sets."""
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from airflow_provider_searchapi.testing.server import ServerThread
+
+    answer = {"body": b"{}"}
+
+    async def tokens(request):
+        return Response(answer["body"], media_type="application/json")
+
+    server = ServerThread(
+        Starlette(routes=[Route("/iam/v1/tokens", tokens, methods=["POST"])]), "127.0.0.1", 0, "critical", None, None
+    )
+    yield lambda body: answer.update(body=body) or f"{server.url}/iam/v1/tokens"
+    server.stop()
+
+
+@pytest.mark.parametrize(
+    "expires_at",
+    ["2030-01-02T03:04:05.123456789Z", "2030-01-02T03:04:05.123456Z", "2030-01-02T06:04:05.123456+03:00"],
+)
+def test_expires_at_is_read_to_the_microsecond_whatever_its_form(iam_answering, expires_at):
+    url = iam_answering(json.dumps({"iamToken": "t1.minted", "expiresAt": expires_at}).encode())
+    token = OAuthTokenFetcher("y0_user", url, timeout=5)()
+    assert token.value == "t1.minted"
+    assert token.expires_at == datetime(2030, 1, 2, 3, 4, 5, 123456, tzinfo=timezone.utc).timestamp()
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"iamToken": "t1.x"}', b'{"iamToken": "t1.x", "expiresAt": "soon"}', b"<html>", b'{"expiresAt": 5}']
+)
+def test_an_unreadable_iam_answer_is_an_auth_error(iam_answering, body):
+    with pytest.raises(SearchApiAuthError, match="without a readable iamToken/expiresAt"):
+        OAuthTokenFetcher("y0_user", iam_answering(body), timeout=5)()
+
+
+def test_the_emulator_exchanges_only_oauth_tokens_it_knows(searchapi_emulator):
+    url = f"{searchapi_emulator.url}/iam/v1/tokens"
+    searchapi_emulator.add_oauth_token("y0_known")
+    known = httpx.post(url, json={"yandexPassportOauthToken": "y0_known"})
+    assert known.status_code == 200 and known.json()["iamToken"].startswith("t1.")
+    unknown = httpx.post(url, json={"yandexPassportOauthToken": "y0_other"})
+    assert unknown.status_code == 401 and "OAuth" in unknown.json()["message"]
+    assert httpx.post(url, json={"something": "else"}).status_code == 400
+    assert searchapi_emulator.stats.snapshot()["token_exchanges"] == 1

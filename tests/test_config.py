@@ -66,6 +66,8 @@ def test_form_values_arrive_as_strings_and_empty_strings_count_as_absent():
     )
     assert (config.timeout, config.requests_per_second, config.verify_tls) == (12.5, 3.0, False)
     assert config.endpoint == "http://127.0.0.1:1"
+    for text, value in (("yes", True), ("Off", False), ("1", True), (False, False)):
+        assert SearchApiConfig.from_extras({"folder_id": "f", "verify_tls": text}).verify_tls is value
 
 
 def test_config_is_immutable():
@@ -89,7 +91,8 @@ def test_config_is_immutable():
         ({"folder_id": "f", "api_key": "AQVNsecret", "timeout": "-1"}, "timeout", "greater than 0"),
         ({"folder_id": "f", "api_key": "AQVNsecret", "requests_per_second": "fast"}, "requests_per_second", "number"),
         ({"folder_id": "f", "api_key": "AQVNsecret", "endpoint": "ftp://x"}, "endpoint", "http"),
-        ({"folder_id": "f", "api_key": "AQVNsecret", "verify_tls": "maybe"}, "verify_tls", "true or false"),
+        ({"folder_id": "f", "api_key": "AQVNsecret", "verify_tls": "maybe"}, "verify_tls", "valid boolean"),
+        ({"folder_id": "f", "api_key": "AQVNsecret", "timeout": "inf"}, "timeout", "finite number"),
         ({"folder_id": "f", "api_key": "AQVNsecret", "endpiont": "http://x"}, "endpiont", "not a setting"),
         ({"folder_id": "x" * 51, "api_key": "AQVNsecret"}, "folder_id", "at most 50"),
     ],
@@ -159,3 +162,23 @@ def test_credentials_with_characters_http_refuses_are_named_not_shown(field, ins
         SearchApiConfig.from_extras({"folder_id": "f", field: f"  {secret}\n"})
     assert info.value.field == field and "line break" in str(info.value)
     assert "secretpart" not in str(info.value) and "secretpart" not in repr(info.value)
+
+
+def test_secret_values_mask_every_credential_as_given_and_inside_json_text():
+    from airflow.sdk.log import _secrets_masker, mask_secret
+
+    keyed = SearchApiConfig.from_extras({"folder_id": "f", "service_account_json": json.dumps(KEY)})
+    plain = SearchApiConfig.from_extras({"folder_id": "f", "api_key": 'AQVNsecret"quoted'})
+    oauth = SearchApiConfig.from_connection("yandexcloud", {"folder_id": "f", "oauth": "y0_secret"})
+    for config in (keyed, plain, oauth):
+        for value in config.secret_values():
+            mask_secret(value)
+    assert len(keyed.secret_values()) == 4 and len(plain.secret_values()) == 2
+    assert oauth.secret_values() == ["y0_secret"]
+    assert SearchApiConfig.from_extras({"folder_id": "f"}).secret_values() == []
+    masker = _secrets_masker()
+    pem = keyed.authorized_key.private_key.get_secret_value()
+    body = "\n".join(pem.splitlines()[1:-1])  # as a tool that strips the PEM's frame would print it
+    for text in (pem, json.dumps(KEY), f"body: {body}", json.dumps({"k": 'AQVNsecret"quoted'}), "y0_secret"):
+        redacted = masker.redact(text)
+        assert _secret_free(redacted) and "y0_secret" not in redacted and "quoted" not in redacted, redacted

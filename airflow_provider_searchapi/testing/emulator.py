@@ -1,9 +1,10 @@
 """A local emulator of Yandex Cloud IAM and Search API v2 *search by image*, over real HTTP.
 
 It speaks the wire contract: the IAM token exchange (PS256 JWT checked against the registered public
-key, ``aud``, ``exp``), the VM metadata token, and ``POST /v2/image/search_by_image`` with its checks
-(Authorization, folderId, one-of, base64, 3 MiB, image format). Results are derived from the image
-bytes, so they are the same on every run: several pages and a CBIR id that works for later pages.
+key, ``aud``, ``exp``; or a registered OAuth token), the VM metadata token, and
+``POST /v2/image/search_by_image`` with its checks (Authorization, folderId, one-of, base64, 3 MiB,
+image format). Results are derived from the image bytes, so they are the same on every run: several
+pages and a CBIR id that works for later pages.
 
 Knobs (:class:`EmulatorSettings`) add latency, a quota answered with 429, and injected faults; the
 counters in :attr:`Emulator.stats` let tests see what really reached the server.
@@ -90,6 +91,7 @@ class Emulator:
         self.stats = EmulatorStats()
         self._public_keys: dict[str, tuple[str, Any]] = {}
         self._api_keys: set[str] = set()
+        self._oauth_tokens: set[str] = set()
         self._tokens: dict[str, float] = {}
         self._cbir: dict[str, tuple[str, float]] = {}
         self._attempts: dict[str, int] = {}
@@ -121,6 +123,10 @@ class Emulator:
     def add_api_key(self, api_key: str) -> None:
         """Accept ``Authorization: Api-Key <api_key>``."""
         self._api_keys.add(api_key)
+
+    def add_oauth_token(self, oauth_token: str) -> None:
+        """Accept this user OAuth token at the IAM exchange (``{"yandexPassportOauthToken": …}``)."""
+        self._oauth_tokens.add(oauth_token)
 
     def issue_token(self, ttl: float | None = None) -> str:
         """Mint an IAM token directly (what a user would paste as a static token)."""
@@ -177,19 +183,34 @@ class Emulator:
         return self._server.url
 
     def connection_extras(
-        self, *, credential: str = "authorized_key", key: dict[str, Any] | None = None, transport: str = "rest"
+        self,
+        *,
+        credential: str = "authorized_key",
+        key: dict[str, Any] | None = None,
+        transport: str = "rest",
+        conn_type: str = "yandex_searchapi",
     ) -> dict[str, Any]:
-        """Extras of a ``yandex_searchapi`` connection pointing here, with a new credential.
+        """Extras of a connection pointing here, with a new credential.
 
-        :param credential: ``authorized_key``, ``api_key``, ``iam_token`` or ``metadata``.
+        :param credential: ``authorized_key``, ``api_key``, ``iam_token``, ``oauth`` or ``metadata``.
         :param key: the authorized key to use (a new one is generated and registered if not given).
         :param transport: ``rest`` or ``grpc`` (starts the gRPC front end if needed).
+        :param conn_type: ``yandex_searchapi``, or ``yandexcloud`` (the yandex provider's type: the
+            Search API's address goes in ``searchapi_endpoint``; credentials ``authorized_key``, ``oauth``
+            or ``metadata``; REST only). OAuth tokens are for ``yandexcloud`` only.
         """
         from airflow_provider_searchapi.testing.keys import generate_authorized_key
 
+        allowed = {
+            "yandex_searchapi": ("authorized_key", "api_key", "iam_token", "metadata"),
+            "yandexcloud": ("authorized_key", "oauth", "metadata"),
+        }
+        if credential not in allowed.get(conn_type, ()) or (conn_type == "yandexcloud" and transport != "rest"):
+            raise ValueError(f"no {credential!r} credential over {transport} for a {conn_type!r} connection")
+        endpoint = "searchapi_endpoint" if conn_type == "yandexcloud" else "endpoint"
         extras: dict[str, Any] = {
             "folder_id": self.folder_id,
-            "endpoint": self.url,
+            endpoint: self.url,
             "iam_endpoint": f"{self.url}/iam/v1/tokens",
             "metadata_endpoint": f"{self.url}/computeMetadata/v1/instance/service-accounts/default/token",
         }
@@ -203,25 +224,43 @@ class Emulator:
             extras["api_key"] = api_key
         elif credential == "iam_token":
             extras["iam_token"] = self.issue_token()
-        elif credential != "metadata":
-            raise ValueError(f"unknown credential kind {credential!r}")
+        elif credential == "oauth":
+            extras["oauth"] = "y0_" + secrets.token_urlsafe(40)
+            self.add_oauth_token(extras["oauth"])
         if transport == "grpc":
             extras.update(transport="grpc", grpc_endpoint=self.start_grpc())
         return extras
 
     def connection_json(self, **kwargs: Any) -> str:
         """``AIRFLOW_CONN_…`` value (JSON) of a connection pointing here; see :meth:`connection_extras`."""
-        return json.dumps({"conn_type": "yandex_searchapi", "extra": self.connection_extras(**kwargs)})
+        conn_type = kwargs.get("conn_type", "yandex_searchapi")
+        return json.dumps({"conn_type": conn_type, "extra": self.connection_extras(**kwargs)})
 
     # -- IAM ----------------------------------------------------------------------------------
     async def _iam_tokens(self, request: Request) -> Response:
         with self.stats.lock:
             self.stats.iam_authorization_headers += int("authorization" in request.headers)
         try:
-            signed = (await request.json())["jwt"]
+            body = await request.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and "yandexPassportOauthToken" in body:
+            if body["yandexPassportOauthToken"] not in self._oauth_tokens:
+                return _error(401, 16, "unknown OAuth token")
+        elif refused := self._check_jwt(body):
+            return refused
+        token = self.issue_token()
+        with self.stats.lock:
+            self.stats.token_exchanges += 1
+        return JSONResponse({"iamToken": token, "expiresAt": _rfc3339(self._tokens[token])})
+
+    def _check_jwt(self, body: Any) -> Response | None:
+        """The error answer for a body that is not a JWT of a registered key; ``None`` if it is one."""
+        try:
+            signed = body["jwt"]
             kid = jwt.get_unverified_header(signed).get("kid")
-        except (ValueError, KeyError, TypeError, jwt.PyJWTError):
-            return _error(400, 3, 'body must be {"jwt": <signed JWT>}')
+        except (KeyError, TypeError, jwt.PyJWTError):
+            return _error(400, 3, 'body must be {"jwt": <signed JWT>} or {"yandexPassportOauthToken": <token>}')
         if kid not in self._public_keys:
             return _error(401, 16, f"unknown key id {kid!r}")
         service_account_id, public_key = self._public_keys[kid]
@@ -238,10 +277,7 @@ class Emulator:
             return _error(401, 16, f"JWT rejected: {err}")
         if claims["exp"] - claims["iat"] > 3600:
             return _error(401, 16, "JWT lifetime exceeds one hour")
-        token = self.issue_token()
-        with self.stats.lock:
-            self.stats.token_exchanges += 1
-        return JSONResponse({"iamToken": token, "expiresAt": _rfc3339(self._tokens[token])})
+        return None
 
     async def _metadata_token(self, request: Request) -> Response:
         if request.headers.get("Metadata-Flavor") != "Google":

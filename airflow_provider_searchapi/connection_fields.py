@@ -1,0 +1,185 @@
+"""The ``yandex_searchapi`` connection's fields, defined once.
+
+The table drives the connection form on every Airflow 3 version (declarative ``conn-fields`` from 3.2
+on, the hook's wtforms widgets on 3.0/3.1), the set of extras the config accepts, and the docs' tables
+(a test checks them). Imports nothing heavy: Airflow reads it through the provider info.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+DEFAULT_ENDPOINT = "https://searchapi.api.cloud.yandex.net"
+DEFAULT_IAM_ENDPOINT = "https://iam.api.cloud.yandex.net/iam/v1/tokens"
+DEFAULT_GRPC_ENDPOINT = "searchapi.api.cloud.yandex.net:443"
+DEFAULT_METADATA_ENDPOINT = "http://169.254.169.254/computeMetadata/v1/instance/service-accounts/default/token"
+#: The default quota of search-by-image calls per second (per cloud).
+DEFAULT_REQUESTS_PER_SECOND = 10.0
+DEFAULT_TIMEOUT_SECONDS = 60.0
+
+#: Standard connection fields the form hides: everything lives in the extras.
+HIDDEN_STANDARD_FIELDS = ("host", "schema", "login", "password", "port", "extra")
+
+
+@dataclass(frozen=True)
+class ConnField:
+    """One extra of the connection.
+
+    :param name: the key in the connection's extras.
+    :param label: the form's label.
+    :param help: the form's description.
+    :param kind: JSON schema type of the value.
+    :param secret: a credential: a password input, masked in logs.
+    :param default: the value used when the field is empty.
+    :param placeholder: the hint shown in an empty input.
+    :param choices: the allowed values, if only some are.
+    :param in_form: shown in the form (the others are set through the extras' JSON).
+    """
+
+    name: str
+    label: str
+    help: str
+    kind: Literal["string", "number", "boolean"] = "string"
+    secret: bool = False
+    default: Any = None
+    placeholder: str | None = None
+    choices: tuple[str, ...] = ()
+    in_form: bool = True
+
+
+FIELDS: tuple[ConnField, ...] = (
+    ConnField(
+        "folder_id",
+        "Folder ID",
+        "Required: ID of the Yandex Cloud folder billed for searches (b1g…).",
+        placeholder="b1g0123456789abcdefg",
+    ),
+    ConnField(
+        "service_account_json",
+        "Service account authorized key (JSON)",
+        "The whole key file that yc iam key create --output key.json writes. Give one credential only.",
+        secret=True,
+        placeholder='{"id": "aje…", "service_account_id": "aje…", "private_key": "-----BEGIN …"}',
+    ),
+    ConnField(
+        "service_account_json_path",
+        "…or path to the authorized key file",
+        "Path of that JSON file on the workers.",
+        placeholder="/opt/airflow/secrets/searchapi-key.json",
+    ),
+    ConnField("api_key", "API key", "Service-account API key with scope yc.search-api.execute.", secret=True),
+    ConnField("iam_token", "IAM token", "A static IAM token (lives at most 12 hours).", secret=True),
+    ConnField("endpoint", "Search API endpoint", "Base URL of the Search API.", placeholder=DEFAULT_ENDPOINT),
+    ConnField("iam_endpoint", "IAM endpoint", "URL of the IAM token exchange.", placeholder=DEFAULT_IAM_ENDPOINT),
+    ConnField(
+        "transport",
+        "Transport",
+        "rest (default) or grpc (needs the provider's grpc extra).",
+        default="rest",
+        choices=("rest", "grpc"),
+    ),
+    ConnField(
+        "grpc_endpoint",
+        "gRPC endpoint",
+        "host:port of the gRPC service (transport grpc).",
+        placeholder=DEFAULT_GRPC_ENDPOINT,
+    ),
+    ConnField(
+        "timeout",
+        "Timeout (seconds)",
+        "Seconds to wait for one HTTP request.",
+        kind="number",
+        default=DEFAULT_TIMEOUT_SECONDS,
+        placeholder="60",
+    ),
+    ConnField(
+        "requests_per_second",
+        "Requests per second",
+        "Client-side cap on search calls per second: the quota (10 by default) or this connection's share of it.",
+        kind="number",
+        default=DEFAULT_REQUESTS_PER_SECOND,
+        placeholder="10",
+    ),
+    ConnField(
+        "verify_tls",
+        "Verify TLS certificates",
+        "false turns certificate checks off and logs a warning: for a local emulator or a proxy you trust.",
+        kind="boolean",
+        default=True,
+        in_form=False,
+    ),
+    ConnField(
+        "metadata_endpoint",
+        "VM metadata endpoint",
+        "URL of the VM metadata token, used when no credential is given.",
+        placeholder=DEFAULT_METADATA_ENDPOINT,
+        in_form=False,
+    ),
+)
+
+FIELD_NAMES = frozenset(field.name for field in FIELDS)
+SECRET_FIELDS = tuple(field.name for field in FIELDS if field.secret)
+FORM_FIELDS = tuple(field for field in FIELDS if field.in_form)
+
+
+def _placeholders() -> dict[str, str]:
+    return {field.name: field.placeholder for field in FORM_FIELDS if field.placeholder}
+
+
+def conn_fields() -> dict[str, dict[str, Any]]:
+    """The declarative ``conn-fields`` of the provider info (read by Airflow 3.2 and later)."""
+    fields = {}
+    for field in FORM_FIELDS:
+        schema: dict[str, Any] = {"type": [field.kind, "null"]}
+        if field.secret:
+            schema["format"] = "password"
+        if field.default is not None:
+            schema["default"] = field.default
+        if field.choices:
+            schema["enum"] = list(field.choices)
+        if field.kind == "number":
+            schema["exclusiveMinimum"] = 0
+        fields[field.name] = {"label": field.label, "description": field.help, "schema": schema}
+    return fields
+
+
+def declarative_ui_field_behaviour() -> dict[str, Any]:
+    """The declarative ``ui-field-behaviour`` of the provider info (read by Airflow 3.2 and later)."""
+    return {"hidden-fields": list(HIDDEN_STANDARD_FIELDS), "relabeling": {}, "placeholders": _placeholders()}
+
+
+def connection_form_widgets() -> dict[str, Any]:
+    """What the hook's ``get_connection_form_widgets()`` returns, for Airflow 3.0 and 3.1.
+
+    wtforms fields with flask_appbuilder widgets (secrets as password fields), imported here: they
+    exist only where the ``fab`` provider is installed, and Airflow's UI swaps in its own stand-ins
+    for these names when it reads the form.
+    """
+    from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
+    from flask_babel import lazy_gettext
+    from wtforms import PasswordField, StringField
+    from wtforms.validators import Optional, any_of
+
+    widgets = {}
+    for field in FORM_FIELDS:
+        validators = [Optional(), any_of(list(field.choices))] if field.choices else [Optional()]
+        if field.secret:
+            widgets[field.name] = PasswordField(
+                lazy_gettext(field.label), validators, description=field.help, widget=BS3PasswordFieldWidget()
+            )
+        else:  # numbers too: the config reads "0.5" as 0.5, and IntegerField would refuse it
+            default = field.default if isinstance(field.default, str) else None
+            widgets[field.name] = StringField(
+                lazy_gettext(field.label),
+                validators,
+                description=field.help,
+                default=default,
+                widget=BS3TextFieldWidget(),
+            )
+    return widgets
+
+
+def ui_field_behaviour() -> dict[str, Any]:
+    """What the hook's ``get_ui_field_behaviour()`` returns, for Airflow 3.0 and 3.1."""
+    return {"hidden_fields": list(HIDDEN_STANDARD_FIELDS), "relabeling": {}, "placeholders": _placeholders()}
