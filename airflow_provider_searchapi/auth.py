@@ -374,8 +374,6 @@ def _fingerprint(secret: str) -> str:
 
 def mask_secret(value: str) -> None:
     """Register a secret with Airflow's masker, so that it never shows in task logs."""
-    try:
-        from airflow.sdk.log import mask_secret as register
-    except ImportError:  # pragma: no cover - older Task SDK
-        from airflow.sdk.execution_time.secrets_masker import mask_secret as register  # type: ignore[no-redef]
+    from airflow.providers.common.compat.sdk import mask_secret as register
+
     register(value)

@@ -195,7 +195,7 @@ def test_bad_input_exits_2(cli, emulator, tmp_path, args, words):
         ("check-connection", {"service_account_json": "{broken"}, ["'service_account_json'", "not valid JSON"]),
         ("search", {"service_account_json": "{broken"}, ["'service_account_json'", "not valid JSON"]),
         ("check-connection", {"api_key": "AQVN-second-credential"}, ["give only one credential"]),
-        ("search", {"folder_id": None}, ["'folder_id'", "is required"]),
+        ("search", {"folder_id": None}, ["'folder_id'", "has none", "folder_id="]),
         ("check-connection", {"endpoint": "searchapi.example"}, ["'endpoint'", "http"]),
         (
             "check-connection",

@@ -6,7 +6,8 @@ Serves :class:`~airflow_provider_searchapi.operators.search_by_image.SearchByIma
 
 from __future__ import annotations
 
-from airflow_provider_searchapi.engine.pipeline import Enricher, EnrichmentSettings, RunSummary
+from airflow_provider_searchapi.engine.pipeline import Enricher
+from airflow_provider_searchapi.engine.settings import EnrichmentSettings, RunSummary
 from airflow_provider_searchapi.engine.sinks import JsonLinesSink, SqlSink, XComSink
 from airflow_provider_searchapi.engine.sources import (
     SourceImage,

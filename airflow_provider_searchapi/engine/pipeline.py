@@ -16,103 +16,24 @@ import asyncio
 import collections
 import itertools
 import logging
-import os
-import stat
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from fsspec.implementations.local import LocalFileSystem
-
-from airflow_provider_searchapi.engine.downscale import downscale_to_limit
 from airflow_provider_searchapi.engine.progress import Progress
 from airflow_provider_searchapi.engine.records import STAGE_API, STAGE_READ, STAGE_VALIDATE, error_row, result_rows
+from airflow_provider_searchapi.engine.settings import EnrichmentSettings, RunSummary
 from airflow_provider_searchapi.engine.sinks import Batch, Sink
-from airflow_provider_searchapi.engine.sources import SourceImage
+from airflow_provider_searchapi.engine.sources import SourceImage, read_image
 from airflow_provider_searchapi.exceptions import InvalidImageError
 from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
-from airflow_provider_searchapi.models import MAX_IMAGE_BYTES, FamilyMode
 
 log = logging.getLogger(__name__)
 
-#: Largest object read for downscaling; anything larger is refused unread.
-MAX_READ_BYTES_FOR_DOWNSCALE = 64 * 1024 * 1024
 #: Sources taken from the listing per thread hop.
 LISTING_CHUNK = 256
 #: Seconds between the committer's looks at the pending batch's age (and at the progress log).
 COMMIT_POLL_SECONDS = 0.2
-
-
-@dataclass(frozen=True)
-class EnrichmentSettings:
-    """How the pipeline searches and commits.
-
-    :param max_pages: result pages per image (page 0 uploads; later pages reuse the CBIR id).
-    :param site: only results from this site.
-    :param family_mode: adult-content filter.
-    :param max_concurrency: images read and searched at once (held in memory) at most.
-    :param max_images: search at most this many images in this run (skipped ones do not count).
-    :param downscale_oversized: shrink images over 3 MiB with Pillow instead of recording an error.
-    :param commit_every: commit to the sinks once this many sources are finished (at most
-        ``max_concurrency``; default half of it)…
-    :param commit_seconds: …or once the oldest finished source waited this many seconds.
-    :param progress_seconds: seconds between progress log lines.
-    """
-
-    max_pages: int = 1
-    site: str | None = None
-    family_mode: FamilyMode | str | None = None
-    max_concurrency: int = 16
-    max_images: int | None = None
-    downscale_oversized: bool = False
-    commit_every: int | None = None
-    commit_seconds: float = 5.0
-    progress_seconds: float = 10.0
-
-    def __post_init__(self) -> None:
-        if self.max_pages < 1:
-            raise ValueError(f"max_pages must be >= 1 (got {self.max_pages})")
-        if self.max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1 (got {self.max_concurrency})")
-        if self.max_images is not None and self.max_images < 0:
-            raise ValueError(f"max_images must be >= 0 (got {self.max_images})")
-        if self.commit_every is not None and self.commit_every < 1:
-            raise ValueError(f"commit_every must be >= 1 (got {self.commit_every})")
-        FamilyMode.parse(self.family_mode)
-
-    @property
-    def batch_size(self) -> int:
-        """``commit_every`` with its default applied and capped at ``max_concurrency``."""
-        return min(self.commit_every or max(1, self.max_concurrency // 2), self.max_concurrency)
-
-    @property
-    def max_uncommitted(self) -> int:
-        """Sources started but not yet committed, at most: what a crash makes a re-run pay again for."""
-        return self.max_concurrency + 2 * self.batch_size
-
-
-@dataclass
-class RunSummary:
-    """What a run did; small enough for XCom."""
-
-    listed: int = 0
-    searched: int = 0
-    skipped_done: int = 0
-    failed: int = 0
-    result_rows: int = 0
-    requests: int = 0
-    throttled_429: int = 0
-    elapsed_seconds: float = 0.0
-    outputs: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def processed(self) -> int:
-        """Sources that this run searched or recorded as failed."""
-        return self.searched + self.failed
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Enricher:
@@ -237,7 +158,7 @@ class Enricher:
             if source.is_url:
                 query = {"url": source.uri}
             else:
-                data, size = await asyncio.to_thread(self._load, source)
+                data, size = await asyncio.to_thread(read_image, source, downscale=self.settings.downscale_oversized)
                 query = {"image": data}
             stage = STAGE_API
             settings = self.settings
@@ -263,28 +184,6 @@ class Enricher:
             self._full.append(self._batch)
             self._batch = Batch()
             self._commit_due.set()
-
-    def _load(self, source: SourceImage) -> tuple[bytes, int]:
-        """The image's bytes (downscaled when asked) and its size as stored, read in a worker thread."""
-        downscale = self.settings.downscale_oversized
-        limit = MAX_READ_BYTES_FOR_DOWNSCALE if downscale else MAX_IMAGE_BYTES
-        if source.size is not None and source.size > limit:
-            raise InvalidImageError(
-                f"{source.uri}: {source.size:,} bytes is over the limit of {limit:,} bytes; not read"
-            )
-        # Through the filesystem itself: ObjectStoragePath.open would record every image read as an
-        # input Asset for lineage; the task's outlet is what it produces.
-        fs, key = source.location
-        if isinstance(fs, LocalFileSystem) and not stat.S_ISREG(os.stat(key).st_mode):
-            raise InvalidImageError(f"{source.uri}: not a regular file (a folder, pipe, socket or device); not read")
-        with fs.open(key, "rb") as handle:
-            data = handle.read(limit + 1)
-        if len(data) > limit:
-            raise InvalidImageError(f"{source.uri}: over the limit of {limit:,} bytes; not read")
-        size = len(data)
-        if downscale and size > MAX_IMAGE_BYTES:
-            data = downscale_to_limit(data, name=source.uri)
-        return data, size
 
     async def _commit_loop(self, progress: Progress) -> None:
         """Commit finished sources when enough of them wait, the oldest waited long enough, or the end came."""

@@ -9,7 +9,6 @@ retryable error is searched again by the next run.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import time
@@ -18,8 +17,8 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import pydantic_core
-from airflow.sdk import BaseHook, ObjectStoragePath
+from airflow.providers.common.compat.sdk import BaseHook
+from airflow.sdk import ObjectStoragePath
 from fsspec.implementations.local import LocalFileSystem, make_path_posix
 
 from airflow_provider_searchapi.engine.records import ERROR_COLUMNS, RESULT_COLUMNS
@@ -44,12 +43,7 @@ class Batch:
 
 
 class Sink(Protocol):
-    """What the engine needs of an output.
-
-    A sink may also have ``commits_locally = True``: its commits are short writes to memory or a
-    local disk, which the engine then runs on its event loop instead of in a thread (a sink without
-    the attribute commits in threads).
-    """
+    """What the engine needs of an output. The engine calls it from worker threads, one call at a time."""
 
     def done_sources(self) -> set[str]:
         """URIs of the sources whose results are already committed here."""
@@ -66,8 +60,6 @@ class Sink(Protocol):
 
 class XComSink:
     """Keeps the rows in memory, to be returned through XCom (small runs only)."""
-
-    commits_locally = True
 
     def __init__(self) -> None:
         self.results: list[dict[str, Any]] = []
@@ -107,7 +99,6 @@ class JsonLinesSink:
             # pathlib path, which takes "~" literally where fsspec expands it.
             prefix = ObjectStoragePath(f"file://{make_path_posix(prefix.path)}/")
         self.prefix = prefix
-        self.commits_locally = isinstance(prefix.fs, LocalFileSystem)
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         self._sequence = 0
         self.parts: list[str] = []
@@ -135,19 +126,16 @@ class JsonLinesSink:
                 self._commit(f"{kind}/{name}", _jsonl(rows, columns))
 
     def _commit(self, relative: str, payload: bytes) -> None:
-        # Through the filesystem itself (a local one through the OS's own calls), as reads are:
-        # ObjectStoragePath calls cost more CPU than writing the part, and each would be recorded as
-        # lineage (the operator declares the output as its outlet instead).
+        """Write a temporary object, then move it into place. Through the filesystem itself: each
+        ObjectStoragePath call would be recorded as lineage (the operator declares the output as its
+        outlet instead)."""
         fs, base = self.prefix.fs, self.prefix.path.rstrip("/")
         temporary = f"{base}/_tmp/{relative.replace('/', '-')}.{secrets.token_hex(4)}"
         final = f"{base}/{relative}"
-        if isinstance(fs, LocalFileSystem):
-            _commit_local(temporary, final, payload)
-        else:
-            fs.makedirs(f"{base}/_tmp", exist_ok=True)
-            fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
-            fs.pipe_file(temporary, payload)
-            fs.mv(temporary, final)
+        fs.makedirs(f"{base}/_tmp", exist_ok=True)
+        fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
+        fs.pipe_file(temporary, payload)
+        fs.mv(temporary, final)
         self.parts.append(f"{self.prefix.protocol}://{final}")
 
     def finish(self, summary: dict[str, Any]) -> None:
@@ -163,32 +151,6 @@ class JsonLinesSink:
         }
 
 
-def _commit_local(temporary: str, final: str, payload: bytes) -> None:
-    """Write ``temporary``, then rename it to ``final`` (atomic on one filesystem), with the OS's own
-    calls; a folder is made only when one is missing (the first part of a run, or after someone
-    removed it).
-
-    Through fsspec's ``LocalFileSystem`` (two ``makedirs``, ``pipe_file``, ``mv``) the same commit
-    cost more CPU: a part of 40 rows took 0.26 ms to encode and commit on tmpfs, now 0.14 ms (with
-    the faster ``_jsonl``; see docs/benchmarks.md).
-    """
-    try:
-        _write_file(temporary, payload)
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(temporary), exist_ok=True)
-        _write_file(temporary, payload)
-    try:
-        os.replace(temporary, final)
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        os.replace(temporary, final)
-
-
-def _write_file(path: str, payload: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(payload)
-
-
 def _done_in_part(part: ObjectStoragePath, *, errors: bool) -> Iterator[str]:
     with part.open("r", encoding="utf-8") as handle:
         for line in handle:
@@ -199,13 +161,9 @@ def _done_in_part(part: ObjectStoragePath, *, errors: bool) -> Iterator[str]:
 
 
 def _jsonl(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> bytes:
-    """One JSON object per line, keys in the order of ``columns``, UTF-8 unescaped, by pydantic-core's
-    encoder (a third of ``json.dumps``' time). Rows from engine/records.py already have exactly those
-    keys in that order and are encoded as they are (1.7 instead of 2.8 µs a row here); others are
-    projected onto the columns."""
-    to_json = pydantic_core.to_json
-    lines = [to_json(row if tuple(row) == columns else {c: row.get(c) for c in columns}) for row in rows]
-    return b"\n".join(lines) + b"\n" if lines else b""
+    """One JSON object per line, keys in the order of ``columns``, UTF-8."""
+    lines = [json.dumps({c: row.get(c) for c in columns}, ensure_ascii=False) for row in rows]
+    return "".join(line + "\n" for line in lines).encode()
 
 
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
@@ -229,8 +187,6 @@ class SqlSink:
     :param table: the results table; ``<table>_errors`` holds the errors.
     :param create_table: create both tables (and an index on ``source_uri``) when missing.
     """
-
-    commits_locally = False  # a database's transaction: in a thread, even SQLite's (it may wait on a lock)
 
     def __init__(self, conn_id: str, table: str, *, create_table: bool = True) -> None:
         from airflow.providers.common.sql.hooks.sql import DbApiHook

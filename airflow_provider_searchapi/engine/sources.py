@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,6 +21,12 @@ from airflow.sdk import ObjectStoragePath
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
+from airflow_provider_searchapi.engine.downscale import downscale_to_limit
+from airflow_provider_searchapi.exceptions import InvalidImageError
+from airflow_provider_searchapi.models import MAX_IMAGE_BYTES
+
+#: Largest object read for downscaling; anything larger is refused unread.
+MAX_READ_BYTES_FOR_DOWNSCALE = 64 * 1024 * 1024
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
@@ -195,6 +202,29 @@ def images_from_paths(paths: Iterable[str], *, conn_id: str | None = None) -> It
             else:
                 info = {"size": status.st_size, "mtime": status.st_mtime}
         yield _source(root, info, key=key)
+
+
+def read_image(source: SourceImage, *, downscale: bool = False) -> tuple[bytes, int]:
+    """A stored image's bytes (over 3 MiB: downscaled when asked, else refused) and its size as stored.
+
+    Blocking: call it in a worker thread.
+    """
+    limit = MAX_READ_BYTES_FOR_DOWNSCALE if downscale else MAX_IMAGE_BYTES
+    if source.size is not None and source.size > limit:
+        raise InvalidImageError(f"{source.uri}: {source.size:,} bytes is over the limit of {limit:,} bytes; not read")
+    # Through the filesystem itself: ObjectStoragePath.open would record every image read as an input
+    # Asset for lineage; the task's outlet is what it produces.
+    fs, key = source.location
+    if isinstance(fs, LocalFileSystem) and not stat.S_ISREG(os.stat(key).st_mode):
+        raise InvalidImageError(f"{source.uri}: not a regular file (a folder, pipe, socket or device); not read")
+    with fs.open(key, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise InvalidImageError(f"{source.uri}: over the limit of {limit:,} bytes; not read")
+    size = len(data)
+    if downscale and size > MAX_IMAGE_BYTES:
+        data = downscale_to_limit(data, name=source.uri)
+    return data, size
 
 
 def images_from_urls(urls: Iterable[str]) -> Iterator[SourceImage]:

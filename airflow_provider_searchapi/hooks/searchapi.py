@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-import threading
 from collections.abc import AsyncIterator, Iterator
 from functools import cached_property
 from typing import Any
 
 import httpx
-from airflow.sdk import BaseHook
+from airflow.providers.common.compat.sdk import BaseHook
 
-from airflow_provider_searchapi.auth import (
-    ApiKeyAuth,
-    MetadataTokenFetcher,
-    RefreshingTokenAuth,
-    ServiceAccountKeyFetcher,
-    StaticTokenAuth,
-)
-from airflow_provider_searchapi.config import CredentialKind, SearchApiConfig
+from airflow_provider_searchapi import connection_fields
+from airflow_provider_searchapi.auth import RefreshingTokenAuth, build_auth, mask_secret
+from airflow_provider_searchapi.config import SearchApiConfig
 from airflow_provider_searchapi.exceptions import SearchApiError, SearchApiHTTPError, status_hint
 from airflow_provider_searchapi.images import check_image
 from airflow_provider_searchapi.models import FamilyMode, ImageSearchResult, SearchRequest
@@ -31,14 +23,16 @@ from airflow_provider_searchapi.transport.rest import RestTransport
 
 
 class SearchApiHook(BaseHook):
-    """Calls Yandex Cloud Search API v2 *search by image* with a ``yandex_searchapi`` connection.
+    """Calls Yandex Cloud Search API v2 *search by image* with a ``yandex_searchapi`` connection (or the
+    ``yandexcloud`` connection of Yandex's managed Airflow).
 
     Nothing touches the network until the first call. Calls are retried when that is safe, held to the
     connection's ``requests_per_second`` across every hook of the connection in the process, and
     authenticated with the connection's credential (an IAM token minted from an authorized key is
     cached and shared by the whole process).
 
-    :param searchapi_conn_id: the ``yandex_searchapi`` connection to use.
+    :param searchapi_conn_id: the ``yandex_searchapi`` or ``yandexcloud`` connection to use.
+    :param folder_id: the folder billed for searches, when the connection names none.
     :param requests_per_second: override of the connection's rate cap (e.g. your share of the quota).
     :param retry_policy: override of the default retry policy.
     :param max_connections: HTTP connection pool size (raise it with high concurrency).
@@ -53,6 +47,7 @@ class SearchApiHook(BaseHook):
         self,
         searchapi_conn_id: str = default_conn_name,
         *,
+        folder_id: str | None = None,
         requests_per_second: float | None = None,
         retry_policy: RetryPolicy | None = None,
         max_connections: int = 100,
@@ -60,12 +55,23 @@ class SearchApiHook(BaseHook):
     ) -> None:
         super().__init__(**kwargs)
         self.searchapi_conn_id = searchapi_conn_id
+        self._folder_id = folder_id or None
         self._requests_per_second = requests_per_second
         self._retry_policy = retry_policy
         self._max_connections = max_connections
         self._config: SearchApiConfig | None = None
-        #: counters of this hook's calls: attempts sent, retryable failures by status, 429s
+        #: counters of this hook's calls: attempts sent, failures by status, 429s
         self.stats = CallStats()
+
+    @staticmethod
+    def get_connection_form_widgets() -> dict[str, Any]:
+        """The connection form's fields on Airflow 3.0/3.1 (3.2+ reads them from the provider info)."""
+        return connection_fields.connection_form_widgets()
+
+    @staticmethod
+    def get_ui_field_behaviour() -> dict[str, Any]:
+        """Hidden standard fields and placeholders of the form on Airflow 3.0/3.1."""
+        return connection_fields.ui_field_behaviour()
 
     # -- configuration ------------------------------------------------------------------------
     @property
@@ -73,7 +79,7 @@ class SearchApiHook(BaseHook):
         """The validated connection settings (read once, on first use)."""
         if self._config is None:
             conn = self.get_connection(self.searchapi_conn_id)
-            config = self._load_config(conn.extra_dejson)
+            config = self._load_config(conn.conn_type, conn.extra_dejson)
             _mask_credentials(config)
             self._config = config
         return self._config
@@ -82,14 +88,14 @@ class SearchApiHook(BaseHook):
         """The validated connection settings, read without blocking the event loop."""
         if self._config is None:
             conn = await self.aget_connection(self.searchapi_conn_id)
-            config = self._load_config(conn.extra_dejson)
+            config = self._load_config(conn.conn_type, conn.extra_dejson)
             # Masking talks to the task supervisor: do it off the event loop's thread.
             await asyncio.to_thread(_mask_credentials, config)
             self._config = config
         return self._config
 
-    def _load_config(self, extras: dict[str, Any]) -> SearchApiConfig:
-        config = SearchApiConfig.from_extras(extras)
+    def _load_config(self, conn_type: str, extras: dict[str, Any]) -> SearchApiConfig:
+        config = SearchApiConfig.from_connection(conn_type, extras, folder_id=self._folder_id)
         if not config.verify_tls:
             self.log.warning(
                 "Connection %s has verify_tls=false: TLS certificates are NOT checked; use it only with a "
@@ -285,56 +291,9 @@ class SearchApiHook(BaseHook):
         )
 
 
-def build_auth(config: SearchApiConfig) -> httpx.Auth:
-    """The ``httpx.Auth`` for a config's credential; token-minting ones are shared in the process."""
-    if config.credential is CredentialKind.API_KEY:
-        assert config.api_key is not None
-        return ApiKeyAuth(config.api_key.get_secret_value())
-    if config.credential is CredentialKind.IAM_TOKEN:
-        assert config.iam_token is not None
-        return StaticTokenAuth(config.iam_token.get_secret_value())
-    if config.credential is CredentialKind.AUTHORIZED_KEY:
-        key = config.authorized_key
-        assert key is not None
-        cache_key = f"sa|{key.id}|{config.iam_endpoint}|{_fingerprint(key.private_key.get_secret_value())}"
-        fetch = ServiceAccountKeyFetcher(key, config.iam_endpoint, timeout=config.timeout, verify_tls=config.verify_tls)
-    else:
-        cache_key = f"metadata|{config.metadata_endpoint}"
-        fetch = MetadataTokenFetcher(config.metadata_endpoint, timeout=config.timeout)
-    with _token_auths_lock:
-        auth = _token_auths.get(cache_key)
-        if auth is None:
-            auth = _token_auths[cache_key] = RefreshingTokenAuth(fetch, on_new_token=_mask)
-        return auth
-
-
-_token_auths: dict[str, RefreshingTokenAuth] = {}
-_token_auths_lock = threading.Lock()
-
-
-def _fingerprint(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()[:16]
-
-
-def _mask(value: str) -> None:
-    """Register a secret with Airflow's masker, so that it never shows in task logs."""
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # pragma: no cover - older Task SDK
-        from airflow.sdk.execution_time.secrets_masker import mask_secret  # type: ignore[no-redef]
-    mask_secret(value)
-
-
 def _mask_credentials(config: SearchApiConfig) -> None:
-    for secret in (config.api_key, config.iam_token):
-        if secret is not None:
-            _mask(secret.get_secret_value())
-    if config.authorized_key is not None:
-        pem = config.authorized_key.private_key.get_secret_value()
-        body = "\n".join(line for line in pem.strip().splitlines() if not line.startswith("-----"))
-        for form in (pem, body):  # the key whole, and its base64 body however it is framed
-            _mask(form)
-            _mask(json.dumps(form)[1:-1])  # as it reads inside JSON text
+    for secret in config.secret_values():
+        mask_secret(secret)
 
 
 def _later_pages(first: ImageSearchResult, max_pages: int | None) -> range:

@@ -15,6 +15,7 @@ Run it alone: ``python -m airflow_provider_searchapi.testing.emulator --help``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import binascii
 import gzip
 import hashlib
@@ -27,7 +28,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 import jwt
-import pybase64
 import pydantic_core
 from cryptography.hazmat.primitives import serialization
 from starlette.applications import Starlette
@@ -312,8 +312,6 @@ class Emulator:
             with self.stats.lock:
                 self.stats.rest_connections.add((request.client.host, request.client.port))
         try:
-            # pydantic-core's parser: 0.14 ms for a 1 MiB image's body where json.loads takes 2.7 ms,
-            # the emulator's largest cost, which slowed the client sharing its machine (docs/benchmarks.md).
             body: Any = pydantic_core.from_json(await request.body())
         except ValueError:
             body = None
@@ -376,7 +374,7 @@ class Emulator:
 
         if "data" in given:
             try:
-                data = pybase64.b64decode(body["data"], validate=True)
+                data = base64.b64decode(body["data"], validate=True)
             except (binascii.Error, TypeError, ValueError):
                 return SearchOutcome.error(400, 3, "data is not valid base64.")
             if len(data) > MAX_IMAGE_BYTES:
@@ -442,7 +440,7 @@ class Emulator:
         if _unit("empty", query) < self.settings.no_results_rate:
             pages = 0
         shard = int.from_bytes(digest[1:4], "big") % 9_000_000 + 1_000_000
-        cbir_id = f"{shard}/{pybase64.urlsafe_b64encode(digest[4:16]).decode().rstrip('=')}"
+        cbir_id = f"{shard}/{base64.urlsafe_b64encode(digest[4:16]).decode().rstrip('=')}"
         self._cbir[cbir_id] = (query, time.monotonic())
         body: dict[str, Any] = {"id": cbir_id, "maxPage": str(max(pages - 1, 0))}
         if page:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import pytest
@@ -15,8 +14,7 @@ from tests.conftest import write_images
 
 
 def _fail_third_call(monkeypatch, owner, name: str, *, half_written: bool) -> None:
-    """Make ``owner.name`` fail on its third call on a part (a path under ``_tmp/``: locally, the first
-    part's first call finds no folder and is made again, so the second part fails); with
+    """Make ``owner.name`` fail on its third call on a part (a path under ``_tmp/``); with
     ``half_written`` half the bytes land first (the connection breaks mid-upload, the disk fills up)."""
     original = getattr(owner, name)
     calls = {"n": 0}
@@ -35,25 +33,23 @@ def _fail_third_call(monkeypatch, owner, name: str, *, half_written: bool) -> No
     monkeypatch.setattr(owner, name, flaky)
 
 
-# A local output is written with the OS's calls (write a file under _tmp/, rename it into place); any
-# other store through its fsspec filesystem (pipe_file under _tmp/, then mv).
+# Every store is written through its fsspec filesystem: pipe_file under _tmp/, then mv into place.
 @pytest.mark.parametrize(
     "store, failing",
-    [("local", "write"), ("local", "rename"), ("s3", "pipe_file"), ("s3", "mv")],
+    [("local", "pipe_file"), ("local", "mv"), ("s3", "pipe_file"), ("s3", "mv")],
 )
 def test_failure_mid_write_leaves_only_complete_parts(store, failing, make_hook, tmp_path, monkeypatch, request):
     write_images(tmp_path / "in", 24)
     hook = make_hook("api_key", requests_per_second=1000)
     if store == "local":
         prefix = ObjectStoragePath(f"file://{tmp_path}/out/")
-        owner, name = (sinks, "_write_file") if failing == "write" else (os, "replace")
     else:
         bucket, conn_id = request.getfixturevalue("bucket"), request.getfixturevalue("s3_conn_id")
         prefix = ObjectStoragePath(f"{bucket}/out/", conn_id=conn_id)
-        owner, name = prefix.fs, failing  # s3fs puts its sync methods on the instance
+    owner, name = prefix.fs, failing
     settings = EnrichmentSettings(max_concurrency=4, commit_every=2)
     with monkeypatch.context() as patched:
-        _fail_third_call(patched, owner, name, half_written=failing in ("write", "pipe_file"))
+        _fail_third_call(patched, owner, name, half_written=failing == "pipe_file")
         with pytest.raises(OSError, match=f"storage failed during {name}"):
             Enricher(hook, [JsonLinesSink(prefix)], settings).run(list_images(f"file://{tmp_path}/in/"))
 
@@ -74,8 +70,8 @@ def test_failure_mid_write_leaves_only_complete_parts(store, failing, make_hook,
 
 
 def test_local_output_folders_are_made_when_missing_even_mid_run(tmp_path):
-    """Folders are made only when a write or a rename finds one missing: for a run's first parts, and
-    again when someone removed the output while the run went on."""
+    """Folders are made for a run's first parts, and again when someone removed the output while the
+    run went on."""
     out = tmp_path / "deep" / "out"
     sink = JsonLinesSink(ObjectStoragePath(f"file://{out}/"))
     found = {"source_uri": "file:///in/a.jpg", "rank": 0}
@@ -95,8 +91,7 @@ def test_local_output_folders_are_made_when_missing_even_mid_run(tmp_path):
 
 
 def test_json_lines_keep_the_column_order_whatever_the_rows_order(tmp_path):
-    """Rows built by the engine are encoded as they are; any other row is projected onto the columns
-    (missing ones null, extra ones dropped)."""
+    """Rows are projected onto the columns (missing ones null, extra ones dropped), in their order."""
     out = tmp_path / "out"
     sink = JsonLinesSink(ObjectStoragePath(f"file://{out}/"))
     ordered = dict.fromkeys(RESULT_COLUMNS, "x")

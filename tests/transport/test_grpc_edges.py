@@ -73,7 +73,7 @@ def hook_on(request, searchapi_emulator, monkeypatch) -> Iterator[Callable[..., 
     "overrides, call, status, grpc_code",
     [
         ({"folder_id": "b1gnotyours"}, {"url": "https://x/1.jpg"}, 403, 7),
-        ({}, {"image": make_jpeg(1)[:300]}, 400, 3),  # a JPEG the emulator cannot decode
+        ({}, {"image": make_jpeg(1)[:-20]}, 400, 3),  # a JPEG the emulator cannot decode
         ({}, {"cbir_id": "1/unknown"}, 404, 5),
     ],
 )

@@ -1,0 +1,79 @@
+"""What a run is told (:class:`EnrichmentSettings`) and what it reports (:class:`RunSummary`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from airflow_provider_searchapi.models import FamilyMode
+
+
+@dataclass(frozen=True)
+class EnrichmentSettings:
+    """How the pipeline searches and commits.
+
+    :param max_pages: result pages per image (page 0 uploads; later pages reuse the CBIR id).
+    :param site: only results from this site.
+    :param family_mode: adult-content filter.
+    :param max_concurrency: images read and searched at once (held in memory) at most.
+    :param max_images: search at most this many images in this run (skipped ones do not count).
+    :param downscale_oversized: shrink images over 3 MiB with Pillow instead of recording an error.
+    :param commit_every: commit to the sinks once this many sources are finished (at most
+        ``max_concurrency``; default half of it)…
+    :param commit_seconds: …or once the oldest finished source waited this many seconds.
+    :param progress_seconds: seconds between progress log lines.
+    """
+
+    max_pages: int = 1
+    site: str | None = None
+    family_mode: FamilyMode | str | None = None
+    max_concurrency: int = 16
+    max_images: int | None = None
+    downscale_oversized: bool = False
+    commit_every: int | None = None
+    commit_seconds: float = 5.0
+    progress_seconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.max_pages < 1:
+            raise ValueError(f"max_pages must be >= 1 (got {self.max_pages})")
+        if self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1 (got {self.max_concurrency})")
+        if self.max_images is not None and self.max_images < 0:
+            raise ValueError(f"max_images must be >= 0 (got {self.max_images})")
+        if self.commit_every is not None and self.commit_every < 1:
+            raise ValueError(f"commit_every must be >= 1 (got {self.commit_every})")
+        FamilyMode.parse(self.family_mode)
+
+    @property
+    def batch_size(self) -> int:
+        """``commit_every`` with its default applied and capped at ``max_concurrency``."""
+        return min(self.commit_every or max(1, self.max_concurrency // 2), self.max_concurrency)
+
+    @property
+    def max_uncommitted(self) -> int:
+        """Sources started but not yet committed, at most: what a crash makes a re-run pay again for."""
+        return self.max_concurrency + 2 * self.batch_size
+
+
+@dataclass
+class RunSummary:
+    """What a run did; small enough for XCom."""
+
+    listed: int = 0
+    searched: int = 0
+    skipped_done: int = 0
+    failed: int = 0
+    result_rows: int = 0
+    requests: int = 0
+    throttled_429: int = 0
+    elapsed_seconds: float = 0.0
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def processed(self) -> int:
+        """Sources that this run searched or recorded as failed."""
+        return self.searched + self.failed
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
