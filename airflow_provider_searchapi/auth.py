@@ -22,7 +22,6 @@ from typing import Any
 import httpx
 import jwt
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from airflow_provider_searchapi.config import IAM_AUDIENCE, AuthorizedKey, CredentialKind, SearchApiConfig
 from airflow_provider_searchapi.exceptions import SearchApiAuthError, certificate_refused
@@ -178,12 +177,6 @@ def sign_jwt(key: AuthorizedKey, *, now: float | None = None) -> str:
     return jwt.encode(claims, key.load_private_key(), algorithm="PS256", headers={"kid": key.id})
 
 
-def _transient(err: BaseException) -> bool:
-    if isinstance(err, httpx.TransportError):
-        return True
-    return isinstance(err, SearchApiAuthError) and err.status is not None and err.status >= 500
-
-
 class _IamAnswer(BaseModel):
     token: str = Field(alias="iamToken")
     expires_at: AwareDatetime = Field(alias="expiresAt")
@@ -209,34 +202,27 @@ class _IamExchange:
         """The credential as named in errors (never the secret itself)."""
         raise NotImplementedError
 
-    @retry(
-        retry=retry_if_exception(_transient),
-        stop=stop_after_attempt(4),
-        wait=wait_random_exponential(multiplier=0.5, max=8),
-        reraise=True,
-    )
     def __call__(self) -> IamToken:
         started = time.time()
+        request_id = str(uuid.uuid4())
         try:
             with httpx.Client(timeout=self._timeout, verify=self._verify) as client:
-                response = client.post(
-                    self._endpoint, json=self._body(started), headers={"x-client-request-id": str(uuid.uuid4())}
-                )
-        except httpx.TransportError as err:
-            if certificate_refused(err):
-                raise SearchApiAuthError(
-                    f"TLS certificate of the IAM endpoint {httpx.URL(self._endpoint).host} could not be verified"
-                ) from None
-            raise
+                headers = {"x-client-request-id": request_id}
+                response = client.post(self._endpoint, json=self._body(started), headers=headers)
+        except httpx.HTTPError as err:
+            raise _unreachable(err, "the IAM endpoint", self._endpoint, request_id) from None
         if response.status_code != 200:
             raise SearchApiAuthError(
-                f"IAM refused {self._credential()}: HTTP {response.status_code} {_error_message(response)}",
-                status=response.status_code,
+                response.status_code,
+                f"IAM at {self._endpoint} refused {self._credential()}: {_error_message(response)}",
+                request_id=request_id,
             )
         try:
             answer = _IamAnswer.model_validate_json(response.content)
         except ValidationError:
-            raise SearchApiAuthError("IAM answered 200 without a readable iamToken/expiresAt") from None
+            raise SearchApiAuthError(
+                200, f"IAM at {self._endpoint} answered without a readable iamToken/expiresAt", retryable=False
+            ) from None
         return IamToken(value=answer.token, expires_at=answer.expires_at.timestamp(), obtained_at=started)
 
 
@@ -291,12 +277,6 @@ class MetadataTokenFetcher:
         self._endpoint = endpoint
         self._timeout = min(timeout, 10.0)
 
-    @retry(
-        retry=retry_if_exception(_transient),
-        stop=stop_after_attempt(3),
-        wait=wait_random_exponential(multiplier=0.5, max=4),
-        reraise=True,
-    )
     def __call__(self) -> IamToken:
         started = time.time()
         try:
@@ -304,12 +284,16 @@ class MetadataTokenFetcher:
                 response = client.get(self._endpoint, headers={"Metadata-Flavor": "Google"})
         except httpx.ConnectError:
             raise SearchApiAuthError(
+                0,
                 f"no credential in the connection and no VM metadata service at {self._endpoint}: "
-                "set service_account_json, service_account_json_path, api_key or iam_token"
+                "set service_account_json, service_account_json_path, api_key or iam_token",
+                retryable=False,
             ) from None
+        except httpx.HTTPError as err:
+            raise _unreachable(err, "the VM metadata service", self._endpoint, None) from None
         if response.status_code != 200:
             raise SearchApiAuthError(
-                f"VM metadata service answered HTTP {response.status_code}", status=response.status_code
+                response.status_code, f"the VM metadata service at {self._endpoint}: {_error_message(response)}"
             )
         try:
             body = response.json()
@@ -319,7 +303,18 @@ class MetadataTokenFetcher:
                 obtained_at=started,
             )
         except (ValueError, KeyError, TypeError):
-            raise SearchApiAuthError("VM metadata service answered without access_token/expires_in") from None
+            raise SearchApiAuthError(
+                200, "the VM metadata service answered without access_token/expires_in", retryable=False
+            ) from None
+
+
+def _unreachable(err: httpx.HTTPError, what: str, endpoint: str, request_id: str | None) -> SearchApiAuthError:
+    """No answer from a token service: a refused certificate (final), else retried like any no-answer."""
+    if certificate_refused(err):
+        return SearchApiAuthError(
+            0, f"TLS certificate of {what} {endpoint} could not be verified", request_id=request_id, retryable=False
+        )
+    return SearchApiAuthError(0, f"could not reach {what} {endpoint} ({type(err).__name__})", request_id=request_id)
 
 
 def _error_message(response: httpx.Response) -> str:

@@ -29,14 +29,6 @@ class InvalidImageError(SearchApiError, ValueError):
     """
 
 
-class SearchApiAuthError(SearchApiError):
-    """Getting a credential failed (IAM token exchange or VM metadata service)."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        self.status = status
-        super().__init__(message)
-
-
 class SearchApiHTTPError(SearchApiError):
     """The Search API answered with an error.
 
@@ -48,6 +40,9 @@ class SearchApiHTTPError(SearchApiError):
     :param retry_after: seconds the server asked to wait (``Retry-After``).
     :param retryable: override of the status-based decision (e.g. a certificate failure is final).
     """
+
+    #: the service that failed, as error messages name it
+    service = "Search API"
 
     def __init__(
         self,
@@ -66,7 +61,7 @@ class SearchApiHTTPError(SearchApiError):
         self.grpc_code = grpc_code
         self.retry_after = retry_after
         where = f" (request id {request_id})" if request_id else ""
-        super().__init__(f"Search API error {status}: {message}{where}")
+        super().__init__(f"{self.service} error {status}: {message}{where}")
 
     @property
     def retryable(self) -> bool:
@@ -74,6 +69,31 @@ class SearchApiHTTPError(SearchApiError):
         if self._retryable is not None:
             return self._retryable
         return self.status in RETRYABLE_STATUSES or self.status == 0
+
+
+class SearchApiAuthError(SearchApiHTTPError):
+    """Getting a credential failed: the IAM token exchange or the VM metadata service refused, or could
+    not be reached (status 0). Retried like the Search API's own failures."""
+
+    service = "IAM"
+
+
+class SearchApiSetupError(SearchApiError):
+    """A run was stopped early: its first images all failed for a reason of the setup (credential,
+    folder, endpoint), not of the images.
+
+    :param cause: the last such failure.
+    """
+
+    def __init__(self, message: str, cause: SearchApiHTTPError) -> None:
+        self.cause = cause
+        super().__init__(message)
+
+
+def is_setup_failure(err: BaseException) -> bool:
+    """Whether a failed search says more about the setup than about the image: the credential or the
+    folder refused (401, 403), the endpoint wrong (404) or unreachable after every retry (0)."""
+    return isinstance(err, SearchApiHTTPError) and err.status in (0, 401, 403, 404)
 
 
 #: HTTP statuses that are worth a retry (quota, transient server trouble).

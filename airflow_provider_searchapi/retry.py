@@ -72,7 +72,7 @@ class wait_retry_after(wait_base):  # noqa: N801 - tenacity's naming style
 
 @dataclass
 class CallStats:
-    """Counters of a hook's calls, filled in by tenacity's callbacks.
+    """Counters of a hook's calls: attempts counted as they are sent, failures by tenacity's retry test.
 
     :param attempts: attempts sent, each counted against the quota.
     :param failures: failed attempts by HTTP status (0: no answer), retried or not.
@@ -85,9 +85,6 @@ class CallStats:
     def throttled(self) -> int:
         """Attempts refused with 429 (quota exceeded)."""
         return self.failures[429]
-
-    def _before(self, state: RetryCallState) -> None:
-        self.attempts += 1
 
     def _judge(self, err: BaseException) -> bool:
         """tenacity's retry test: count the failure, then tell whether it is worth another attempt."""
@@ -119,7 +116,6 @@ class RetryPolicy:
                 wait_random_exponential(multiplier=self.backoff_base, max=self.backoff_max),
                 cap=self.backoff_max * 2,
             ),
-            "before": stats._before if stats else None,
             "before_sleep": _log_retry,
             "reraise": True,
         }
@@ -152,6 +148,7 @@ class Caller:
         def attempt() -> Result:
             prepared = prepare()
             self.limiter.acquire()
+            self.stats.attempts += 1
             return send(prepared)
 
         return self.policy.retrying(self.stats)(attempt)
@@ -162,6 +159,7 @@ class Caller:
         async def attempt() -> Result:
             prepared = await prepare()
             await self.limiter.aacquire()
+            self.stats.attempts += 1
             return await send(prepared)
 
         return await self.policy.async_retrying(self.stats)(attempt)

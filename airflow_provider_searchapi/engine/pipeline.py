@@ -21,17 +21,33 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from airflow_provider_searchapi.engine.progress import Progress
-from airflow_provider_searchapi.engine.records import STAGE_API, STAGE_READ, STAGE_VALIDATE, error_row, result_rows
+from airflow_provider_searchapi.engine.records import (
+    STAGE_API,
+    STAGE_READ,
+    STAGE_VALIDATE,
+    error_row,
+    failure_cause,
+    result_rows,
+)
 from airflow_provider_searchapi.engine.settings import EnrichmentSettings, RunSummary
 from airflow_provider_searchapi.engine.sinks import Batch, Sink
 from airflow_provider_searchapi.engine.sources import SourceImage, read_image
-from airflow_provider_searchapi.exceptions import InvalidImageError
+from airflow_provider_searchapi.exceptions import (
+    InvalidImageError,
+    SearchApiAuthError,
+    SearchApiHTTPError,
+    SearchApiSetupError,
+    is_setup_failure,
+    status_hint,
+)
 from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
 
 log = logging.getLogger(__name__)
 
 #: Sources taken from the listing per thread hop.
 LISTING_CHUNK = 256
+#: A run whose first images fail this many times for a reason of the setup (and none succeed) stops.
+SETUP_FAILURES_TO_STOP = 5
 #: Seconds between the committer's looks at the pending batch's age (and at the progress log).
 COMMIT_POLL_SECONDS = 0.2
 
@@ -57,6 +73,7 @@ class Enricher:
         self._places = asyncio.Semaphore(self.settings.max_uncommitted)
         self._done_per_sink: list[set[str]] = []
         self._listing_error: Exception | None = None
+        self._setup_failures = 0
 
     def run(self, sources: Iterable[SourceImage]) -> RunSummary:
         """Search every source not already done and commit the rows; return the summary.
@@ -102,8 +119,12 @@ class Enricher:
                 self._searching_ended = True
                 self._commit_due.set()
                 await committer
-        except BaseExceptionGroup as failures:  # a sink failed: the first cause is the run's
-            raise failures.exceptions[0] from None
+        except BaseExceptionGroup as failures:  # a sink failed, or the setup: the first cause is the run's
+            first = failures.exceptions[0]
+            if isinstance(first, SearchApiSetupError):  # the sinks work: commit what finished
+                for batch in [*self._full, self._batch]:
+                    await self._commit(batch)
+            raise first from None
         if self._listing_error is not None:
             raise self._listing_error
 
@@ -171,8 +192,10 @@ class Enricher:
         except Exception as err:  # noqa: BLE001 - every failure is recorded against its source
             stage = STAGE_VALIDATE if isinstance(err, InvalidImageError) else stage
             self._batch.errors.append(error_row(source, stage, err))
-            self.summary.failed += 1
+            self.summary.count_failure(failure_cause(err))
+            failure: Exception | None = err
         else:
+            failure = None
             rows = result_rows(source, pages, size)
             self._batch.results.extend(rows)
             self.summary.searched += 1
@@ -184,6 +207,22 @@ class Enricher:
             self._full.append(self._batch)
             self._batch = Batch()
             self._commit_due.set()
+        if failure is not None and is_setup_failure(failure) and not self.summary.searched:
+            self._setup_failures += 1
+            if self._setup_failures >= SETUP_FAILURES_TO_STOP:
+                raise self._setup_error(failure)
+
+    def _setup_error(self, err: Exception) -> SearchApiSetupError:
+        assert isinstance(err, SearchApiHTTPError)
+        config = self.hook.config
+        endpoint = config.grpc_endpoint if config.transport == "grpc" else config.endpoint
+        where = "" if isinstance(err, SearchApiAuthError) else f" (endpoint {endpoint}, folder {config.folder_id})"
+        return SearchApiSetupError(
+            f"Stopped: the first {self._setup_failures} images all failed and none succeeded, so the setup is "
+            f"at fault, not the images: {err}{where}{status_hint(err.status)} What finished is committed; "
+            "re-run once the connection is fixed.",
+            err,
+        )
 
     async def _commit_loop(self, progress: Progress) -> None:
         """Commit finished sources when enough of them wait, the oldest waited long enough, or the end came."""

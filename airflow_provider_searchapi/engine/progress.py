@@ -57,7 +57,7 @@ class Progress:
         else:
             total, eta = f"{to_do:,}+ (listing)", "?"
         log.info(
-            "%s %s/%s images (%.1f/s, ETA %s, elapsed %s): %d failed, %d skipped as done, %d result rows, "
+            "%s %s/%s images (%.1f/s, ETA %s, elapsed %s): %d failed%s, %d skipped as done, %d result rows, "
             "%d requests, %d throttled (429)",
             "Finished:" if final else "Progress:",
             f"{done:,}",
@@ -66,6 +66,7 @@ class Progress:
             eta,
             _duration(elapsed),
             s.failed,
+            f" ({s.top_causes()})" if s.failure_causes else "",
             s.skipped_done,
             s.result_rows,
             self.stats.attempts - self._attempts_before,

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from airflow_provider_searchapi.engine.sources import SourceImage
-from airflow_provider_searchapi.exceptions import SearchApiError, SearchApiHTTPError
+from airflow_provider_searchapi.exceptions import InvalidImageError, SearchApiError, SearchApiHTTPError
 from airflow_provider_searchapi.models import ImageSearchResult
 
 RESULT_COLUMNS: tuple[str, ...] = (
@@ -92,6 +92,17 @@ def result_rows(source: SourceImage, pages: Sequence[ImageSearchResult], size: i
 def is_permanent(stage: str, err: BaseException) -> bool:
     """Whether searching the source again cannot help: the image itself is refused."""
     return stage == STAGE_VALIDATE or (isinstance(err, SearchApiHTTPError) and err.status == 400)
+
+
+def failure_cause(err: BaseException) -> str:
+    """What a failure says of its cause without naming its source, so that failures group by cause."""
+    if isinstance(err, SearchApiHTTPError):
+        return f"{err.service} {err.status or 'no answer'}: {err.message[:160]}"
+    if isinstance(err, InvalidImageError):
+        return "invalid image: " + str(err).split(": ", 1)[-1][:160]
+    if isinstance(err, OSError) and err.strerror:
+        return f"{type(err).__name__}: {err.strerror}"
+    return type(err).__name__
 
 
 def error_row(source: SourceImage, stage: str, err: BaseException) -> dict[str, Any]:

@@ -69,6 +69,18 @@ class RunSummary:
     throttled_429: int = 0
     elapsed_seconds: float = 0.0
     outputs: list[dict[str, Any]] = field(default_factory=list)
+    #: failed sources by cause (``403 "folder … not found"``, ``invalid image: the file is empty``…)
+    failure_causes: dict[str, int] = field(default_factory=dict)
+
+    def count_failure(self, cause: str) -> None:
+        self.failed += 1
+        self.failure_causes[cause] = self.failure_causes.get(cause, 0) + 1
+
+    def top_causes(self, count: int = 3) -> str:
+        """The most frequent failure causes, as ``N × cause``, for log lines."""
+        ranked = sorted(self.failure_causes.items(), key=lambda item: -item[1])
+        text = "; ".join(f"{n} × {cause}" for cause, n in ranked[:count])
+        return text + (f"; and {len(ranked) - count} more causes" if len(ranked) > count else "")
 
     @property
     def processed(self) -> int:

@@ -47,7 +47,8 @@ class SearchByImageOperator(BaseOperator):
     :param source_conn_id: the storage connection of ``source`` (e.g. an ``aws`` connection, whose
         extra ``endpoint_url`` reaches Yandex Object Storage or any S3-compatible store).
     :param image_urls: public image URLs, sent as they are instead of ``source``. Templated.
-    :param searchapi_conn_id: the ``yandex_searchapi`` connection.
+    :param searchapi_conn_id: the ``yandex_searchapi`` connection, or a ``yandexcloud`` one.
+    :param folder_id: the folder billed for searches, when the connection names none. Templated.
     :param max_pages: result pages per image (1 page is one request). Templated.
     :param site: only results from this site. Templated.
     :param family_mode: adult-content filter: ``none``, ``moderate`` or ``strict``.
@@ -69,6 +70,7 @@ class SearchByImageOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = (
+        "folder_id",
         "source",
         "source_conn_id",
         "image_urls",
@@ -88,6 +90,7 @@ class SearchByImageOperator(BaseOperator):
         source_conn_id: str | None = None,
         image_urls: list[str] | None = None,
         searchapi_conn_id: str = SearchApiHook.default_conn_name,
+        folder_id: str | None = None,
         max_pages: int = 1,
         site: str | None = None,
         family_mode: FamilyMode | str | None = None,
@@ -127,6 +130,7 @@ class SearchByImageOperator(BaseOperator):
         self.source_conn_id = source_conn_id
         self.image_urls = image_urls
         self.searchapi_conn_id = searchapi_conn_id
+        self.folder_id = folder_id
         self.max_pages = max_pages
         self.site = site
         self.family_mode = family_mode
@@ -148,6 +152,7 @@ class SearchByImageOperator(BaseOperator):
         """The Search API hook of this task."""
         return SearchApiHook(
             self.searchapi_conn_id,
+            folder_id=self.folder_id or None,
             requests_per_second=self.requests_per_second,
             max_connections=max(10, self.max_concurrency),
         )
@@ -184,7 +189,8 @@ class SearchByImageOperator(BaseOperator):
         if summary.processed and summary.failed / summary.processed > self.max_error_ratio:
             raise SearchByImageError(
                 f"{summary.failed} of {summary.processed} images failed "
-                f"({summary.failed / summary.processed:.1%} > max_error_ratio {self.max_error_ratio:.1%}); "
+                f"({summary.failed / summary.processed:.1%} > max_error_ratio {self.max_error_ratio:.1%}): "
+                f"{summary.top_causes()}; "
                 f"the errors are in {_errors_location(summary.outputs)}. Everything else is committed: "
                 "re-running the task searches only what is not done."
             )

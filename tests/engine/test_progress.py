@@ -44,6 +44,9 @@ def test_progress_line_while_listing_and_after(lines):
     assert "5 failed, 20 skipped as done, 900 result rows, 130 requests, 7 throttled (429)" in line
     progress.log(final=True)
     assert lines[-1].startswith("Finished: 50/100")
+    summary.failure_causes.update({'Search API 403: Permission denied to folder "x".': 4, "invalid image: empty": 1})
+    progress.log()
+    assert '5 failed (4 × Search API 403: Permission denied to folder "x".; 1 × invalid image: empty)' in lines[-1]
 
 
 def test_lines_come_every_interval_only(lines):

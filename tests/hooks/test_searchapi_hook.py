@@ -157,7 +157,7 @@ def test_test_connection_key_unknown_to_iam(make_hook, searchapi_emulator):
     searchapi_emulator._public_keys.clear()
     ok, message = hook.test_connection()
     assert not ok
-    assert "IAM refused the authorized key" in message and "401" in message
+    assert "refused the authorized key" in message and "401" in message
     assert "PRIVATE KEY" not in message
 
 

@@ -65,7 +65,9 @@ def test_an_untrusted_certificate_is_refused_at_once(https_emulator, monkeypatch
 
 def test_the_iam_exchange_verifies_certificates_too(https_emulator, monkeypatch):
     hook = _hook(https_emulator, monkeypatch, "authorized_key")
-    with pytest.raises(SearchApiAuthError, match="TLS certificate of the IAM endpoint 127.0.0.1 could not be verified"):
+    with pytest.raises(
+        SearchApiAuthError, match=r"TLS certificate of the IAM endpoint https://127.0.0.1:\d+/\S+ could not be verified"
+    ):
         hook.search_by_image(image=make_jpeg(1))
     assert https_emulator.stats.snapshot()["token_exchanges"] == 0
 
