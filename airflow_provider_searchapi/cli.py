@@ -3,38 +3,45 @@
     python -m airflow_provider_searchapi search IMAGE_OR_URL [--conn-id ID] [--pages N] [--json]
     python -m airflow_provider_searchapi check-connection [--conn-id ID]
 
-Exit codes: 0 ok; 2 bad input (missing or invalid image, bad arguments, bad connection settings,
-unknown connection); 1 the API or IAM refused or could not be reached. Nothing printed ever holds a
-credential: errors are the provider's own messages, which never carry one.
+Standard output carries only the result (a table, or JSON with ``--json``); every log line, warning
+and error goes to standard error, errors as one line starting ``error:``. Exit codes: 0 ok; 1 the API
+or IAM refused or could not be reached; 2 bad input (missing or invalid image, bad arguments, bad
+connection settings, unknown connection). Files and arguments are checked before Airflow is imported,
+so such mistakes are reported at once. Nothing printed ever holds a credential: errors are the
+provider's own messages, which never carry one.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
-
-from airflow.sdk.exceptions import AirflowNotFoundException
+from typing import TYPE_CHECKING, TextIO
 
 from airflow_provider_searchapi.exceptions import (
     InvalidImageError,
-    SearchApiAuthError,
     SearchApiError,
     SearchApiHTTPError,
     SearchApiResponseError,
     status_hint,
 )
-from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
 from airflow_provider_searchapi.images import check_image
 from airflow_provider_searchapi.models import ImageSearchResult
+from airflow_provider_searchapi.retry import RetryPolicy
+
+if TYPE_CHECKING:  # importing the hook imports Airflow: seconds, paid only once the input is checked
+    from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
 
 EXIT_OK, EXIT_API_ERROR, EXIT_BAD_INPUT = 0, 1, 2
 #: Failures of the service or of reaching it (exit 1); every other provider error is bad input (exit 2).
-API_ERRORS = (SearchApiHTTPError, SearchApiAuthError, SearchApiResponseError)
+API_ERRORS = (SearchApiHTTPError, SearchApiResponseError)
+#: A shell waits for the answer: fewer, shorter retries than a task's.
+CLI_RETRY_POLICY = RetryPolicy(max_attempts=3, max_total_seconds=60, backoff_max=5)
+DEFAULT_CONN_ID = "searchapi_default"
 
 _EPILOG = (
     "exit codes: 0 ok; 2 bad input (missing or invalid image, bad arguments, bad connection settings, "
@@ -65,13 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
         "search", help="search by an image file or a public image URL", description=_search.__doc__, epilog=_EPILOG
     )
     search.add_argument("image", metavar="IMAGE_OR_URL", help="a local image file, or an http(s) URL sent as is")
-    search.add_argument("--conn-id", default=SearchApiHook.default_conn_name, help="connection id (%(default)s)")
+    search.add_argument("--conn-id", default=DEFAULT_CONN_ID, help="connection id (%(default)s)")
     search.add_argument("--pages", type=_positive_int, default=1, help="result pages to fetch at most (default 1)")
     search.add_argument("--json", action="store_true", help="print the result pages as JSON instead of a table")
     check = commands.add_parser(
         "check-connection", help="authenticate and make one test search", description=_check.__doc__, epilog=_EPILOG
     )
-    check.add_argument("--conn-id", default=SearchApiHook.default_conn_name, help="connection id (%(default)s)")
+    check.add_argument("--conn-id", default=DEFAULT_CONN_ID, help="connection id (%(default)s)")
     return parser
 
 
@@ -101,14 +108,13 @@ def _print_table(pages: list[ImageSearchResult], out: TextIO) -> None:
         out.write(f"{page:>4}  {rank:>3}  {size:>11}  {image.host[:28]:<28}  {image.url}\n")
 
 
-def _search(args: argparse.Namespace, out: TextIO) -> int:
+def _search(args: argparse.Namespace, query: dict[str, object], out: TextIO) -> int:
     """Search by an image (a file is uploaded; a URL is sent as is) and print the results.
 
     Page 0 is searched with the image, later pages with the CBIR id the first answer returned,
     until --pages pages or an empty page.
     """
-    query = _query(args.image)  # before the connection: a bad file costs nothing
-    hook = SearchApiHook(args.conn_id)
+    hook = _hook(args.conn_id)
     try:
         _ = hook.config  # bad settings are bad input (exit 2), reported as such
         pages = list(hook.iter_pages(**query, max_pages=args.pages))
@@ -127,11 +133,34 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
 
     Prints what the UI's Test button would show.
     """
-    hook = SearchApiHook(args.conn_id)
+    hook = _hook(args.conn_id)
     _ = hook.config  # bad settings are bad input (exit 2), not an API error
     ok, message = hook.test_connection()
+    if not ok:
+        raise _CheckFailed(message)
     out.write(message + "\n")
-    return EXIT_OK if ok else EXIT_API_ERROR
+    return EXIT_OK
+
+
+class _CheckFailed(Exception):
+    """The test search failed; its message is the one the UI's Test button shows."""
+
+
+def _hook(conn_id: str) -> SearchApiHook:
+    from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
+
+    return SearchApiHook(conn_id, retry_policy=CLI_RETRY_POLICY)
+
+
+def _logs_to(stream: TextIO) -> None:
+    """Every log record (Airflow's, the provider's retry warnings) to ``stream``, never to stdout."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logging.root.handlers = [handler]
+    logging.root.setLevel(logging.WARNING)
+    for name in ("airflow_provider_searchapi", "airflow", "httpx"):
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -140,10 +169,21 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     err = err or sys.stderr
     args = build_parser().parse_args(argv)
     try:
-        return _search(args, out) if args.command == "search" else _check(args, out)
+        query = _query(args.image) if args.command == "search" else {}  # a bad file costs no Airflow import
+    except SearchApiError as error:
+        err.write(f"error: {error}\n")
+        return EXIT_BAD_INPUT
+    from airflow.providers.common.compat.sdk import AirflowNotFoundException
+
+    _logs_to(err)
+    try:
+        return _search(args, query, out) if args.command == "search" else _check(args, out)
     except API_ERRORS as error:
         hint = status_hint(error.status) if isinstance(error, SearchApiHTTPError) else ""
         err.write(f"error: {error}{hint}\n")  # the same hints as the UI's Test button
+        return EXIT_API_ERROR
+    except _CheckFailed as error:
+        err.write(f"error: {error}\n")
         return EXIT_API_ERROR
     except (SearchApiError, AirflowNotFoundException) as error:  # config, image, request: the caller's input
         err.write(f"error: {error}\n")

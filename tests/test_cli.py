@@ -236,5 +236,53 @@ def test_api_errors_exit_1(cli, emulator, tmp_path, command, credential, changes
     args = ["search", str(_image_with_pages(tmp_path, 1))] if command == "search" else ["check-connection"]
     result = cli(*args, conn=conn)
     assert result.returncode == 1, result.output
-    shown = result.stderr if command == "search" else result.stdout
-    assert all(word in shown for word in words), shown
+    assert result.stdout == ""  # only results go to stdout
+    (line,) = result.stderr.splitlines()  # one line, whatever failed
+    assert line.startswith("error: ") and all(word in line for word in words), line
+
+
+def test_an_unreachable_iam_endpoint_is_one_line_naming_it(cli, emulator, tmp_path):
+    conn = _with(emulator.connection_json(credential="authorized_key"), iam_endpoint="http://127.0.0.1:9/iam/v1/tokens")
+    result = cli("search", "https://example.com/cat.jpg", conn=conn)
+    assert result.returncode == 1, result.output
+    assert result.stdout == ""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [line for line in result.stderr.splitlines() if not line.startswith("WARNING: ")]
+    (line,) = errors
+    assert "could not reach the IAM endpoint http://127.0.0.1:9/iam/v1/tokens" in line
+    assert "Traceback" not in result.stderr
+
+
+def test_json_always_parses_under_injected_faults(cli, emulator, tmp_path):
+    """Retry warnings go to stderr: stdout stays one JSON document, fault or not."""
+    emulator.settings.update({"fault_rate": 0.3, "fault_kinds": ["503", "429", "500"], "retry_after": 0.01})
+    conn = emulator.connection_json(credential="api_key")
+    warned = 0
+    for seed in range(6):
+        image = tmp_path / f"{seed}.jpg"
+        image.write_bytes(make_jpeg(seed))
+        result = cli("search", str(image), "--pages", "2", "--json", conn=conn)
+        if result.returncode == 0:
+            assert isinstance(json.loads(result.stdout), list)
+        else:  # every attempt failed: no JSON at all, one error line
+            assert result.returncode == 1 and result.stdout == "" and "error: " in result.stderr
+        warned += result.stderr.count("retrying in")
+    assert emulator.stats.snapshot()["faults"], "no fault was injected"
+    assert warned >= 1
+
+
+def test_input_mistakes_are_reported_before_airflow_is_imported(tmp_path):
+    """A missing file fails at once: the CLI checks it before importing Airflow (which takes seconds)."""
+    code = (
+        "import sys; from airflow_provider_searchapi.cli import main; rc = main(sys.argv[1:]); "
+        "assert 'airflow.sdk' not in sys.modules and 'airflow.providers.common.compat' not in sys.modules; "
+        "sys.exit(rc)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, "search", str(tmp_path / "missing.jpg")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == f"error: {tmp_path / 'missing.jpg'}: no such file"
