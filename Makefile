@@ -14,7 +14,7 @@ CONSTRAINTS := $(if $(wildcard constraints/py$(PYVER).txt),-c constraints/py$(PY
 # This machine's pip configuration may name local indexes that do not exist: hide those warnings.
 PIP_QUIET := { grep -v -e "is ignored: it is neither" -e "^$$" || true; }
 
-.PHONY: install demo test clean chromium
+.PHONY: install demo demo-clean test dist clean chromium
 
 install: $(INSTALLED)
 
@@ -28,6 +28,17 @@ $(INSTALLED): pyproject.toml $(wildcard constraints/*.txt)
 
 demo: $(INSTALLED)
 	$(BIN)/python scripts/demo.py
+
+# The demo keeps its results (a second run shows resume); this starts it over.
+demo-clean:
+	rm -rf .demo/results .demo/results.db .demo/demo.log
+
+# A wheel and an sdist in dist/, checked by twine (install one with: pip install dist/*.whl).
+dist: $(INSTALLED)
+	$(BIN)/pip install --quiet --disable-pip-version-check build twine 2>&1 | $(PIP_QUIET)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist . 2>&1 | grep -E "^Successfully|[Ww]arning|[Ee]rror" | grep -v "byte-compiling is disabled" || true
+	$(BIN)/twine check --strict dist/*
 
 test: $(INSTALLED) chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,14 +1,16 @@
 """`make demo`: run the example DAG `searchapi_enrich_bucket` end to end, offline.
 
 Starts the IAM + Search API emulator on 127.0.0.1, prepares a private AIRFLOW_HOME on SQLite, runs
-`airflow dags test` on the bundled sample images, and prints where the results are.
+`airflow dags test` on the bundled sample images, and prints the run's progress and where the results
+are; Airflow's own log goes to `.demo/demo.log`. Results are kept between runs, so a second run shows
+resume (nothing searched again); `make demo-clean` removes them.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
 import sqlite3
 import subprocess
 import sys
@@ -19,25 +21,39 @@ DEMO = ROOT / ".demo"
 HOME = DEMO / "airflow-home"
 RESULTS = DEMO / "results"
 DATABASE = DEMO / "results.db"
+LOG = DEMO / "demo.log"
 DAG_ID = "searchapi_enrich_bucket"
+#: Lines of the task's log worth showing: the engine's progress and the operator's summary.
+SHOWN = re.compile(
+    r"^\S+Z \[(info|warning|error)\s*\] (Progress:|Finished:|Searched \d+ images|Resuming:|Stopped:)|\[error"
+)
+#: structlog's prefix (time, level) and suffix (logger, source location) around a message.
+DECORATION = re.compile(r"^\S+Z \[\w+\s*\] |\s+\[[\w.]+\]( loc=\S+)?$|\s+loc=\S+$")
 
 
-def airflow(*args: str, env: dict[str, str], quiet: bool = False) -> subprocess.CompletedProcess[str]:
+def airflow(*args: str, env: dict[str, str]) -> None:
+    """Run an ``airflow`` command, its output appended to the log; show only the lines that matter."""
     command = [str(Path(sys.executable).with_name("airflow")), *args]
-    result = subprocess.run(command, env=env, text=True, capture_output=quiet)
-    if result.returncode != 0:
-        if quiet:
-            sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
-        raise SystemExit(f"`airflow {' '.join(args)}` failed with exit code {result.returncode}")
-    return result
+    with LOG.open("a") as log:
+        log.write(f"$ airflow {' '.join(args)}\n")
+        process = subprocess.Popen(command, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert process.stdout is not None
+        for line in process.stdout:
+            log.write(line)
+            if args[0] == "dags" and SHOWN.search(line):
+                print("  " + DECORATION.sub("", line.rstrip()), flush=True)
+            elif args[0] == "dags" and "DagRun Finished" in line:
+                print("  DAG run finished: " + re.sub(r".*(state=\w+).*", r"\1", line.rstrip()), flush=True)
+    if process.wait() != 0:
+        sys.stderr.write("".join(LOG.read_text().splitlines(keepends=True)[-40:]))
+        raise SystemExit(f"`airflow {' '.join(args)}` failed with exit code {process.returncode}; log: {LOG}")
 
 
 def main() -> int:
     from airflow_provider_searchapi.testing import Emulator
 
     HOME.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(RESULTS, ignore_errors=True)
-    DATABASE.unlink(missing_ok=True)
+    LOG.write_text("")
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(HOME),
@@ -47,11 +63,11 @@ def main() -> int:
     }
     if not (HOME / "airflow.db").exists():
         print("Preparing the Airflow metadata database (SQLite, first run only)…", flush=True)
-        airflow("db", "migrate", env=env, quiet=True)
+        airflow("db", "migrate", env=env)
 
     with Emulator().start() as emulator:
         env["AIRFLOW_CONN_SEARCHAPI_DEFAULT"] = emulator.connection_json(credential="authorized_key")
-        print(f"IAM + Search API emulator on {emulator.url}", flush=True)
+        print(f"IAM + Search API emulator on {emulator.url}; running the DAG {DAG_ID} (Airflow's log: {LOG})")
         conf = {"output_path": f"file://{RESULTS}/"}
         airflow("dags", "test", DAG_ID, "-c", json.dumps(conf), env=env)
         stats = emulator.stats.snapshot()
@@ -66,8 +82,8 @@ def main() -> int:
     parts = sorted(p.relative_to(RESULTS) for p in RESULTS.rglob("*.json*"))
     print()
     print(
-        f"Searched {sources} images: {rows} result rows, {failed} errors; "
-        f"{stats['search_requests']} API calls, {stats['token_exchanges']} IAM token exchange(s)."
+        f"This run: {stats['search_requests']} API calls, {stats['token_exchanges']} IAM token exchange(s). "
+        f"In the results: {sources} images, {rows} result rows, {failed} errors."
     )
     for source_uri, rank, url, width, height, host in sample:
         print(f"  {Path(source_uri).name:<12} #{rank} {url} ({width}x{height}, {host})")
@@ -76,6 +92,7 @@ def main() -> int:
     print(f"  JSON Lines:  {RESULTS}/")
     for part in parts:
         print(f"               {part}")
+    print("Run `make demo` again to see resume (nothing is searched twice); `make demo-clean` starts over.")
     return 0
 
 

@@ -1,6 +1,7 @@
 """pytest fixtures for testing DAGs that use this provider, with no cloud account.
 
-Installed with the provider (``pytest11`` entry point), so any test can ask for them::
+Installed with the provider (``pytest11`` entry point), so any test can ask for them (the emulator
+needs the ``emulator`` extra: ``pip install 'airflow-provider-searchapi[emulator]'``)::
 
     def test_my_dag(searchapi_connection, searchapi_emulator):
         ...  # the connection "searchapi_default" now points at the emulator
@@ -11,17 +12,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_provider_searchapi.testing.emulator import Emulator
-from airflow_provider_searchapi.testing.keys import generate_authorized_key
+if TYPE_CHECKING:  # imported by the fixtures: loading the plugin must not need the emulator extra
+    from airflow_provider_searchapi.testing.emulator import Emulator
 
 
 @pytest.fixture
 def searchapi_emulator() -> Iterator[Emulator]:
     """A started emulator on 127.0.0.1 (stopped after the test)."""
+    from airflow_provider_searchapi.testing.emulator import Emulator
+
     with Emulator().start() as emulator:
         yield emulator
 
@@ -29,6 +32,8 @@ def searchapi_emulator() -> Iterator[Emulator]:
 @pytest.fixture
 def searchapi_authorized_key() -> dict[str, Any]:
     """A throw-away authorized key (a dict; ``json.dumps`` it for the file's text)."""
+    from airflow_provider_searchapi.testing.keys import generate_authorized_key
+
     return generate_authorized_key()
 
 
