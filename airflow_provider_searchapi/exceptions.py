@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 
 
@@ -54,6 +55,7 @@ class SearchApiHTTPError(SearchApiError):
         retry_after: float | None = None,
         retryable: bool | None = None,
     ) -> None:
+        message = redact(message)
         self.status = status
         self._retryable = retryable
         self.message = message
@@ -98,6 +100,23 @@ def is_setup_failure(err: BaseException) -> bool:
 
 #: HTTP statuses that are worth a retry (quota, transient server trouble).
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+#: What credentials look like in text: IAM tokens, API keys, OAuth tokens, Authorization values, PEM keys.
+_CREDENTIAL_LIKE = re.compile(
+    r"-----BEGIN[^-]*PRIVATE KEY-----.*?(-----END[^-]*PRIVATE KEY-----|$)"
+    r"|\b(Bearer|Api-Key)\s+\S+"
+    r"|\bt1\.[A-Za-z0-9_.-]{16,}"
+    r"|\bAQVN[A-Za-z0-9_-]{16,}"
+    r"|\by[0-3]_[A-Za-z0-9_-]{16,}",
+    re.DOTALL,
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with anything that looks like a credential replaced by ``[redacted]`` (a server may
+    quote what it was sent in its error messages; those end up in logs and error rows)."""
+    return _CREDENTIAL_LIKE.sub("[redacted]", text)
 
 
 def status_hint(status: int) -> str:

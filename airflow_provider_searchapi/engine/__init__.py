@@ -6,6 +6,7 @@ Serves :class:`~airflow_provider_searchapi.operators.search_by_image.SearchByIma
 
 from __future__ import annotations
 
+from airflow_provider_searchapi.engine.listing import list_images, shard_images
 from airflow_provider_searchapi.engine.pipeline import Enricher
 from airflow_provider_searchapi.engine.settings import EnrichmentSettings, RunSummary
 from airflow_provider_searchapi.engine.sinks import JsonLinesSink, SqlSink, XComSink
@@ -13,8 +14,6 @@ from airflow_provider_searchapi.engine.sources import (
     SourceImage,
     images_from_paths,
     images_from_urls,
-    list_images,
-    shard_images,
     stable_uri,
 )
 

@@ -179,7 +179,7 @@ class Enricher:
             if source.is_url:
                 query = {"url": source.uri}
             else:
-                data, size = await asyncio.to_thread(read_image, source, downscale=self.settings.downscale_oversized)
+                data, size = await self._read(source)
                 query = {"image": data}
             stage = STAGE_API
             settings = self.settings
@@ -223,6 +223,18 @@ class Enricher:
             "re-run once the connection is fixed.",
             err,
         )
+
+    async def _read(self, source: SourceImage) -> tuple[bytes, int]:
+        """Read (and downscale) in a worker thread, within ``read_timeout``."""
+        settings = self.settings
+        reading = asyncio.to_thread(
+            read_image, source, downscale=settings.downscale_oversized, follow_symlinks=settings.follow_symlinks
+        )
+        try:
+            async with asyncio.timeout(settings.read_timeout):
+                return await reading
+        except TimeoutError:
+            raise TimeoutError(f"{source.uri}: not read within {settings.read_timeout:g} s") from None
 
     async def _commit_loop(self, progress: Progress) -> None:
         """Commit finished sources when enough of them wait, the oldest waited long enough, or the end came."""

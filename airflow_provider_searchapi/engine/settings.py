@@ -22,6 +22,8 @@ class EnrichmentSettings:
         ``max_concurrency``; default half of it)…
     :param commit_seconds: …or once the oldest finished source waited this many seconds.
     :param progress_seconds: seconds between progress log lines.
+    :param read_timeout: seconds one image's read may take; past it the image is recorded as failed.
+    :param follow_symlinks: read local files through links that lead out of the source folder.
     """
 
     max_pages: int = 1
@@ -33,6 +35,8 @@ class EnrichmentSettings:
     commit_every: int | None = None
     commit_seconds: float = 5.0
     progress_seconds: float = 10.0
+    read_timeout: float = 300.0
+    follow_symlinks: bool = False
 
     def __post_init__(self) -> None:
         if self.max_pages < 1:

@@ -166,7 +166,7 @@ def _jsonl(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> bytes:
     return "".join(line + "\n" for line in lines).encode()
 
 
-_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 
 _RESULT_TYPES = {
     "source_size": "BIGINT",
@@ -191,7 +191,7 @@ class SqlSink:
     def __init__(self, conn_id: str, table: str, *, create_table: bool = True) -> None:
         from airflow.providers.common.sql.hooks.sql import DbApiHook
 
-        if not _TABLE_NAME.match(table):
+        if not _TABLE_NAME.fullmatch(table):
             raise ValueError(f"sql_table {table!r}: use letters, digits and _ (optionally schema.table)")
         hook = BaseHook.get_connection(conn_id).get_hook()
         if not isinstance(hook, DbApiHook):
@@ -206,12 +206,16 @@ class SqlSink:
             self._create_tables()
 
     def _create_tables(self) -> None:
-        index = self.table.replace(".", "_") + "_source_uri_idx"
+        schema, _, name = self.table.rpartition(".")
+        if schema and getattr(self.hook, "conn_type", None) == "sqlite":  # SQLite qualifies the index, not the table
+            index = f"CREATE INDEX IF NOT EXISTS {schema}.{name}_source_uri_idx ON {name} (source_uri)"
+        else:
+            index = f"CREATE INDEX IF NOT EXISTS {name}_source_uri_idx ON {self.table} (source_uri)"
         self.hook.run(
             [
                 _create_table_sql(self.table, RESULT_COLUMNS, _RESULT_TYPES),
                 _create_table_sql(self.errors_table, ERROR_COLUMNS, _ERROR_TYPES),
-                f"CREATE INDEX IF NOT EXISTS {index} ON {self.table} (source_uri)",
+                index,
             ]
         )
 

@@ -8,7 +8,6 @@ the image URL itself.
 from __future__ import annotations
 
 import os
-import re
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -27,7 +26,6 @@ from airflow_provider_searchapi.models import MAX_IMAGE_BYTES
 
 #: Largest object read for downscaling; anything larger is refused unread.
 MAX_READ_BYTES_FOR_DOWNSCALE = 64 * 1024 * 1024
-_GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 @dataclass(frozen=True)
@@ -71,47 +69,15 @@ class SourceImage:
 
 def stable_uri(path: ObjectStoragePath) -> str:
     """``<protocol>://<path>`` of a storage path, without its connection id."""
-    return f"{path.protocol}://{path.path}"
+    return f"{path.protocol}://{_text(path.path)}"
 
 
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """A regex for a glob relative to its root: ``**`` spans folders, ``*`` and ``?`` stay in one."""
-    out, i = [], 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:[^/]+/)*")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        elif pattern[i] == "[":
-            end = pattern.find("]", i + 2)
-            if end == -1:
-                out.append(re.escape(pattern[i]))
-                i += 1
-            else:
-                body = pattern[i + 1 : end].replace("\\", "\\\\")
-                out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
-                i = end + 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out) + r"\Z")
-
-
-def _split_glob(url: str) -> tuple[str, str | None]:
-    """Split ``s3://b/images/**/*.jpg`` into the folder to walk and the pattern below it."""
-    match = _GLOB_CHARS.search(url)
-    if match is None:
-        return url, None
-    cut = url.rfind("/", 0, match.start())
-    return url[: cut + 1], url[cut + 1 :]
+def _text(path: str) -> str:
+    """A path as text that any output can store: the bytes of a local name that is not valid UTF-8
+    (which Python carries as surrogates) are percent-encoded, ``caf\\xe9.jpg`` → ``caf%E9.jpg``."""
+    if not any("\udc80" <= character <= "\udcff" for character in path):
+        return path
+    return "".join(f"%{ord(c) - 0xDC00:02X}" if "\udc80" <= c <= "\udcff" else c for c in path)
 
 
 def _mtime(info: dict[str, Any]) -> str | None:
@@ -128,37 +94,11 @@ def _etag(info: dict[str, Any]) -> str | None:
     return str(value).strip('"') if value else None
 
 
-def list_images(source: str, *, conn_id: str | None = None) -> Iterator[SourceImage]:
-    """Stream the files under an object-storage URL, folder by folder, in a stable order.
-
-    :param source: a file (``s3://b/cat.jpg``), a folder (``s3://b/images/``: every file below it) or
-        a glob (``s3://b/images/**/*.jpg``).
-    :param conn_id: the storage connection (e.g. an ``aws`` connection; ``None`` for ``file://``).
-    :raises FileNotFoundError: nothing exists at a non-glob ``source``.
-    """
-    root_url, pattern = _split_glob(source)
-    root = ObjectStoragePath(root_url, conn_id=conn_id)
-    if pattern is None and not root_url.endswith("/") and root.is_file():
-        info = root.stat()
-        yield _source(root, info)
-        return
-    if pattern is None and not root.exists():
-        raise FileNotFoundError(f"source {source!r}: no such file or folder")
-    matcher = _glob_regex(pattern) if pattern else None
-    fs, base = root.fs, root.path.rstrip("/")
-    for folder, _dirs, files in fs.walk(base, detail=True):
-        for name in sorted(files):
-            info = files[name]
-            full = info.get("name") or f"{folder}/{name}"
-            if matcher is not None and not matcher.match(full[len(base) :].lstrip("/")):
-                continue
-            yield _source(root, info, key=full)
-
-
-def _source(root: ObjectStoragePath, info: dict[str, Any], *, key: str | None = None) -> SourceImage:
+def source_from_info(root: ObjectStoragePath, info: dict[str, Any], *, key: str | None = None) -> SourceImage:
+    """The source of a file as a listing describes it (``info``: fsspec's, or ``os.stat``'s size/mtime)."""
     size = info.get("size", info.get("Size"))
     return SourceImage(
-        uri=f"{root.protocol}://{key}" if key else stable_uri(root),
+        uri=f"{root.protocol}://{_text(key)}" if key else stable_uri(root),
         root=root,
         key=key,
         size=int(size) if size is not None else None,
@@ -179,7 +119,7 @@ def images_from_paths(paths: Iterable[str], *, conn_id: str | None = None) -> It
     :param conn_id: the storage connection of every path.
     """
     roots: dict[str, ObjectStoragePath | None] = {}
-    for url in paths:
+    for url in dict.fromkeys(paths):  # the same path twice is searched once
         scheme, netloc = urlsplit(url)[:2]
         root = None
         if url.startswith(f"{scheme}://"):  # not a bare path, nor an upper-case scheme (fsspec keeps those)
@@ -201,13 +141,14 @@ def images_from_paths(paths: Iterable[str], *, conn_id: str | None = None) -> It
                 pass  # reading it will fail, and record why
             else:
                 info = {"size": status.st_size, "mtime": status.st_mtime}
-        yield _source(root, info, key=key)
+        yield source_from_info(root, info, key=key)
 
 
-def read_image(source: SourceImage, *, downscale: bool = False) -> tuple[bytes, int]:
+def read_image(source: SourceImage, *, downscale: bool = False, follow_symlinks: bool = False) -> tuple[bytes, int]:
     """A stored image's bytes (over 3 MiB: downscaled when asked, else refused) and its size as stored.
 
-    Blocking: call it in a worker thread.
+    A local file must be a regular file (a pipe is never opened), inside the folder it was listed
+    under unless ``follow_symlinks``. Blocking: call it in a worker thread.
     """
     limit = MAX_READ_BYTES_FOR_DOWNSCALE if downscale else MAX_IMAGE_BYTES
     if source.size is not None and source.size > limit:
@@ -215,8 +156,11 @@ def read_image(source: SourceImage, *, downscale: bool = False) -> tuple[bytes, 
     # Through the filesystem itself: ObjectStoragePath.open would record every image read as an input
     # Asset for lineage; the task's outlet is what it produces.
     fs, key = source.location
-    if isinstance(fs, LocalFileSystem) and not stat.S_ISREG(os.stat(key).st_mode):
-        raise InvalidImageError(f"{source.uri}: not a regular file (a folder, pipe, socket or device); not read")
+    if isinstance(fs, LocalFileSystem):
+        if not stat.S_ISREG(os.stat(key).st_mode):
+            raise InvalidImageError(f"{source.uri}: not a regular file (a folder, pipe, socket or device); not read")
+        if not follow_symlinks and not _inside(key, source.root.path if source.root else key):
+            raise InvalidImageError(f"{source.uri}: a link to a file outside the source folder; not read")
     with fs.open(key, "rb") as handle:
         data = handle.read(limit + 1)
     if len(data) > limit:
@@ -227,33 +171,15 @@ def read_image(source: SourceImage, *, downscale: bool = False) -> tuple[bytes, 
     return data, size
 
 
+def _inside(path: str, root: str) -> bool:
+    real, real_root = os.path.realpath(path), os.path.realpath(root)
+    return real == real_root or real.startswith(real_root.rstrip("/") + "/")
+
+
 def images_from_urls(urls: Iterable[str]) -> Iterator[SourceImage]:
-    """Sources for public image URLs, sent to the API as ``url`` (nothing is downloaded)."""
-    for url in urls:
+    """Sources for public image URLs, sent to the API as ``url`` (nothing is downloaded); each once."""
+    for url in dict.fromkeys(urls):
         yield SourceImage(uri=url)
-
-
-def shard_images(
-    source: str, shards: int, *, conn_id: str | None = None, max_images: int | None = None
-) -> list[list[str]]:
-    """List ``source`` once and deal its files into ``shards`` lists, for ``.expand()``.
-
-    Each list holds storage URLs that :class:`SearchByImageOperator` takes as ``source``, with the
-    same ``source_conn_id``. Shards differ in size by at most one image; empty shards are dropped.
-
-    :param source: as in :func:`list_images`.
-    :param shards: how many lists (mind ``[core] max_map_length``, 1024 by default).
-    :param conn_id: the storage connection.
-    :param max_images: list at most this many images.
-    """
-    if shards < 1:
-        raise ValueError(f"shards must be >= 1 (got {shards})")
-    buckets: list[list[str]] = [[] for _ in range(shards)]
-    for index, image in enumerate(list_images(source, conn_id=conn_id)):
-        if max_images is not None and index >= max_images:
-            break
-        buckets[index % shards].append(image.uri)
-    return [bucket for bucket in buckets if bucket]
 
 
 def _store_root(store: str, conn_id: str | None) -> ObjectStoragePath | None:

@@ -102,6 +102,15 @@ class SearchApiHook(BaseHook):
                 "local emulator or a proxy you trust",
                 self.searchapi_conn_id,
             )
+        for name, url in (("endpoint", config.endpoint), ("iam_endpoint", config.iam_endpoint)):
+            host = httpx.URL(url).host
+            if url.startswith("http://") and host not in ("localhost", "::1") and not host.startswith("127."):
+                self.log.warning(
+                    "Connection %s: %s %s is plain http:// to another machine: the credential is sent unencrypted",
+                    self.searchapi_conn_id,
+                    name,
+                    url,
+                )
         if self._requests_per_second is not None:
             config = config.model_copy(update={"requests_per_second": float(self._requests_per_second)})
         return config

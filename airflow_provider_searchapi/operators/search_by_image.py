@@ -64,6 +64,8 @@ class SearchByImageOperator(BaseOperator):
     :param sql_table: the results table (errors go to ``<sql_table>_errors``). Templated.
     :param create_table: create the tables when missing.
     :param downscale_oversized: shrink images over 3 MiB with Pillow instead of recording an error.
+    :param allow_empty: succeed when ``source`` matches no file (by default the task fails, naming it).
+    :param follow_symlinks: follow local links out of the source folder (and into linked folders).
     :param commit_every: commit rows once this many images are finished (at most ``max_concurrency``;
         default half of it). A crash repeats at most ``max_concurrency + 2 * commit_every`` searches;
         smaller values repeat fewer and write more, smaller part files.
@@ -106,6 +108,8 @@ class SearchByImageOperator(BaseOperator):
         create_table: bool = True,
         downscale_oversized: bool = False,
         commit_every: int | None = None,
+        allow_empty: bool = False,
+        follow_symlinks: bool = False,
         **kwargs: Any,
     ) -> None:
         if (source is None) == (image_urls is None):
@@ -146,6 +150,8 @@ class SearchByImageOperator(BaseOperator):
         self.create_table = create_table
         self.downscale_oversized = downscale_oversized
         self.commit_every = commit_every
+        self.allow_empty = allow_empty
+        self.follow_symlinks = follow_symlinks
 
     @cached_property
     def hook(self) -> SearchApiHook:
@@ -166,6 +172,7 @@ class SearchByImageOperator(BaseOperator):
             max_images=self.max_images,
             downscale_oversized=self.downscale_oversized,
             commit_every=self.commit_every,
+            follow_symlinks=self.follow_symlinks,
         )
         sources = self._sources()
         xcom_sink = XComSink() if self.output_mode == "xcom" else None
@@ -200,7 +207,12 @@ class SearchByImageOperator(BaseOperator):
         if self.image_urls is not None:
             return images_from_urls(self.image_urls)
         if isinstance(self.source, str):
-            return list_images(self.source, conn_id=self.source_conn_id or None)
+            return list_images(
+                self.source,
+                conn_id=self.source_conn_id or None,
+                allow_empty=self.allow_empty,
+                follow_symlinks=self.follow_symlinks,
+            )
         return images_from_paths(self.source or [], conn_id=self.source_conn_id or None)
 
     def _storage_sinks(self) -> list[Sink]:

@@ -7,14 +7,8 @@ from pathlib import Path
 import pytest
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_searchapi.engine.sources import (
-    _glob_regex,
-    images_from_paths,
-    images_from_urls,
-    list_images,
-    shard_images,
-    stable_uri,
-)
+from airflow_provider_searchapi.engine.listing import _glob_regex, list_images, shard_images
+from airflow_provider_searchapi.engine.sources import images_from_paths, images_from_urls, stable_uri
 from tests.conftest import make_jpeg
 
 
@@ -51,20 +45,20 @@ def _names(sources):
     return [s.uri.split("/images/", 1)[1] for s in sources]
 
 
-def test_folder_lists_every_file_below_it_in_a_stable_order(tree):
-    names = _names(list_images(f"file://{tree}/"))
-    assert names == ["a.jpg", "b.png", "odd name #1.jpg", "sub/c.jpg", "sub/notes.txt", "sub/deeper/d.jpg"]
+def test_folder_lists_every_file_below_it(tree):
+    names = sorted(_names(list_images(f"file://{tree}/")))  # a local folder comes in the OS's order
+    assert names == ["a.jpg", "b.png", "odd name #1.jpg", "sub/c.jpg", "sub/deeper/d.jpg", "sub/notes.txt"]
 
 
 def test_globs_filter_at_any_depth(tree):
-    assert _names(list_images(f"file://{tree}/**/*.jpg")) == [
+    assert sorted(_names(list_images(f"file://{tree}/**/*.jpg"))) == [
         "a.jpg",
         "odd name #1.jpg",
         "sub/c.jpg",
         "sub/deeper/d.jpg",
     ]
-    assert _names(list_images(f"file://{tree}/*.jpg")) == ["a.jpg", "odd name #1.jpg"]
-    assert _names(list_images(f"file://{tree}/sub/*")) == ["sub/c.jpg", "sub/notes.txt"]
+    assert sorted(_names(list_images(f"file://{tree}/*.jpg"))) == ["a.jpg", "odd name #1.jpg"]
+    assert sorted(_names(list_images(f"file://{tree}/sub/*"))) == ["sub/c.jpg", "sub/notes.txt"]
 
 
 def test_single_file_with_size_and_mtime(tree):
@@ -81,7 +75,7 @@ def test_missing_source_is_a_clear_error(tmp_path):
 
 def test_listing_is_lazy(tree):
     iterator = list_images(f"file://{tree}/")
-    assert next(iterator).uri.endswith("/a.jpg")  # nothing else needed to get the first one
+    assert next(iterator).uri.startswith(f"file://{tree}/")  # nothing else needed to get the first one
 
 
 def test_s3_listing_through_an_aws_connection(bucket, s3_conn_id):

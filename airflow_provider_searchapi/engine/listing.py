@@ -1,0 +1,177 @@
+"""Listing a storage URL (a file, a folder or a glob) as a stream of sources.
+
+Listings stream: a local folder is read with ``os.scandir`` entry by entry, an S3 prefix page by page,
+so memory does not grow with the number of objects and the first search starts at once. Entries
+come in the store's own order (S3: key order; a local folder: the order the OS gives).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from airflow.sdk import ObjectStoragePath
+from fsspec import AbstractFileSystem
+from fsspec.implementations.local import LocalFileSystem
+
+from airflow_provider_searchapi.engine.sources import SourceImage, source_from_info, stable_uri
+
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+def list_images(
+    source: str, *, conn_id: str | None = None, allow_empty: bool = False, follow_symlinks: bool = False
+) -> Iterator[SourceImage]:
+    """Stream the files under an object-storage URL.
+
+    :param source: a file (``s3://b/cat.jpg``), a folder (``s3://b/images/``: every file below it) or
+        a glob (``s3://b/images/**/*.jpg``: ``**`` spans folders, ``*`` and ``?`` stay within one). A
+        name that exists is taken as it is, even with glob characters (``photos [2020]/``).
+    :param conn_id: the storage connection (e.g. an ``aws`` connection; ``None`` for ``file://``).
+    :param allow_empty: list nothing without failing; by default a source that matches no file fails.
+    :param follow_symlinks: descend into linked local folders.
+    :raises FileNotFoundError: nothing exists at ``source``, or (unless ``allow_empty``) it matches no file.
+    """
+    root_url, pattern = _split_glob(source)
+    if pattern is not None and ObjectStoragePath(source, conn_id=conn_id).exists():
+        root_url, pattern = source, None  # a real name that holds glob characters
+    root = ObjectStoragePath(root_url, conn_id=conn_id)
+    if pattern is None and not root_url.endswith("/") and root.is_file():
+        yield source_from_info(root, root.stat())
+        return
+    if not root.exists():
+        if pattern is None:
+            raise FileNotFoundError(f"source {source!r}: no such file or folder")
+        if not allow_empty:
+            raise FileNotFoundError(f"source {source!r} matched no files: {stable_uri(root)} does not exist")
+        return
+    matcher = _glob_regex(pattern) if pattern else None
+    depth = None if pattern is None or "**" in pattern else pattern.count("/") + 1
+    base = root.path.rstrip("/")
+    found = 0
+    for key, info in _walk(root.fs, base, depth, follow_symlinks):
+        if matcher is None or matcher.match(key[len(base) :].lstrip("/")):
+            found += 1
+            yield source_from_info(root, info, key=key)
+    if not found and not allow_empty:
+        raise FileNotFoundError(
+            f"source {source!r} matched no files{' under ' + stable_uri(root) if pattern else ''}; "
+            "check the path and the pattern (allow_empty=True accepts an empty source)"
+        )
+
+
+def _walk(fs: AbstractFileSystem, base: str, depth: int | None, follow: bool) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(path, info)`` of every file below ``base``, ``depth`` levels at most."""
+    if isinstance(fs, LocalFileSystem):
+        yield from _walk_local(base, depth, follow)
+    elif hasattr(fs, "_iterdir") and hasattr(fs, "split_path"):  # s3fs: one page of keys at a time
+        yield from _walk_s3(fs, base)
+    else:
+        for folder, _dirs, files in fs.walk(base, maxdepth=depth, detail=True):
+            for name, info in files.items():
+                yield info.get("name") or f"{folder}/{name}", info
+
+
+def _walk_local(base: str, depth: int | None, follow: bool) -> Iterator[tuple[str, dict[str, Any]]]:
+    folders = [(base, 1)]
+    while folders:
+        folder, level = folders.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=follow):
+                    if depth is None or level < depth:
+                        folders.append((entry.path, level + 1))
+                    continue
+                try:
+                    status = entry.stat(follow_symlinks=False)
+                except OSError:
+                    status = None  # gone since: reading it records why
+                yield entry.path, {"size": status.st_size, "mtime": status.st_mtime} if status else {}
+
+
+def _walk_s3(fs: Any, base: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    from fsspec.asyn import sync
+
+    bucket, key, _version = fs.split_path(base)
+    pages = fs._iterdir(bucket, delimiter="", prefix=f"{key}/" if key else "")
+    while True:
+        try:
+            info = sync(fs.loop, pages.__anext__)
+        except StopAsyncIteration:
+            return
+        if info.get("type") != "directory":
+            yield info["name"], info
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """A regex for a glob relative to its root: ``**`` spans folders, ``*`` and ``?`` stay in one."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:[^/]+/)*")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[":
+            end = pattern.find("]", i + 2)
+            if end == -1:
+                out.append(re.escape(pattern[i]))
+                i += 1
+            else:
+                body = pattern[i + 1 : end].replace("\\", "\\\\")
+                out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+                i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def _split_glob(url: str) -> tuple[str, str | None]:
+    """Split ``s3://b/images/**/*.jpg`` into the folder to walk and the pattern below it."""
+    match = _GLOB_CHARS.search(url)
+    if match is None:
+        return url, None
+    cut = url.rfind("/", 0, match.start())
+    return url[: cut + 1], url[cut + 1 :]
+
+
+def _split_glob(url: str) -> tuple[str, str | None]:
+    """Split ``s3://b/images/**/*.jpg`` into the folder to walk and the pattern below it."""
+    match = _GLOB_CHARS.search(url)
+    if match is None:
+        return url, None
+    cut = url.rfind("/", 0, match.start())
+    return url[: cut + 1], url[cut + 1 :]
+
+
+def shard_images(
+    source: str, shards: int, *, conn_id: str | None = None, max_images: int | None = None
+) -> list[list[str]]:
+    """List ``source`` once and deal its files into ``shards`` lists, for ``.expand()``.
+
+    Each list holds storage URLs that :class:`SearchByImageOperator` takes as ``source``, with the
+    same ``source_conn_id``. Shards differ in size by at most one image; empty shards are dropped.
+
+    :param source: as in :func:`list_images`.
+    :param shards: how many lists (mind ``[core] max_map_length``, 1024 by default).
+    :param conn_id: the storage connection.
+    :param max_images: list at most this many images.
+    """
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1 (got {shards})")
+    buckets: list[list[str]] = [[] for _ in range(shards)]
+    for index, image in enumerate(list_images(source, conn_id=conn_id)):
+        if max_images is not None and index >= max_images:
+            break
+        buckets[index % shards].append(image.uri)
+    return [bucket for bucket in buckets if bucket]
