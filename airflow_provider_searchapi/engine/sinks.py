@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pydantic_core
-from airflow.sdk import BaseHook, ObjectStoragePath
+from airflow.providers.common.compat.sdk import BaseHook
+from airflow.sdk import ObjectStoragePath
 from fsspec.implementations.local import LocalFileSystem, make_path_posix
 
 from airflow_provider_searchapi.engine.records import ERROR_COLUMNS, RESULT_COLUMNS
