@@ -14,7 +14,7 @@ CONSTRAINTS := $(if $(wildcard constraints/py$(PYVER).txt),-c constraints/py$(PY
 # This machine's pip configuration may name local indexes that do not exist: hide those warnings.
 PIP_QUIET := { grep -v -e "is ignored: it is neither" -e "^$$" || true; }
 
-.PHONY: install demo demo-clean test dist clean chromium
+.PHONY: install demo demo-clean test test-matrix dist clean chromium
 
 install: $(INSTALLED)
 
@@ -42,6 +42,11 @@ dist: $(INSTALLED)
 
 test: $(INSTALLED) chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The compatibility subset on the newest patch release of each Airflow 3 minor version (noxfile.py),
+# one uv-made virtualenv per version under .nox/. One version: make test-matrix NOX_ARGS='-s "compat(3.1)"'
+test-matrix: $(INSTALLED)
+	$(BIN)/nox $(NOX_ARGS)
 
 # The browser tests (tests/e2e) drive Debian's Chromium; install it when missing and permitted.
 chromium:

@@ -152,12 +152,11 @@ class JsonLinesSink:
 
 
 def _done_in_part(part: ObjectStoragePath, *, errors: bool) -> Iterator[str]:
-    with part.open("r", encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                row = json.loads(line)
-                if not errors or row.get("retryable") == 0:
-                    yield row["source_uri"]
+    for line in part.read_text(encoding="utf-8").splitlines():  # Airflow 3.0's open files do not iterate
+        if line.strip():
+            row = json.loads(line)
+            if not errors or row.get("retryable") == 0:
+                yield row["source_uri"]
 
 
 def _jsonl(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> bytes:

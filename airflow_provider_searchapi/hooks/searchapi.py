@@ -8,6 +8,7 @@ from functools import cached_property
 from typing import Any
 
 import httpx
+from airflow.providers.common.compat.connection import get_async_connection
 from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_searchapi import connection_fields
@@ -87,7 +88,7 @@ class SearchApiHook(BaseHook):
     async def aget_config(self) -> SearchApiConfig:
         """The validated connection settings, read without blocking the event loop."""
         if self._config is None:
-            conn = await self.aget_connection(self.searchapi_conn_id)
+            conn = await get_async_connection(self.searchapi_conn_id, hook=self)
             config = self._load_config(conn.conn_type, conn.extra_dejson)
             # Masking talks to the task supervisor: do it off the event loop's thread.
             await asyncio.to_thread(_mask_credentials, config)
