@@ -8,6 +8,10 @@ or skipped because every sink already holds it. Sinks receive whole sources in b
 A source holds a place from the moment a worker takes it until its rows are committed; there are
 ``max_concurrency + 2 * commit_every`` places (the searches in flight, a batch being committed and the
 next one filling up). A crash therefore loses, and a re-run pays again for, at most that many searches.
+
+With a :class:`~airflow_provider_searchapi.engine.ledger.Ledger`, a source is skipped or searched
+again as the ledger and ``reprocess`` decide; the ledger records a batch only after every sink
+committed it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from airflow_provider_searchapi.engine.ledger import SEARCHED, Ledger, Plan, Reprocess, fingerprint, outcomes, plan
 from airflow_provider_searchapi.engine.progress import Progress
 from airflow_provider_searchapi.engine.records import STAGE_API, STAGE_READ, STAGE_VALIDATE, error_row, result_rows
 from airflow_provider_searchapi.engine.settings import EnrichmentSettings, RunSummary
@@ -42,12 +47,22 @@ class Enricher:
     :param hook: the Search API hook (its connection's settings are read before the run).
     :param sinks: where rows go; a source is skipped when every sink already holds it.
     :param settings: how to search and commit.
+    :param ledger: the ledger of done sources kept across runs (``None``: the sinks alone say what is done).
     """
 
-    def __init__(self, hook: SearchApiHook, sinks: list[Sink], settings: EnrichmentSettings | None = None) -> None:
+    def __init__(
+        self,
+        hook: SearchApiHook,
+        sinks: list[Sink],
+        settings: EnrichmentSettings | None = None,
+        ledger: Ledger | None = None,
+    ) -> None:
         self.hook = hook
         self.sinks = sinks
         self.settings = settings or EnrichmentSettings()
+        self.ledger = ledger
+        if ledger is None and self.settings.reprocess is Reprocess.FAILED:
+            raise ValueError("reprocess='failed' needs a ledger (state_path) that remembers the failures")
         self.summary = RunSummary()
         self._batch = Batch()  # filling up
         self._full: collections.deque[Batch] = collections.deque()  # of commit_every sources, to commit
@@ -57,6 +72,8 @@ class Enricher:
         self._places = asyncio.Semaphore(self.settings.max_uncommitted)
         self._done_per_sink: list[set[str]] = []
         self._listing_error: Exception | None = None
+        self._fingerprints: dict[str, str | None] = {}  # of the sources being searched, for the ledger
+        self._held_unrecorded: list[tuple[str, str | None]] = []  # in every sink, not yet in the ledger
 
     def run(self, sources: Iterable[SourceImage]) -> RunSummary:
         """Search every source not already done and commit the rows; return the summary.
@@ -73,13 +90,19 @@ class Enricher:
         stats = self.hook.stats
         attempts_before, throttled_before = stats.attempts, stats.throttled
         await self.hook.aget_config()  # read the connection (and fail on bad settings) before any work
-        self._done_per_sink = [await asyncio.to_thread(sink.done_sources) for sink in self.sinks]
+        everything = self.settings.reprocess is Reprocess.ALL
+        self._done_per_sink = [set() if everything else await asyncio.to_thread(s.done_sources) for s in self.sinks]
         done = set.intersection(*self._done_per_sink) if self._done_per_sink else set()
+        if self.ledger is not None and not everything:
+            await asyncio.to_thread(self.ledger.load)
         if done:
             log.info("Resuming: %d sources already done in the output are skipped", len(done))
         progress = Progress(self.summary, stats, interval=self.settings.progress_seconds)
         try:
             await self._run(sources, done, progress)
+            if self.ledger is not None:
+                await self._record(Batch())  # the sources found held by every sink
+                await asyncio.to_thread(self.ledger.compact_if_many)
         finally:
             self.summary.requests = stats.attempts - attempts_before
             self.summary.throttled_429 = stats.throttled - throttled_before
@@ -126,15 +149,52 @@ class Enricher:
             if not chunk:
                 break
             for source in chunk:
-                if source.uri in done:
+                decision = self._plan(source, done)
+                if decision.skips:
                     self.summary.listed += 1
-                    self.summary.skipped_done += 1
                 elif left != 0:
                     left = None if left is None else left - 1
+                    self._admit(source, decision)
                     await queue.put(source)
         progress.listing_done()
         for _ in range(self.settings.max_concurrency):
             await queue.put(None)
+
+    def _plan(self, source: SourceImage, done: set[str]) -> Plan:
+        """Skip or search ``source``, and count a skip."""
+        held = source.uri in done
+        if self.ledger is None:
+            decision = Plan.SKIP_DONE if held else Plan.SEARCH
+        else:
+            entry = self.ledger.get(source.uri)
+            decision = plan(entry, fingerprint(source), self.settings.reprocess, held=held)
+            if held and entry is None:  # committed before the ledger knew it (e.g. a crash between the two)
+                self._held_unrecorded.append((source.uri, fingerprint(source)))
+        if decision is Plan.SKIP_DONE:
+            self.summary.skipped_done += 1
+        elif decision is Plan.SKIP_UNSEEN:
+            self.summary.skipped_unseen += 1
+        return decision
+
+    def _admit(self, source: SourceImage, decision: Plan) -> None:
+        """Note a source about to be searched: its fingerprint for the ledger, why it is searched again."""
+        if self.ledger is None:
+            return
+        self._fingerprints[source.uri] = fingerprint(source)
+        if decision is Plan.CHANGED:
+            self.summary.changed += 1
+        elif decision is Plan.RETRY:
+            self.summary.retried += 1
+        for already in self._done_per_sink:  # its new rows go to every sink, beside the old ones
+            already.discard(source.uri)
+
+    async def _record(self, batch: Batch) -> None:
+        """Write the ledger's rows of a committed batch, and of the sources found held by every sink."""
+        assert self.ledger is not None
+        rows = [(uri, self._fingerprints.pop(uri, None), outcome) for uri, outcome in outcomes(batch)]
+        rows += [(uri, fp, SEARCHED) for uri, fp in self._held_unrecorded]
+        self._held_unrecorded = []
+        await asyncio.to_thread(self.ledger.record, rows)
 
     def _take(self, listing: Iterator[SourceImage], count: int) -> list[SourceImage]:
         """Up to ``count`` sources from the listing; a failure is kept for the end of the run."""
@@ -206,5 +266,7 @@ class Enricher:
     async def _commit(self, batch: Batch) -> None:
         for sink, already in zip(self.sinks, self._done_per_sink, strict=True):
             await asyncio.to_thread(sink.write, batch.without(already) if already else batch)
+        if self.ledger is not None:
+            await self._record(batch)
         for _ in range(batch.sources):
             self._places.release()
