@@ -183,10 +183,10 @@ class Enricher:
         self._fingerprints[source.uri] = fingerprint(source)
         if decision is Plan.CHANGED:
             self.summary.changed += 1
+            for already in self._done_per_sink:  # the new version's rows go to every sink, beside the old
+                already.discard(source.uri)
         elif decision is Plan.RETRY:
             self.summary.retried += 1
-        for already in self._done_per_sink:  # its new rows go to every sink, beside the old ones
-            already.discard(source.uri)
 
     async def _record(self, batch: Batch) -> None:
         """Write the ledger's rows of a committed batch, and of the sources found held by every sink."""

@@ -176,3 +176,25 @@ def test_fingerprints():
     )
     assert fingerprint(SourceImage("https://x/y.jpg")) is None
     assert Reprocess.parse("never") is Reprocess.NEVER
+
+
+def test_a_changed_source_gets_new_rows_beside_the_old_in_the_same_output(hook, tmp_path, sqlite_conn_id):
+    import sqlite3
+
+    from airflow_provider_searchapi.engine import SqlSink
+
+    write_images(tmp_path / "in", 3)
+    state = ObjectStoragePath(f"file://{tmp_path}/state/")
+
+    def run_once():
+        sinks = [JsonLinesSink(ObjectStoragePath(f"file://{tmp_path}/out/")), SqlSink(sqlite_conn_id, "found")]
+        return Enricher(hook, sinks, EnrichmentSettings(), Ledger(state)).run(list_images(f"file://{tmp_path}/in/"))
+
+    assert run_once().searched == 3
+    (tmp_path / "in" / "img-0001.jpg").write_bytes(make_jpeg(777))
+    second = run_once()
+    assert (second.searched, second.changed, second.skipped_done) == (1, 1, 2)
+    with sqlite3.connect(tmp_path / "results.db") as db:
+        sizes = db.execute("SELECT DISTINCT source_size FROM found WHERE source_uri LIKE '%img-0001.jpg'").fetchall()
+    assert len(sizes) == 2  # both versions' rows, told apart by source_size / source_mtime
+    assert run_once().searched == 0
