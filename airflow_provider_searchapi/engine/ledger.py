@@ -12,6 +12,8 @@ A part is written whole under ``_tmp/`` and then moved into place, once the batc
 committed to every output. Parts are read in name (time) order and a source's last line wins. When
 there are more than ``compact_parts`` parts, one part holding the last line of each source replaces
 them (at the start and at the end of a run).
+
+:class:`SqlLedger` reads the same from a SQL sink's tables instead, for runs whose only output is SQL.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ import json
 import logging
 import secrets
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 from datetime import datetime, timezone
 from enum import Enum
 from typing import NamedTuple
 
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_searchapi.engine.sinks import Batch
+from airflow_provider_searchapi.engine.sinks import Batch, SqlSink
 from airflow_provider_searchapi.engine.sources import SourceImage, stable_uri
 
 log = logging.getLogger(__name__)
@@ -86,10 +89,14 @@ class Entry(NamedTuple):
 def fingerprint(source: SourceImage) -> str | None:
     """The version of a source as its listing tells it: ``etag:<ETag>``, else ``size:<bytes>,mtime:<time>``,
     else ``None`` (public URLs, paths given without a listing)."""
-    if source.etag:
-        return f"etag:{source.etag}"
-    if source.size is not None and source.mtime:
-        return f"size:{source.size},mtime:{source.mtime}"
+    return _fingerprint(source.etag, source.size, source.mtime)
+
+
+def _fingerprint(etag: str | None, size: int | None, mtime: str | None) -> str | None:
+    if etag:
+        return f"etag:{etag}"
+    if size is not None and mtime:
+        return f"size:{size},mtime:{mtime}"
     return None
 
 
@@ -227,3 +234,49 @@ class Ledger:
 
 def _line(uri: str, fp: str | None, outcome: str) -> str:
     return json.dumps({"source_uri": uri, "fingerprint": fp, "outcome": outcome}, ensure_ascii=False) + "\n"
+
+
+class SqlLedger:
+    """The ledger read from a :class:`SqlSink`'s tables: each source's latest version searched (its
+    ``source_etag``, ``source_size``, ``source_mtime``) or error, by time. The sink writes it.
+
+    :param sink: the SQL output of the run.
+    """
+
+    #: Rows fetched from the database at a time.
+    FETCH = 10_000
+
+    def __init__(self, sink: SqlSink) -> None:
+        self.sink = sink
+        self.entries: dict[str, Entry] = {}
+
+    def get(self, uri: str) -> Entry | None:
+        return self.entries.get(uri)
+
+    def load(self) -> None:
+        """Stream one row per source version and per error kind, oldest first; the latest wins."""
+        table, errors = self.sink.table, self.sink.errors_table
+        sql = (
+            f"SELECT source_uri, source_etag, source_size, source_mtime, 0 AS kind, MAX(searched_at) AS at "
+            f"FROM {table} GROUP BY source_uri, source_etag, source_size, source_mtime "
+            f"UNION ALL SELECT source_uri, NULL, NULL, NULL, CASE WHEN retryable = 0 THEN 1 ELSE 2 END, "
+            f"MAX(failed_at) FROM {errors} GROUP BY source_uri, retryable ORDER BY at"
+        )
+        kinds = (SEARCHED, REFUSED, FAILED)
+        with closing(self.sink.hook.get_conn()) as conn, closing(conn.cursor()) as cursor:
+            cursor.execute(sql)
+            while rows := cursor.fetchmany(self.FETCH):
+                for uri, etag, size, mtime, kind, _at in rows:
+                    self.entries[uri] = Entry(_fingerprint(etag, size, mtime), kinds[kind])
+        log.info("Ledger %s: %d sources", self.location(), len(self.entries))
+
+    def record(self, rows: Iterable[tuple[str, str | None, str]]) -> None:
+        """Nothing to write: the sink's commit of the batch is the record."""
+        for uri, fp, outcome in rows:
+            self.entries[uri] = Entry(fp, _OUTCOMES[outcome])
+
+    def compact_if_many(self) -> None:
+        pass
+
+    def location(self) -> str:
+        return f"sql {self.sink.conn_id}: {self.sink.table}, {self.sink.errors_table}"

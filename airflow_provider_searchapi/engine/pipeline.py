@@ -24,7 +24,16 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from airflow_provider_searchapi.engine.ledger import SEARCHED, Ledger, Plan, Reprocess, fingerprint, outcomes, plan
+from airflow_provider_searchapi.engine.ledger import (
+    SEARCHED,
+    Ledger,
+    Plan,
+    Reprocess,
+    SqlLedger,
+    fingerprint,
+    outcomes,
+    plan,
+)
 from airflow_provider_searchapi.engine.progress import Progress
 from airflow_provider_searchapi.engine.records import STAGE_API, STAGE_READ, STAGE_VALIDATE, error_row, result_rows
 from airflow_provider_searchapi.engine.settings import EnrichmentSettings, RunSummary
@@ -55,7 +64,7 @@ class Enricher:
         hook: SearchApiHook,
         sinks: list[Sink],
         settings: EnrichmentSettings | None = None,
-        ledger: Ledger | None = None,
+        ledger: Ledger | SqlLedger | None = None,
     ) -> None:
         self.hook = hook
         self.sinks = sinks

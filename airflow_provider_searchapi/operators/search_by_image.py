@@ -19,7 +19,7 @@ from airflow_provider_searchapi.engine import (
     images_from_urls,
     list_images,
 )
-from airflow_provider_searchapi.engine.ledger import Ledger, Reprocess
+from airflow_provider_searchapi.engine.ledger import Ledger, Reprocess, SqlLedger
 from airflow_provider_searchapi.engine.sinks import Sink
 from airflow_provider_searchapi.engine.sources import SourceImage
 from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
@@ -68,8 +68,8 @@ class SearchByImageOperator(BaseOperator):
         default half of it). A crash repeats at most ``max_concurrency + 2 * commit_every`` searches;
         smaller values repeat fewer and write more, smaller part files.
     :param state_path: an ``ObjectStoragePath`` prefix for the ledger of done images kept across runs
-        (default: the static part of ``output_path``, before any ``{{``, plus ``_state/``; without
-        ``output_path`` or a static part, no ledger). Templated.
+        (default: the static part of ``output_path``, before any ``{{``, plus ``_state/``; with only
+        a SQL output, its tables serve as the ledger; otherwise none). Templated.
     :param state_conn_id: the storage connection of ``state_path`` (default ``output_conn_id``). Templated.
     :param reprocess: which sources the ledger holds are searched again: ``"changed"`` (their ETag, or
         size and modification time, changed; and retryable errors), ``"never"`` (only retryable
@@ -189,7 +189,7 @@ class SearchByImageOperator(BaseOperator):
             sources = iter(_at_most(sources, MAX_XCOM_IMAGES))
         sinks: list[Sink] = [xcom_sink] if xcom_sink is not None else self._storage_sinks()
 
-        summary = Enricher(self.hook, sinks, settings, self._ledger()).run(sources)
+        summary = Enricher(self.hook, sinks, settings, self._ledger(sinks)).run(sources)
         result = summary.to_dict()
         if xcom_sink is not None:
             result["records"] = xcom_sink.results
@@ -229,9 +229,10 @@ class SearchByImageOperator(BaseOperator):
             sinks.append(SqlSink(self.sql_conn_id, self.sql_table, create_table=self.create_table))
         return sinks
 
-    def _ledger(self) -> Ledger | None:
+    def _ledger(self, sinks: list[Sink]) -> Ledger | SqlLedger | None:
         if not self.state_path:
-            return None
+            only_sql = len(sinks) == 1 and isinstance(sinks[0], SqlSink)
+            return SqlLedger(sinks[0]) if only_sql else None
         conn_id = self.state_conn_id if self.state_conn_id is not None else self.output_conn_id
         return Ledger(ObjectStoragePath(self.state_path, conn_id=conn_id or None))
 

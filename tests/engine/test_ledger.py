@@ -198,3 +198,31 @@ def test_a_changed_source_gets_new_rows_beside_the_old_in_the_same_output(hook, 
         sizes = db.execute("SELECT DISTINCT source_size FROM found WHERE source_uri LIKE '%img-0001.jpg'").fetchall()
     assert len(sizes) == 2  # both versions' rows, told apart by source_size / source_mtime
     assert run_once().searched == 0
+
+
+def test_with_only_a_sql_output_its_tables_are_the_ledger(
+    tmp_path, searchapi_emulator, searchapi_connection, sqlite_conn_id
+):
+    write_images(tmp_path / "in", 4)
+    (tmp_path / "in" / "text.jpg").write_text("not an image")
+
+    def run_once(**kwargs):
+        op = SearchByImageOperator(
+            task_id="t",
+            source=f"file://{tmp_path}/in/",
+            sql_conn_id=sqlite_conn_id,
+            sql_table="found",
+            max_error_ratio=0.5,
+            **kwargs,
+        )
+        return op.execute({})
+
+    assert run_once()["searched"] == 4
+    (tmp_path / "in" / "img-0002.jpg").write_bytes(make_jpeg(555))
+    before = searches(searchapi_emulator)
+    never = run_once(reprocess="never")
+    assert (never["searched"], never["skipped_done"]) == (0, 5)
+    changed = run_once()
+    assert (changed["searched"], changed["changed"], changed["skipped_done"]) == (1, 1, 4)
+    assert searches(searchapi_emulator) - before == 1
+    assert run_once()["searched"] == 0  # the table now holds the new version
