@@ -10,8 +10,9 @@ Layout under the state prefix::
 
 A part is written whole under ``_tmp/`` and then moved into place, once the batch it records is
 committed to every output. Parts are read in name (time) order and a source's last line wins. When
-there are more than ``compact_parts`` parts, one part holding the last line of each source replaces
-them (at the start and at the end of a run).
+a listing finds more than ``compact_parts`` parts (at the start of a run, and at its end if it wrote
+that many), one part holding the last line of each source replaces them. It is named to sort right
+after the newest part it replaces, so parts that other runs write meanwhile still come after it.
 
 :class:`SqlLedger` reads the same from a SQL sink's tables instead, for runs whose only output is SQL.
 """
@@ -142,7 +143,8 @@ class Ledger:
         self.compact_parts = compact_parts
         self.entries: dict[str, Entry] = {}
         self._base = prefix.path.rstrip("/")
-        self._parts: list[str] = []  # committed parts, read or written by this object
+        self._parts: list[str] = []  # the committed parts last listed
+        self._written = 0  # parts this object wrote
 
     def get(self, uri: str) -> Entry | None:
         return self.entries.get(uri)
@@ -172,16 +174,24 @@ class Ledger:
         temporary = self._temporary(final)
         fs.pipe_file(temporary, "".join(_line(*row) for row in rows).encode())
         fs.mv(temporary, final)
-        self._parts.append(final)
+        self._written += 1
         for uri, fp, outcome in rows:
             self.entries[uri] = Entry(fp, _OUTCOMES[outcome])
 
+    def finish(self) -> None:
+        """At the end of a run that wrote more than ``compact_parts`` parts: list and read the parts
+        again, and compact them."""
+        if self._written > self.compact_parts:
+            self._written = 0
+            self.load()
+
     def compact_if_many(self) -> None:
-        """Replace the parts by one holding each source's last line, when there are more than ``compact_parts``."""
+        """Replace the parts last listed by one holding each source's last line, when there are more
+        than ``compact_parts``."""
         if len(self._parts) <= self.compact_parts:
             return
         fs = self.prefix.fs
-        final = self._new_part_name()
+        final = self._parts[-1].removesuffix(".jsonl") + "~compacted.jsonl"  # sorts right after it
         temporary = self._temporary(final)
         with fs.open(temporary, "wb") as handle:
             chunk: list[str] = []
@@ -192,8 +202,14 @@ class Ledger:
                     chunk.clear()
             handle.write("".join(chunk).encode())
         fs.mv(temporary, final)
-        # The new part sorts after every part it replaces: removing those is safe at any moment.
-        fs.rm(self._parts)
+        # The new part sorts after every part it replaces: removing those is safe at any moment, and
+        # another run may be removing them too.
+        try:
+            fs.rm(self._parts)
+        except FileNotFoundError:
+            for part in self._parts:
+                if fs.exists(part):
+                    fs.rm_file(part)
         log.info("Ledger %s: %d parts compacted into one", self.location(), len(self._parts))
         self._parts = [final]
 
@@ -275,7 +291,7 @@ class SqlLedger:
         for uri, fp, outcome in rows:
             self.entries[uri] = Entry(fp, _OUTCOMES[outcome])
 
-    def compact_if_many(self) -> None:
+    def finish(self) -> None:
         pass
 
     def location(self) -> str:

@@ -111,7 +111,7 @@ class Enricher:
             await self._run(sources, done, progress)
             if self.ledger is not None:
                 await self._record(Batch())  # the sources found held by every sink
-                await asyncio.to_thread(self.ledger.compact_if_many)
+                await asyncio.to_thread(self.ledger.finish)
         finally:
             self.summary.requests = stats.attempts - attempts_before
             self.summary.throttled_429 = stats.throttled - throttled_before

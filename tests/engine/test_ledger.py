@@ -226,3 +226,14 @@ def test_with_only_a_sql_output_its_tables_are_the_ledger(
     assert (changed["searched"], changed["changed"], changed["skipped_done"]) == (1, 1, 4)
     assert searches(searchapi_emulator) - before == 1
     assert run_once()["searched"] == 0  # the table now holds the new version
+
+
+def test_a_run_that_wrote_many_parts_leaves_one(hook, tmp_path):
+    write_images(tmp_path / "in", 6)
+    state = tmp_path / "state"
+    sink = JsonLinesSink(ObjectStoragePath(f"file://{tmp_path}/out/"))
+    ledger = Ledger(ObjectStoragePath(f"file://{state}/"), compact_parts=2)
+    settings = EnrichmentSettings(max_concurrency=2, commit_every=1)
+    assert Enricher(hook, [sink], settings, ledger).run(list_images(f"file://{tmp_path}/in/")).searched == 6
+    (part,) = (state / "parts").iterdir()
+    assert part.name.endswith("~compacted.jsonl") and len(part.read_text().splitlines()) == 6
