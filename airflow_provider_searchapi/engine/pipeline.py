@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: Sources taken from the listing per thread hop.
 LISTING_CHUNK = 256
+#: Sources found held by every sink but unknown to the ledger, recorded together at most.
+HELD_RECORD_CHUNK = 10_000
 #: Seconds between the committer's looks at the pending batch's age (and at the progress log).
 COMMIT_POLL_SECONDS = 0.2
 
@@ -83,6 +85,7 @@ class Enricher:
         self._listing_error: Exception | None = None
         self._fingerprints: dict[str, str | None] = {}  # of the sources being searched, for the ledger
         self._held_unrecorded: list[tuple[str, str | None]] = []  # in every sink, not yet in the ledger
+        self._recording = asyncio.Lock()  # one ledger write at a time
 
     def run(self, sources: Iterable[SourceImage]) -> RunSummary:
         """Search every source not already done and commit the rows; return the summary.
@@ -165,6 +168,8 @@ class Enricher:
                     left = None if left is None else left - 1
                     self._admit(source, decision)
                     await queue.put(source)
+            if len(self._held_unrecorded) >= HELD_RECORD_CHUNK:
+                await self._record(Batch())
         progress.listing_done()
         for _ in range(self.settings.max_concurrency):
             await queue.put(None)
@@ -203,7 +208,8 @@ class Enricher:
         rows = [(uri, self._fingerprints.pop(uri, None), outcome) for uri, outcome in outcomes(batch)]
         rows += [(uri, fp, SEARCHED) for uri, fp in self._held_unrecorded]
         self._held_unrecorded = []
-        await asyncio.to_thread(self.ledger.record, rows)
+        async with self._recording:
+            await asyncio.to_thread(self.ledger.record, rows)
 
     def _take(self, listing: Iterator[SourceImage], count: int) -> list[SourceImage]:
         """Up to ``count`` sources from the listing; a failure is kept for the end of the run."""

@@ -237,3 +237,25 @@ def test_a_run_that_wrote_many_parts_leaves_one(hook, tmp_path):
     assert Enricher(hook, [sink], settings, ledger).run(list_images(f"file://{tmp_path}/in/")).searched == 6
     (part,) = (state / "parts").iterdir()
     assert part.name.endswith("~compacted.jsonl") and len(part.read_text().splitlines()) == 6
+
+
+def test_sources_the_outputs_held_before_the_ledger_existed_are_added_to_it(
+    hook, tmp_path, searchapi_emulator, monkeypatch
+):
+    from airflow_provider_searchapi.engine import pipeline
+
+    monkeypatch.setattr(pipeline, "HELD_RECORD_CHUNK", 2)  # recorded while listing, a few at a time
+    write_images(tmp_path / "in", 5)
+    source = f"file://{tmp_path}/in/"
+
+    def sink(day: str) -> JsonLinesSink:
+        return JsonLinesSink(ObjectStoragePath(f"file://{tmp_path}/out/{day}/"))
+
+    assert Enricher(hook, [sink("day1")]).run(list_images(source)).searched == 5  # no ledger yet
+    state = ObjectStoragePath(f"file://{tmp_path}/state/")
+    same_day = Enricher(hook, [sink("day1")], ledger=Ledger(state)).run(list_images(source))
+    assert (same_day.skipped_done, same_day.searched) == (5, 0)
+    before = searches(searchapi_emulator)
+    next_day = Enricher(hook, [sink("day2")], ledger=Ledger(state)).run(list_images(source))
+    assert (next_day.skipped_done, next_day.searched) == (5, 0)
+    assert searches(searchapi_emulator) == before
