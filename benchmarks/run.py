@@ -234,8 +234,74 @@ def tokens(options: Options) -> list[Row]:
     return [Row(measure, f"{exchanges} for 3 processes", "1 per process per refresh interval", exchanges == 3)]
 
 
+def ledger_child(mode: str, source: str, state: str) -> None:
+    """In a fresh process: list ``source`` alone (``list``), or run the engine over it with the ledger at
+    ``state`` (``skip``); print the wall seconds after start-up, the peak RSS and the run's counts."""
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_provider_searchapi.engine import Enricher, EnrichmentSettings, JsonLinesSink, list_images
+    from airflow_provider_searchapi.engine.ledger import Ledger
+    from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
+
+    started, counts = time.monotonic(), {}
+    if mode == "list":
+        counts["listed"] = sum(1 for _ in list_images(source))
+    else:
+        with tempfile.TemporaryDirectory() as out:
+            sinks = [JsonLinesSink(ObjectStoragePath(f"file://{out}/"))]
+            run = Enricher(SearchApiHook(CONN_ID), sinks, EnrichmentSettings(), Ledger(ObjectStoragePath(state)))
+            summary = run.run(list_images(source))
+        counts = {"listed": summary.listed, "skipped": summary.skipped_done, "requests": summary.requests}
+    print(json.dumps({**counts, "wall": time.monotonic() - started, "peak_rss_mb": own_peak_rss_mb()}))
+
+
+def ledger(options: Options) -> list[Row]:
+    """A ledger holding every source of a folder (in 100 parts, as a crashed run leaves them): a run over
+    the folder skips them all. Compared with a process that only lists the folder."""
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_provider_searchapi.engine import list_images
+    from airflow_provider_searchapi.engine.ledger import SEARCHED, Ledger, fingerprint
+
+    count = 20_000 if options.quick else 100_000
+    source = images(count)
+
+    def in_child(mode: str, state: str) -> dict[str, Any]:
+        command = [sys.executable, __file__, "--ledger-child", mode, source, state]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"the child process failed:\n{done.stderr[-3000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    def once() -> dict[str, float]:
+        with tempfile.TemporaryDirectory() as folder:
+            state, rows = f"file://{folder}/", [(s.uri, fingerprint(s), SEARCHED) for s in list_images(source)]
+            writer = Ledger(ObjectStoragePath(state))
+            for start in range(0, count, count // 100):
+                writer.record(rows[start : start + count // 100])
+            listing, skipping = in_child("list", state), in_child("skip", state)
+        if (skipping["skipped"], skipping["requests"]) != (count, 0):
+            raise RuntimeError(f"the ledger run searched or missed sources: {skipping}")
+        rss = skipping["peak_rss_mb"] - listing["peak_rss_mb"]
+        wall = skipping["wall"] - listing["wall"]
+        log(f"ledger of {count:,}: +{rss:.1f} MB peak RSS, +{wall:.2f} s over listing alone")
+        return {"rss": rss, "wall": wall}
+
+    with emulator() as server:
+        server.use()
+        runs = repeat(options, once)
+    rss, wall = statistics.median(runs["rss"]), statistics.median(runs["wall"])
+    measure = f"ledger: a run over {count:,} images all done in a ledger of 100 parts, beyond listing them alone"
+    return [
+        Row(f"{measure}: peak RSS added", f"{rss:+.1f} MB", "≤ 100 MB", rss <= 100),
+        Row(f"{measure}: time added", f"{wall:+.2f} s", "≤ 10 s", wall <= 10),
+    ]
+
+
 #: ``--only`` names a scenario by its function's name; the table follows this order.
-SCENARIOS: dict[str, Callable[[Options], list[Row]]] = {f.__name__: f for f in (quota, throughput, memory, tokens)}
+SCENARIOS: dict[str, Callable[[Options], list[Row]]] = {
+    f.__name__: f for f in (quota, throughput, memory, tokens, ledger)
+}
 
 
 # -- report -------------------------------------------------------------------------------------------
@@ -275,11 +341,15 @@ def main() -> None:
     parser.add_argument("--only", help=f"comma-separated scenarios (default all): {','.join(SCENARIOS)}")
     parser.add_argument("--write-docs", action="store_true", help="put the table into docs/performance.md")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--ledger-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("AIRFLOW_HOME", str(CACHE / "airflow-home"))
     logging.getLogger("airflow_provider_searchapi").setLevel(logging.WARNING)  # no progress lines
     if args.child:
         child(args.child)
+        return
+    if args.ledger_child:
+        ledger_child(*args.ledger_child)
         return
     names = args.only.split(",") if args.only else list(SCENARIOS)
     unknown = set(names) - set(SCENARIOS)

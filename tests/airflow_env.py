@@ -45,9 +45,12 @@ def connections_env() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key.startswith(("AIRFLOW_CONN_", "AWS_"))}
 
 
-def dags_test(env: dict[str, str], dag_id: str, conf: dict | None = None) -> subprocess.CompletedProcess[str]:
-    """``airflow dags test DAG_ID`` that must succeed; returns the finished process (output captured)."""
-    command = [AIRFLOW, "dags", "test", dag_id] + (["-c", json.dumps(conf)] if conf else [])
+def dags_test(
+    env: dict[str, str], dag_id: str, conf: dict | None = None, logical_date: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``airflow dags test DAG_ID [LOGICAL_DATE]`` that must succeed; returns the finished process (output captured)."""
+    command = [AIRFLOW, "dags", "test", dag_id, *([logical_date] if logical_date else [])]
+    command += ["-c", json.dumps(conf)] if conf else []
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert "state=success" in result.stdout + result.stderr

@@ -6,6 +6,7 @@ Serves :class:`~airflow_provider_searchapi.operators.search_by_image.SearchByIma
 
 from __future__ import annotations
 
+from airflow_provider_searchapi.engine.ledger import Ledger, Reprocess, SqlLedger
 from airflow_provider_searchapi.engine.listing import list_images, shard_images
 from airflow_provider_searchapi.engine.pipeline import Enricher
 from airflow_provider_searchapi.engine.settings import EnrichmentSettings, RunSummary
@@ -21,8 +22,11 @@ __all__ = [
     "EnrichmentSettings",
     "Enricher",
     "JsonLinesSink",
+    "Ledger",
+    "Reprocess",
     "RunSummary",
     "SourceImage",
+    "SqlLedger",
     "SqlSink",
     "XComSink",
     "images_from_paths",

@@ -8,6 +8,10 @@ or skipped because every sink already holds it. Sinks receive whole sources in b
 A source holds a place from the moment a worker takes it until its rows are committed; there are
 ``max_concurrency + 2 * commit_every`` places (the searches in flight, a batch being committed and the
 next one filling up). A crash therefore loses, and a re-run pays again for, at most that many searches.
+
+With a :class:`~airflow_provider_searchapi.engine.ledger.Ledger`, a source is skipped or searched
+again as the ledger and ``reprocess`` decide; the ledger records a batch only after every sink
+committed it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,16 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from airflow_provider_searchapi.engine.ledger import (
+    SEARCHED,
+    Ledger,
+    Plan,
+    Reprocess,
+    SqlLedger,
+    fingerprint,
+    outcomes,
+    plan,
+)
 from airflow_provider_searchapi.engine.progress import Progress
 from airflow_provider_searchapi.engine.records import (
     STAGE_API,
@@ -48,6 +62,8 @@ log = logging.getLogger(__name__)
 LISTING_CHUNK = 256
 #: A run whose first images fail this many times for a reason of the setup (and none succeed) stops.
 SETUP_FAILURES_TO_STOP = 5
+#: Sources found held by every sink but unknown to the ledger, recorded together at most.
+HELD_RECORD_CHUNK = 10_000
 #: Seconds between the committer's looks at the pending batch's age (and at the progress log).
 COMMIT_POLL_SECONDS = 0.2
 
@@ -58,12 +74,22 @@ class Enricher:
     :param hook: the Search API hook (its connection's settings are read before the run).
     :param sinks: where rows go; a source is skipped when every sink already holds it.
     :param settings: how to search and commit.
+    :param ledger: the ledger of done sources kept across runs (``None``: the sinks alone say what is done).
     """
 
-    def __init__(self, hook: SearchApiHook, sinks: list[Sink], settings: EnrichmentSettings | None = None) -> None:
+    def __init__(
+        self,
+        hook: SearchApiHook,
+        sinks: list[Sink],
+        settings: EnrichmentSettings | None = None,
+        ledger: Ledger | SqlLedger | None = None,
+    ) -> None:
         self.hook = hook
         self.sinks = sinks
         self.settings = settings or EnrichmentSettings()
+        self.ledger = ledger
+        if ledger is None and self.settings.reprocess is Reprocess.FAILED:
+            raise ValueError("reprocess='failed' needs a ledger (state_path) that remembers the failures")
         self.summary = RunSummary()
         self._batch = Batch()  # filling up
         self._full: collections.deque[Batch] = collections.deque()  # of commit_every sources, to commit
@@ -74,6 +100,9 @@ class Enricher:
         self._done_per_sink: list[set[str]] = []
         self._listing_error: Exception | None = None
         self._setup_failures = 0
+        self._fingerprints: dict[str, str | None] = {}  # of the sources being searched, for the ledger
+        self._held_unrecorded: list[tuple[str, str | None]] = []  # in every sink, not yet in the ledger
+        self._recording = asyncio.Lock()  # one ledger write at a time
 
     def run(self, sources: Iterable[SourceImage]) -> RunSummary:
         """Search every source not already done and commit the rows; return the summary.
@@ -90,13 +119,19 @@ class Enricher:
         stats = self.hook.stats
         attempts_before, throttled_before = stats.attempts, stats.throttled
         await self.hook.aget_config()  # read the connection (and fail on bad settings) before any work
-        self._done_per_sink = [await asyncio.to_thread(sink.done_sources) for sink in self.sinks]
+        everything = self.settings.reprocess is Reprocess.ALL
+        self._done_per_sink = [set() if everything else await asyncio.to_thread(s.done_sources) for s in self.sinks]
         done = set.intersection(*self._done_per_sink) if self._done_per_sink else set()
+        if self.ledger is not None and not everything:
+            await asyncio.to_thread(self.ledger.load)
         if done:
             log.info("Resuming: %d sources already done in the output are skipped", len(done))
         progress = Progress(self.summary, stats, interval=self.settings.progress_seconds)
         try:
             await self._run(sources, done, progress)
+            if self.ledger is not None:
+                await self._record(Batch())  # the sources found held by every sink
+                await asyncio.to_thread(self.ledger.finish)
         finally:
             self.summary.requests = stats.attempts - attempts_before
             self.summary.throttled_429 = stats.throttled - throttled_before
@@ -147,15 +182,55 @@ class Enricher:
             if not chunk:
                 break
             for source in chunk:
-                if source.uri in done:
+                decision = self._plan(source, done)
+                if decision.skips:
                     self.summary.listed += 1
-                    self.summary.skipped_done += 1
                 elif left != 0:
                     left = None if left is None else left - 1
+                    self._admit(source, decision)
                     await queue.put(source)
+            if len(self._held_unrecorded) >= HELD_RECORD_CHUNK:
+                await self._record(Batch())
         progress.listing_done()
         for _ in range(self.settings.max_concurrency):
             await queue.put(None)
+
+    def _plan(self, source: SourceImage, done: set[str]) -> Plan:
+        """Skip or search ``source``, and count a skip."""
+        held = source.uri in done
+        if self.ledger is None:
+            decision = Plan.SKIP_DONE if held else Plan.SEARCH
+        else:
+            entry = self.ledger.get(source.uri)
+            decision = plan(entry, fingerprint(source), self.settings.reprocess, held=held)
+            if held and entry is None:  # committed before the ledger knew it (e.g. a crash between the two)
+                self._held_unrecorded.append((source.uri, fingerprint(source)))
+        if decision is Plan.SKIP_DONE:
+            self.summary.skipped_done += 1
+        elif decision is Plan.SKIP_UNSEEN:
+            self.summary.skipped_unseen += 1
+        return decision
+
+    def _admit(self, source: SourceImage, decision: Plan) -> None:
+        """Note a source about to be searched: its fingerprint for the ledger, why it is searched again."""
+        if self.ledger is None:
+            return
+        self._fingerprints[source.uri] = fingerprint(source)
+        if decision is Plan.CHANGED:
+            self.summary.changed += 1
+            for already in self._done_per_sink:  # the new version's rows go to every sink, beside the old
+                already.discard(source.uri)
+        elif decision is Plan.RETRY:
+            self.summary.retried += 1
+
+    async def _record(self, batch: Batch) -> None:
+        """Write the ledger's rows of a committed batch, and of the sources found held by every sink."""
+        assert self.ledger is not None
+        rows = [(uri, self._fingerprints.pop(uri, None), outcome) for uri, outcome in outcomes(batch)]
+        rows += [(uri, fp, SEARCHED) for uri, fp in self._held_unrecorded]
+        self._held_unrecorded = []
+        async with self._recording:
+            await asyncio.to_thread(self.ledger.record, rows)
 
     def _take(self, listing: Iterator[SourceImage], count: int) -> list[SourceImage]:
         """Up to ``count`` sources from the listing; a failure is kept for the end of the run."""
@@ -257,5 +332,7 @@ class Enricher:
     async def _commit(self, batch: Batch) -> None:
         for sink, already in zip(self.sinks, self._done_per_sink, strict=True):
             await asyncio.to_thread(sink.write, batch.without(already) if already else batch)
+        if self.ledger is not None:
+            await self._record(batch)
         for _ in range(batch.sources):
             self._places.release()

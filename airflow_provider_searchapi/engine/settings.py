@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from airflow_provider_searchapi.engine.ledger import Reprocess
 from airflow_provider_searchapi.models import FamilyMode
 
 
@@ -24,6 +25,8 @@ class EnrichmentSettings:
     :param progress_seconds: seconds between progress log lines.
     :param read_timeout: seconds one image's read may take; past it the image is recorded as failed.
     :param follow_symlinks: read local files through links that lead out of the source folder.
+    :param reprocess: which sources a ledger's run searches again: ``changed``, ``never``, ``all`` or
+        ``failed`` (see :class:`~airflow_provider_searchapi.engine.ledger.Reprocess`).
     """
 
     max_pages: int = 1
@@ -37,6 +40,7 @@ class EnrichmentSettings:
     progress_seconds: float = 10.0
     read_timeout: float = 300.0
     follow_symlinks: bool = False
+    reprocess: Reprocess | str = Reprocess.CHANGED
 
     def __post_init__(self) -> None:
         if self.max_pages < 1:
@@ -48,6 +52,7 @@ class EnrichmentSettings:
         if self.commit_every is not None and self.commit_every < 1:
             raise ValueError(f"commit_every must be >= 1 (got {self.commit_every})")
         FamilyMode.parse(self.family_mode)
+        object.__setattr__(self, "reprocess", Reprocess.parse(self.reprocess))
 
     @property
     def batch_size(self) -> int:
@@ -62,11 +67,19 @@ class EnrichmentSettings:
 
 @dataclass
 class RunSummary:
-    """What a run did; small enough for XCom."""
+    """What a run did; small enough for XCom.
+
+    ``skipped_done``: sources skipped as already done; ``changed``: done ones searched again because
+    their object changed; ``retried``: ones searched again after a retryable error;
+    ``skipped_unseen``: ones left alone by ``reprocess="failed"`` because the ledger never saw them.
+    """
 
     listed: int = 0
     searched: int = 0
     skipped_done: int = 0
+    changed: int = 0
+    retried: int = 0
+    skipped_unseen: int = 0
     failed: int = 0
     result_rows: int = 0
     requests: int = 0

@@ -19,6 +19,7 @@ from airflow_provider_searchapi.engine import (
     images_from_urls,
     list_images,
 )
+from airflow_provider_searchapi.engine.ledger import Ledger, Reprocess, SqlLedger
 from airflow_provider_searchapi.engine.sinks import Sink
 from airflow_provider_searchapi.engine.sources import SourceImage
 from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
@@ -69,6 +70,14 @@ class SearchByImageOperator(BaseOperator):
     :param commit_every: commit rows once this many images are finished (at most ``max_concurrency``;
         default half of it). A crash repeats at most ``max_concurrency + 2 * commit_every`` searches;
         smaller values repeat fewer and write more, smaller part files.
+    :param state_path: an ``ObjectStoragePath`` prefix for the ledger of done images kept across runs
+        (default: the static part of ``output_path``, before any ``{{``, plus ``_state/``; with only
+        a SQL output, its tables serve as the ledger; otherwise none). Templated.
+    :param state_conn_id: the storage connection of ``state_path`` (default ``output_conn_id``). Templated.
+    :param reprocess: which sources the ledger holds are searched again: ``"changed"`` (their ETag, or
+        size and modification time, changed; and retryable errors), ``"never"`` (only retryable
+        errors), ``"all"`` (everything, ignoring the ledger and the outputs) or ``"failed"`` (only
+        retryable errors, no new source). Templated.
     """
 
     template_fields: Sequence[str] = (
@@ -82,6 +91,9 @@ class SearchByImageOperator(BaseOperator):
         "output_conn_id",
         "sql_conn_id",
         "sql_table",
+        "state_path",
+        "state_conn_id",
+        "reprocess",
     )
     ui_color = "#ffcc00"
 
@@ -110,6 +122,9 @@ class SearchByImageOperator(BaseOperator):
         commit_every: int | None = None,
         allow_empty: bool = False,
         follow_symlinks: bool = False,
+        state_path: str | None = None,
+        state_conn_id: str | None = None,
+        reprocess: str = "changed",
         **kwargs: Any,
     ) -> None:
         if (source is None) == (image_urls is None):
@@ -126,6 +141,8 @@ class SearchByImageOperator(BaseOperator):
             raise ValueError("sql_conn_id and sql_table go together")
         if not 0.0 <= max_error_ratio <= 1.0:
             raise ValueError(f"max_error_ratio must be between 0 and 1 (got {max_error_ratio})")
+        if "{" not in reprocess:
+            Reprocess.parse(reprocess)
         prefix = _static_prefix(output_path) if output_path else None
         if prefix and "outlets" not in kwargs:
             kwargs["outlets"] = [Asset(prefix)]
@@ -152,6 +169,9 @@ class SearchByImageOperator(BaseOperator):
         self.commit_every = commit_every
         self.allow_empty = allow_empty
         self.follow_symlinks = follow_symlinks
+        self.state_path = state_path if state_path is not None else (f"{prefix}/_state/" if prefix else None)
+        self.state_conn_id = state_conn_id
+        self.reprocess = reprocess
 
     @cached_property
     def hook(self) -> SearchApiHook:
@@ -173,6 +193,7 @@ class SearchByImageOperator(BaseOperator):
             downscale_oversized=self.downscale_oversized,
             commit_every=self.commit_every,
             follow_symlinks=self.follow_symlinks,
+            reprocess=self.reprocess,
         )
         sources = self._sources()
         xcom_sink = XComSink() if self.output_mode == "xcom" else None
@@ -180,15 +201,18 @@ class SearchByImageOperator(BaseOperator):
             sources = iter(_at_most(sources, MAX_XCOM_IMAGES))
         sinks: list[Sink] = [xcom_sink] if xcom_sink is not None else self._storage_sinks()
 
-        summary = Enricher(self.hook, sinks, settings).run(sources)
+        summary = Enricher(self.hook, sinks, settings, self._ledger(sinks)).run(sources)
         result = summary.to_dict()
         if xcom_sink is not None:
             result["records"] = xcom_sink.results
             result["errors"] = xcom_sink.errors
         self.log.info(
-            "Searched %d images (%d result rows), %d failed, %d skipped as already done; outputs: %s",
+            "Searched %d images (%d result rows; %d changed, %d retried), %d failed, %d skipped as already done; "
+            "outputs: %s",
             summary.searched,
             summary.result_rows,
+            summary.changed,
+            summary.retried,
             summary.failed,
             summary.skipped_done,
             summary.outputs,
@@ -222,6 +246,13 @@ class SearchByImageOperator(BaseOperator):
         if self.sql_conn_id and self.sql_table:
             sinks.append(SqlSink(self.sql_conn_id, self.sql_table, create_table=self.create_table))
         return sinks
+
+    def _ledger(self, sinks: list[Sink]) -> Ledger | SqlLedger | None:
+        if not self.state_path:
+            only_sql = len(sinks) == 1 and isinstance(sinks[0], SqlSink)
+            return SqlLedger(sinks[0]) if only_sql else None
+        conn_id = self.state_conn_id if self.state_conn_id is not None else self.output_conn_id
+        return Ledger(ObjectStoragePath(self.state_path, conn_id=conn_id or None))
 
 
 def _at_most(sources: Iterator[SourceImage], limit: int) -> list[SourceImage]:

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import airflow
-import pytest
 from airflow.providers.common.compat.sdk import BaseHook
 from airflow.providers_manager import ProvidersManager
 from packaging.version import Version

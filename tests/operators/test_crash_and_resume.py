@@ -62,3 +62,37 @@ def test_sigkill_midway_then_rerun(tmp_path, searchapi_emulator, searchapi_conne
     stats = searchapi_emulator.stats.snapshot()
     assert stats["queries_answered"] == IMAGES
     assert stats["queries_answered_more_than_once"] <= UNCOMMITTED  # only what was uncommitted at the kill
+
+
+def test_sigkill_midway_then_the_next_day_pays_only_for_what_was_uncommitted(
+    tmp_path, searchapi_emulator, searchapi_connection, sqlite_conn_id
+):
+    """The re-run writes to a new daily partition: only the ledger knows what the killed run committed."""
+    searchapi_emulator.settings.latency = 0.05
+    write_images(tmp_path / "in", IMAGES)
+    state = f"file://{tmp_path}/out/_state/"
+
+    def args(day: str) -> list[str]:
+        return [sys.executable, str(SCRIPT), f"file://{tmp_path}/in/", f"file://{tmp_path}/out/{day}/", sqlite_conn_id]
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    process = subprocess.Popen(
+        [*args("2026-12-01"), str(CONCURRENCY), state], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while searchapi_emulator.stats.snapshot()["search_requests"] < IMAGES // 3:
+        assert process.poll() is None, process.stderr.read()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert searchapi_emulator.stats.snapshot()["search_requests"] < IMAGES
+
+    rerun = subprocess.run(
+        [*args("2026-12-02"), str(CONCURRENCY), state], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    stats = searchapi_emulator.stats.snapshot()
+    assert stats["queries_answered"] == IMAGES
+    assert stats["queries_answered_more_than_once"] <= UNCOMMITTED
+    assert not list((tmp_path / "out" / "_state" / "_tmp").iterdir())  # no ledger part half-written

@@ -35,9 +35,21 @@ def test_enrich_bucket_from_s3_to_s3_and_sqlite(env, bucket, s3_conn_id, tmp_pat
     dags_test(env, "searchapi_enrich_bucket", conf)
     with sqlite3.connect(tmp_path / "results.db") as db:
         assert db.execute("SELECT COUNT(DISTINCT source_uri) FROM image_search_results").fetchone()[0] == 5
-    (day,) = list(ObjectStoragePath(f"{bucket}/results/", conn_id=s3_conn_id).iterdir())
+    day, state = sorted(ObjectStoragePath(f"{bucket}/results/", conn_id=s3_conn_id).iterdir(), key=str)
+    assert state.name == "_state"  # the ledger, beside the daily partitions
     rows = [json.loads(line) for part in (day / "results").iterdir() for line in part.read_text().splitlines()]
     assert {row["source_uri"] for row in rows} == {f"{bucket}/images/cam{s % 2}/{s}.jpg" for s in range(5)}
+
+
+def test_enrich_bucket_daily_the_second_day_searches_nothing_done(env, tmp_path, searchapi_emulator):
+    conf = {"output_path": f"file://{tmp_path}/results/"}
+    dags_test(env, "searchapi_enrich_bucket", conf, logical_date="2026-12-01")
+    first = searchapi_emulator.stats.snapshot()["search_requests"]
+    second = dags_test(env, "searchapi_enrich_bucket", conf, logical_date="2026-12-02")
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == first > 0
+    assert "Searched 0 images" in second.stdout + second.stderr
+    assert "8 skipped as already done" in second.stdout + second.stderr  # every bundled sample image
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["2026-12-01", "2026-12-02", "_state"]
 
 
 def test_sharded_example_maps_over_shards(env, tmp_path):

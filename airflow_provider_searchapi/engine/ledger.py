@@ -1,0 +1,298 @@
+"""The ledger of done images, kept across runs: which version of each source was searched, and how it ended.
+
+It lets a scheduled run that writes each day to a new output partition skip what an earlier day
+already paid for, and search again an object overwritten with a new picture.
+
+Layout under the state prefix::
+
+    parts/<UTC time>-<random>.jsonl   committed parts: {"source_uri", "fingerprint", "outcome"} a line
+    _tmp/                             parts being written (never read)
+
+A part is written whole under ``_tmp/`` and then moved into place, once the batch it records is
+committed to every output. Parts are read in name (time) order and a source's last line wins. When
+a listing finds more than ``compact_parts`` parts (at the start of a run, and at its end if it wrote
+that many), one part holding the last line of each source replaces them. It is named to sort right
+after the newest part it replaces, so parts that other runs write meanwhile still come after it.
+
+:class:`SqlLedger` reads the same from a SQL sink's tables instead, for runs whose only output is SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Iterable, Iterator
+from contextlib import closing
+from datetime import datetime, timezone
+from enum import Enum
+from typing import NamedTuple
+
+from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_searchapi.engine.sinks import Batch, SqlSink
+from airflow_provider_searchapi.engine.sources import SourceImage, stable_uri
+
+log = logging.getLogger(__name__)
+
+#: Outcomes of a source: result rows committed, refused for good (the image itself), or failed for now.
+SEARCHED, REFUSED, FAILED = "searched", "refused", "failed"
+_OUTCOMES = {SEARCHED: SEARCHED, REFUSED: REFUSED, FAILED: FAILED}  # one string object each in memory
+#: Parts at most before they are compacted into one.
+COMPACT_PARTS = 64
+#: Lines written per call while compacting.
+_WRITE_CHUNK = 10_000
+
+
+class Reprocess(str, Enum):
+    """Which sources the ledger holds a run searches again.
+
+    ``changed``: those whose ETag (or size and modification time, where the store has no ETag) differs
+    from the ledger's, and those whose last outcome was a retryable error. ``never``: only the
+    retryable errors. ``all``: every source (the ledger and the outputs are not asked). ``failed``:
+    only the retryable errors, and no source the ledger has not seen.
+    """
+
+    CHANGED = "changed"
+    NEVER = "never"
+    ALL = "all"
+    FAILED = "failed"
+
+    @classmethod
+    def parse(cls, value: Reprocess | str) -> Reprocess:
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"reprocess must be one of {', '.join(m.value for m in cls)} (got {value!r})") from None
+
+
+class Plan(str, Enum):
+    """What a run does with one listed source."""
+
+    SEARCH = "search"  # not done yet (or reprocess="all")
+    CHANGED = "changed"  # done, but its object changed since
+    RETRY = "retry"  # its last outcome was a retryable error
+    SKIP_DONE = "skip_done"  # done, unchanged
+    SKIP_UNSEEN = "skip_unseen"  # reprocess="failed" and the ledger has never seen it
+
+    @property
+    def skips(self) -> bool:
+        return self in (Plan.SKIP_DONE, Plan.SKIP_UNSEEN)
+
+
+class Entry(NamedTuple):
+    """What the ledger holds of one source."""
+
+    fingerprint: str | None
+    outcome: str
+
+
+def fingerprint(source: SourceImage) -> str | None:
+    """The version of a source as its listing tells it: ``etag:<ETag>``, else ``size:<bytes>,mtime:<time>``,
+    else ``None`` (public URLs, paths given without a listing)."""
+    return _fingerprint(source.etag, source.size, source.mtime)
+
+
+def _fingerprint(etag: str | None, size: int | None, mtime: str | None) -> str | None:
+    if etag:
+        return f"etag:{etag}"
+    if size is not None and mtime:
+        return f"size:{size},mtime:{mtime}"
+    return None
+
+
+def plan(entry: Entry | None, current: str | None, reprocess: Reprocess, *, held: bool) -> Plan:
+    """Decide for one source.
+
+    :param entry: the ledger's entry of the source, if any.
+    :param current: the source's fingerprint now.
+    :param reprocess: the run's rule.
+    :param held: every output of this run already holds the source.
+    """
+    if reprocess is Reprocess.ALL:
+        return Plan.SEARCH
+    if entry is None:
+        if held:
+            return Plan.SKIP_DONE
+        return Plan.SKIP_UNSEEN if reprocess is Reprocess.FAILED else Plan.SEARCH
+    if entry.outcome == FAILED:
+        return Plan.RETRY
+    changed = current is not None and entry.fingerprint is not None and current != entry.fingerprint
+    return Plan.CHANGED if reprocess is Reprocess.CHANGED and changed else Plan.SKIP_DONE
+
+
+def outcomes(batch: Batch) -> Iterator[tuple[str, str]]:
+    """``(source_uri, outcome)`` of every source of a committed batch."""
+    for uri in dict.fromkeys(row["source_uri"] for row in batch.results):
+        yield uri, SEARCHED
+    for row in batch.errors:
+        yield row["source_uri"], REFUSED if row.get("retryable") == 0 else FAILED
+
+
+class Ledger:
+    """The ledger in object storage. Blocking: the engine calls it from worker threads, one call at a time.
+
+    :param prefix: the state folder (an ``ObjectStoragePath`` with its connection).
+    :param compact_parts: parts at most before they are compacted into one.
+    """
+
+    def __init__(self, prefix: ObjectStoragePath, *, compact_parts: int = COMPACT_PARTS) -> None:
+        if ".." in prefix.path.split("/"):
+            raise ValueError(f"state_path {stable_uri(prefix)!r} has a '..' segment: give the state folder itself")
+        self.prefix = prefix
+        self.compact_parts = compact_parts
+        self.entries: dict[str, Entry] = {}
+        self._base = prefix.path.rstrip("/")
+        self._parts: list[str] = []  # the committed parts last listed
+        self._written = 0  # parts this object wrote
+
+    def get(self, uri: str) -> Entry | None:
+        return self.entries.get(uri)
+
+    def load(self) -> None:
+        """Read every part (streamed, line by line); compact them when there are many."""
+        for attempt in range(3):
+            try:
+                self.entries, self._parts = {}, self._list_parts()
+                for part in self._parts:
+                    self._read(part)
+                break
+            except FileNotFoundError:  # another run compacted the parts meanwhile: read the new ones
+                if attempt == 2:
+                    raise
+        log.info("Ledger %s: %d sources in %d parts", self.location(), len(self.entries), len(self._parts))
+        self.compact_if_many()
+
+    def record(self, rows: Iterable[tuple[str, str | None, str]]) -> None:
+        """Commit ``(source_uri, fingerprint, outcome)`` rows as one part; call it only once the
+        outputs hold them."""
+        rows = list(rows)
+        if not rows:
+            return
+        fs = self.prefix.fs
+        final = self._new_part_name()
+        temporary = self._temporary(final)
+        fs.pipe_file(temporary, "".join(_line(*row) for row in rows).encode())
+        fs.mv(temporary, final)
+        self._written += 1
+        for uri, fp, outcome in rows:
+            self.entries[uri] = Entry(fp, _OUTCOMES[outcome])
+
+    def finish(self) -> None:
+        """At the end of a run that wrote more than ``compact_parts`` parts: list and read the parts
+        again, and compact them."""
+        if self._written > self.compact_parts:
+            self._written = 0
+            self.load()
+
+    def compact_if_many(self) -> None:
+        """Replace the parts last listed by one holding each source's last line, when there are more
+        than ``compact_parts``."""
+        if len(self._parts) <= self.compact_parts:
+            return
+        fs = self.prefix.fs
+        final = self._parts[-1].removesuffix(".jsonl") + "~compacted.jsonl"  # sorts right after it
+        temporary = self._temporary(final)
+        with fs.open(temporary, "wb") as handle:
+            chunk: list[str] = []
+            for uri, entry in self.entries.items():
+                chunk.append(_line(uri, entry.fingerprint, entry.outcome))
+                if len(chunk) >= _WRITE_CHUNK:
+                    handle.write("".join(chunk).encode())
+                    chunk.clear()
+            handle.write("".join(chunk).encode())
+        fs.mv(temporary, final)
+        # The new part sorts after every part it replaces: removing those is safe at any moment, and
+        # another run may be removing them too.
+        try:
+            fs.rm(self._parts)
+        except FileNotFoundError:
+            for part in self._parts:
+                if fs.exists(part):
+                    fs.rm_file(part)
+        log.info("Ledger %s: %d parts compacted into one", self.location(), len(self._parts))
+        self._parts = [final]
+
+    def location(self) -> str:
+        return stable_uri(self.prefix).rstrip("/") + "/"
+
+    def _list_parts(self) -> list[str]:
+        fs, folder = self.prefix.fs, f"{self._base}/parts"
+        fs.invalidate_cache(folder)
+        try:
+            names = fs.ls(folder, detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(name for name in names if name.endswith(".jsonl"))
+
+    def _read(self, part: str) -> None:
+        entries = self.entries
+        with self.prefix.fs.open(part, "rt", encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    entries[row["source_uri"]] = Entry(row["fingerprint"], _OUTCOMES[row["outcome"]])
+                except (ValueError, KeyError, TypeError) as err:
+                    raise ValueError(f"ledger part {part} line {number}: not a ledger row ({err!r})") from None
+
+    def _new_part_name(self) -> str:
+        now = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        return f"{self._base}/parts/{now}-{secrets.token_hex(3)}.jsonl"
+
+    def _temporary(self, final: str) -> str:
+        fs = self.prefix.fs
+        fs.makedirs(f"{self._base}/_tmp", exist_ok=True)
+        fs.makedirs(f"{self._base}/parts", exist_ok=True)
+        return f"{self._base}/_tmp/{final.rsplit('/', 1)[1]}.{secrets.token_hex(4)}"
+
+
+def _line(uri: str, fp: str | None, outcome: str) -> str:
+    return json.dumps({"source_uri": uri, "fingerprint": fp, "outcome": outcome}, ensure_ascii=False) + "\n"
+
+
+class SqlLedger:
+    """The ledger read from a :class:`SqlSink`'s tables: each source's latest version searched (its
+    ``source_etag``, ``source_size``, ``source_mtime``) or error, by time. The sink writes it.
+
+    :param sink: the SQL output of the run.
+    """
+
+    #: Rows fetched from the database at a time.
+    FETCH = 10_000
+
+    def __init__(self, sink: SqlSink) -> None:
+        self.sink = sink
+        self.entries: dict[str, Entry] = {}
+
+    def get(self, uri: str) -> Entry | None:
+        return self.entries.get(uri)
+
+    def load(self) -> None:
+        """Stream one row per source version and per error kind, oldest first; the latest wins."""
+        table, errors = self.sink.table, self.sink.errors_table
+        sql = (
+            f"SELECT source_uri, source_etag, source_size, source_mtime, 0 AS kind, MAX(searched_at) AS at "
+            f"FROM {table} GROUP BY source_uri, source_etag, source_size, source_mtime "
+            f"UNION ALL SELECT source_uri, NULL, NULL, NULL, CASE WHEN retryable = 0 THEN 1 ELSE 2 END, "
+            f"MAX(failed_at) FROM {errors} GROUP BY source_uri, retryable ORDER BY at"
+        )
+        kinds = (SEARCHED, REFUSED, FAILED)
+        with closing(self.sink.hook.get_conn()) as conn, closing(conn.cursor()) as cursor:
+            cursor.execute(sql)
+            while rows := cursor.fetchmany(self.FETCH):
+                for uri, etag, size, mtime, kind, _at in rows:
+                    self.entries[uri] = Entry(_fingerprint(etag, size, mtime), kinds[kind])
+        log.info("Ledger %s: %d sources", self.location(), len(self.entries))
+
+    def record(self, rows: Iterable[tuple[str, str | None, str]]) -> None:
+        """Nothing to write: the sink's commit of the batch is the record."""
+        for uri, fp, outcome in rows:
+            self.entries[uri] = Entry(fp, _OUTCOMES[outcome])
+
+    def finish(self) -> None:
+        pass
+
+    def location(self) -> str:
+        return f"sql {self.sink.conn_id}: {self.sink.table}, {self.sink.errors_table}"

@@ -1,0 +1,261 @@
+"""The ledger of done images across runs: daily partitions, changed objects, reprocess rules, compaction."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_searchapi.engine import Enricher, EnrichmentSettings, JsonLinesSink, list_images
+from airflow_provider_searchapi.engine.ledger import Entry, Ledger, Reprocess, fingerprint
+from airflow_provider_searchapi.engine.sources import images_from_paths
+from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
+from airflow_provider_searchapi.operators.search_by_image import SearchByImageOperator
+from tests.conftest import make_jpeg, write_images
+
+
+@pytest.fixture
+def hook(searchapi_connection):
+    return SearchApiHook(searchapi_connection, requests_per_second=1000)
+
+
+def searches(emulator) -> int:
+    return emulator.stats.snapshot()["search_requests"]
+
+
+def run_for_day(tmp_path, day: str, **kwargs):
+    """The operator as a daily DAG has it: ``{{ ds }}`` in ``output_path``, rendered for ``day``."""
+    op = SearchByImageOperator(
+        task_id="enrich",
+        source=f"file://{tmp_path}/in/",
+        output_path=f"file://{tmp_path}/out/{{{{ ds }}}}/",
+        max_error_ratio=0.5,
+        **kwargs,
+    )
+    op.render_template_fields({"ds": day})
+    return op.execute({})
+
+
+def test_a_second_day_pays_for_nothing_already_done(tmp_path, searchapi_emulator, searchapi_connection):
+    write_images(tmp_path / "in", 6)
+    (tmp_path / "in" / "text.jpg").write_text("not an image")  # refused for good: done too
+    first = run_for_day(tmp_path, "2026-12-01")
+    assert (first["searched"], first["failed"], first["skipped_done"]) == (6, 1, 0)
+    before = searches(searchapi_emulator)
+
+    second = run_for_day(tmp_path, "2026-12-02")
+    assert searches(searchapi_emulator) == before  # not one search request
+    assert (second["listed"], second["skipped_done"], second["searched"], second["failed"]) == (7, 7, 0, 0)
+    assert (second["changed"], second["retried"]) == (0, 0)
+    # The ledger sits beside the daily partitions, at the static part of output_path.
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["2026-12-01", "2026-12-02", "_state"]
+
+    write_images(tmp_path / "in", 2, start=50)  # new images arrive: only those are searched on day 3
+    third = run_for_day(tmp_path, "2026-12-03")
+    assert (third["skipped_done"], third["searched"]) == (7, 2)
+    assert searches(searchapi_emulator) - before == 2
+
+
+def _s3_run(hook, bucket, s3_conn_id, day: str, reprocess: str):
+    out = ObjectStoragePath(f"{bucket}/results/{day}/", conn_id=s3_conn_id)
+    ledger = Ledger(ObjectStoragePath(f"{bucket}/results/_state/", conn_id=s3_conn_id))
+    settings = EnrichmentSettings(reprocess=reprocess)
+    enricher = Enricher(hook, [JsonLinesSink(out)], settings, ledger)
+    return enricher.run(list_images(f"{bucket}/images/", conn_id=s3_conn_id)), out
+
+
+@pytest.mark.parametrize("reprocess, searched_again", [("changed", 1), ("never", 0), ("all", 5)])
+def test_an_overwritten_object_is_searched_again_as_reprocess_says(
+    hook, bucket, s3_conn_id, searchapi_emulator, reprocess, searched_again
+):
+    images = ObjectStoragePath(f"{bucket}/images/", conn_id=s3_conn_id)
+    for seed in range(5):
+        (images / f"{seed}.jpg").write_bytes(make_jpeg(seed))
+    first, _ = _s3_run(hook, bucket, s3_conn_id, "day1", "changed")
+    assert first.searched == 5
+    (images / "3.jpg").write_bytes(make_jpeg(300))  # a new picture under the same key: a new ETag
+    before = searches(searchapi_emulator)
+
+    second, out = _s3_run(hook, bucket, s3_conn_id, "day2", reprocess)
+    assert searches(searchapi_emulator) - before == searched_again
+    assert second.searched == searched_again and second.skipped_done == 5 - searched_again
+    assert second.changed == (1 if reprocess == "changed" else 0)
+    if searched_again:
+        rows = [json.loads(line) for part in (out / "results").iterdir() for line in part.read_text().splitlines()]
+        searched = {row["source_uri"] for row in rows}
+        assert f"{bucket}/images/3.jpg" in searched and len(searched) == searched_again
+        new_etag = {row["source_etag"] for row in rows if row["source_uri"].endswith("/3.jpg")}
+        assert new_etag == {(images / "3.jpg").stat()["ETag"].strip('"')}
+
+    third, _ = _s3_run(hook, bucket, s3_conn_id, "day3", "changed")
+    # After "changed" or "all" the ledger holds the new version; after "never" it still holds the old.
+    assert third.changed == (1 if reprocess == "never" else 0)
+
+
+def test_failed_searches_again_only_the_retryable_failures(hook, tmp_path, searchapi_emulator):
+    folder = tmp_path / "in"
+    write_images(folder, 4)
+    missing = [folder / "late-0.jpg", folder / "late-1.jpg"]  # not there yet: a read error, retryable
+    paths = [f"file://{p}" for p in [*sorted(folder.iterdir()), *missing]]
+    state = ObjectStoragePath(f"file://{tmp_path}/state/")
+
+    def run_once(reprocess: str, extra: list[str] = ()):
+        sink = JsonLinesSink(ObjectStoragePath(f"file://{tmp_path}/out-{reprocess}/"))
+        settings = EnrichmentSettings(reprocess=reprocess)
+        return Enricher(hook, [sink], settings, Ledger(state)).run(images_from_paths([*paths, *extra]))
+
+    first = run_once("changed")
+    assert (first.searched, first.failed) == (4, 2)
+    for seed, path in enumerate(missing):
+        path.write_bytes(make_jpeg(100 + seed))
+    (folder / "new.jpg").write_bytes(make_jpeg(200))  # never seen: "failed" leaves it for another run
+    before = searches(searchapi_emulator)
+
+    second = run_once("failed", [f"file://{folder}/new.jpg"])
+    assert searches(searchapi_emulator) - before == 2
+    assert (second.searched, second.retried, second.skipped_done, second.skipped_unseen) == (2, 2, 4, 1)
+    third = run_once("never", [f"file://{folder}/new.jpg"])
+    assert (third.searched, third.retried, third.skipped_done) == (1, 0, 6)
+
+
+def test_reprocess_failed_needs_a_ledger_and_unknown_rules_are_refused(hook):
+    with pytest.raises(ValueError, match="needs a ledger"):
+        Enricher(hook, [], EnrichmentSettings(reprocess="failed"))
+    with pytest.raises(ValueError, match="reprocess must be one of changed, never, all, failed"):
+        EnrichmentSettings(reprocess="sometimes")
+    with pytest.raises(ValueError, match="reprocess must be one of"):
+        SearchByImageOperator(task_id="t", source="file:///x/", output="xcom", reprocess="everything")
+
+
+def test_state_path_defaults_to_the_static_part_of_output_path():
+    def state(**kwargs):
+        return SearchByImageOperator(task_id="t", source="s3://b/in/", **kwargs).state_path
+
+    assert state(output_path="s3://b/results/{{ ds }}/") == "s3://b/results/_state/"
+    assert state(output_path="s3://b/results/") == "s3://b/results/_state/"
+    assert state(output_path="{{ params.out }}{{ ds }}/") is None  # no static part: give state_path
+    assert state(sql_conn_id="db", sql_table="t") is None
+    assert state(output_path="s3://b/r/{{ ds }}/", state_path="s3://b/ledger/{{ params.x }}/") == (
+        "s3://b/ledger/{{ params.x }}/"
+    )
+
+
+def test_parts_are_compacted_and_the_last_line_of_a_source_wins(tmp_path):
+    prefix = ObjectStoragePath(f"file://{tmp_path}/state/")
+    ledger = Ledger(prefix, compact_parts=4)
+    for n in range(6):
+        ledger.record([(f"s3://b/{n}.jpg", f"etag:{n}", "searched"), ("s3://b/same.jpg", f"etag:v{n}", "failed")])
+    assert len(list((tmp_path / "state" / "parts").iterdir())) == 6
+    reread = Ledger(prefix, compact_parts=4)
+    reread.load()  # more than 4 parts: compacted into one
+    (part,) = (tmp_path / "state" / "parts").iterdir()
+    assert len(part.read_text().splitlines()) == 7
+    assert reread.get("s3://b/same.jpg") == Entry("etag:v5", "failed")
+    assert reread.get("s3://b/2.jpg") == Entry("etag:2", "searched")
+    ledger.record([("s3://b/same.jpg", "etag:v6", "searched")])
+    again = Ledger(prefix)
+    again.load()
+    assert again.get("s3://b/same.jpg") == Entry("etag:v6", "searched") and len(again.entries) == 7
+    assert not list((tmp_path / "state" / "_tmp").iterdir())
+
+
+def test_a_damaged_part_is_named(tmp_path):
+    (tmp_path / "state" / "parts").mkdir(parents=True)
+    (tmp_path / "state" / "parts" / "x.jsonl").write_text('{"source_uri": "a", "fingerprint": null}\n')
+    with pytest.raises(ValueError, match=r"ledger part .*x.jsonl line 1"):
+        Ledger(ObjectStoragePath(f"file://{tmp_path}/state/")).load()
+
+
+def test_fingerprints():
+    from airflow_provider_searchapi.engine.sources import SourceImage
+
+    assert fingerprint(SourceImage("s3://b/a", etag="abc", size=3, mtime="t")) == "etag:abc"
+    assert fingerprint(SourceImage("file:///a", size=3, mtime="2026-12-01T00:00:00+00:00")) == (
+        "size:3,mtime:2026-12-01T00:00:00+00:00"
+    )
+    assert fingerprint(SourceImage("https://x/y.jpg")) is None
+    assert Reprocess.parse("never") is Reprocess.NEVER
+
+
+def test_a_changed_source_gets_new_rows_beside_the_old_in_the_same_output(hook, tmp_path, sqlite_conn_id):
+    import sqlite3
+
+    from airflow_provider_searchapi.engine import SqlSink
+
+    write_images(tmp_path / "in", 3)
+    state = ObjectStoragePath(f"file://{tmp_path}/state/")
+
+    def run_once():
+        sinks = [JsonLinesSink(ObjectStoragePath(f"file://{tmp_path}/out/")), SqlSink(sqlite_conn_id, "found")]
+        return Enricher(hook, sinks, EnrichmentSettings(), Ledger(state)).run(list_images(f"file://{tmp_path}/in/"))
+
+    assert run_once().searched == 3
+    (tmp_path / "in" / "img-0001.jpg").write_bytes(make_jpeg(777))
+    second = run_once()
+    assert (second.searched, second.changed, second.skipped_done) == (1, 1, 2)
+    with sqlite3.connect(tmp_path / "results.db") as db:
+        sizes = db.execute("SELECT DISTINCT source_size FROM found WHERE source_uri LIKE '%img-0001.jpg'").fetchall()
+    assert len(sizes) == 2  # both versions' rows, told apart by source_size / source_mtime
+    assert run_once().searched == 0
+
+
+def test_with_only_a_sql_output_its_tables_are_the_ledger(
+    tmp_path, searchapi_emulator, searchapi_connection, sqlite_conn_id
+):
+    write_images(tmp_path / "in", 4)
+    (tmp_path / "in" / "text.jpg").write_text("not an image")
+
+    def run_once(**kwargs):
+        op = SearchByImageOperator(
+            task_id="t",
+            source=f"file://{tmp_path}/in/",
+            sql_conn_id=sqlite_conn_id,
+            sql_table="found",
+            max_error_ratio=0.5,
+            **kwargs,
+        )
+        return op.execute({})
+
+    assert run_once()["searched"] == 4
+    (tmp_path / "in" / "img-0002.jpg").write_bytes(make_jpeg(555))
+    before = searches(searchapi_emulator)
+    never = run_once(reprocess="never")
+    assert (never["searched"], never["skipped_done"]) == (0, 5)
+    changed = run_once()
+    assert (changed["searched"], changed["changed"], changed["skipped_done"]) == (1, 1, 4)
+    assert searches(searchapi_emulator) - before == 1
+    assert run_once()["searched"] == 0  # the table now holds the new version
+
+
+def test_a_run_that_wrote_many_parts_leaves_one(hook, tmp_path):
+    write_images(tmp_path / "in", 6)
+    state = tmp_path / "state"
+    sink = JsonLinesSink(ObjectStoragePath(f"file://{tmp_path}/out/"))
+    ledger = Ledger(ObjectStoragePath(f"file://{state}/"), compact_parts=2)
+    settings = EnrichmentSettings(max_concurrency=2, commit_every=1)
+    assert Enricher(hook, [sink], settings, ledger).run(list_images(f"file://{tmp_path}/in/")).searched == 6
+    (part,) = (state / "parts").iterdir()
+    assert part.name.endswith("~compacted.jsonl") and len(part.read_text().splitlines()) == 6
+
+
+def test_sources_the_outputs_held_before_the_ledger_existed_are_added_to_it(
+    hook, tmp_path, searchapi_emulator, monkeypatch
+):
+    from airflow_provider_searchapi.engine import pipeline
+
+    monkeypatch.setattr(pipeline, "HELD_RECORD_CHUNK", 2)  # recorded while listing, a few at a time
+    write_images(tmp_path / "in", 5)
+    source = f"file://{tmp_path}/in/"
+
+    def sink(day: str) -> JsonLinesSink:
+        return JsonLinesSink(ObjectStoragePath(f"file://{tmp_path}/out/{day}/"))
+
+    assert Enricher(hook, [sink("day1")]).run(list_images(source)).searched == 5  # no ledger yet
+    state = ObjectStoragePath(f"file://{tmp_path}/state/")
+    same_day = Enricher(hook, [sink("day1")], ledger=Ledger(state)).run(list_images(source))
+    assert (same_day.skipped_done, same_day.searched) == (5, 0)
+    before = searches(searchapi_emulator)
+    next_day = Enricher(hook, [sink("day2")], ledger=Ledger(state)).run(list_images(source))
+    assert (next_day.skipped_done, next_day.searched) == (5, 0)
+    assert searches(searchapi_emulator) == before
