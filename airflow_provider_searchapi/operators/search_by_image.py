@@ -23,6 +23,7 @@ from airflow_provider_searchapi.engine.sinks import Sink
 from airflow_provider_searchapi.engine.sources import SourceImage
 from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
 from airflow_provider_searchapi.models import FamilyMode
+from airflow_provider_searchapi.report import write_run_report
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -67,6 +68,9 @@ class SearchByImageOperator(BaseOperator):
     :param commit_every: commit rows once this many images are finished (at most ``max_concurrency``;
         default half of it). A crash repeats at most ``max_concurrency + 2 * commit_every`` searches;
         smaller values repeat fewer and write more, smaller part files.
+    :param html_report: write a page of what the run found beside its manifest
+        (``_manifest/<run_id>.html`` under ``output_path``) and return its URI as ``"report"``;
+        default: on when ``output_path`` is given.
     """
 
     template_fields: Sequence[str] = (
@@ -106,6 +110,7 @@ class SearchByImageOperator(BaseOperator):
         create_table: bool = True,
         downscale_oversized: bool = False,
         commit_every: int | None = None,
+        html_report: bool | None = None,
         **kwargs: Any,
     ) -> None:
         if (source is None) == (image_urls is None):
@@ -120,6 +125,8 @@ class SearchByImageOperator(BaseOperator):
             raise ValueError("output='xcom' cannot be combined with output_path or sql_conn_id")
         if (sql_conn_id is None) != (sql_table is None):
             raise ValueError("sql_conn_id and sql_table go together")
+        if html_report and not output_path:
+            raise ValueError("html_report=True needs output_path: the page is written beside the run's manifest")
         if not 0.0 <= max_error_ratio <= 1.0:
             raise ValueError(f"max_error_ratio must be between 0 and 1 (got {max_error_ratio})")
         prefix = _static_prefix(output_path) if output_path else None
@@ -146,6 +153,7 @@ class SearchByImageOperator(BaseOperator):
         self.create_table = create_table
         self.downscale_oversized = downscale_oversized
         self.commit_every = commit_every
+        self.html_report = bool(output_path) if html_report is None else html_report
 
     @cached_property
     def hook(self) -> SearchApiHook:
@@ -178,6 +186,8 @@ class SearchByImageOperator(BaseOperator):
         if xcom_sink is not None:
             result["records"] = xcom_sink.results
             result["errors"] = xcom_sink.errors
+        if self.html_report:
+            result["report"] = self._write_report(sinks, result)
         self.log.info(
             "Searched %d images (%d result rows), %d failed, %d skipped as already done; outputs: %s",
             summary.searched,
@@ -210,6 +220,17 @@ class SearchByImageOperator(BaseOperator):
         if self.sql_conn_id and self.sql_table:
             sinks.append(SqlSink(self.sql_conn_id, self.sql_table, create_table=self.create_table))
         return sinks
+
+    def _write_report(self, sinks: list[Sink], summary: dict[str, Any]) -> str | None:
+        """The run's page, written beside its manifest; ``None`` (and a warning) if it cannot be."""
+        sink = next(sink for sink in sinks if isinstance(sink, JsonLinesSink))
+        try:
+            uri = write_run_report(sink, summary, source_conn_id=self.source_conn_id or None)
+        except Exception as err:  # noqa: BLE001 - the rows are committed: a missing page fails nothing
+            self.log.warning("html_report: the page of run %s could not be written: %s", sink.run_id, err)
+            return None
+        self.log.info("Report of this run: %s", uri)
+        return uri
 
 
 def _at_most(sources: Iterator[SourceImage], limit: int) -> list[SourceImage]:
