@@ -49,11 +49,12 @@ main{padding:8px 24px 24px}.source{display:flex;gap:16px;background:#fff;border:
 border-radius:6px;padding:12px;margin:12px 0}.query{flex:0 0 140px;font-size:12px;word-break:break-all}
 .query img{display:block;max-width:120px;max-height:120px;border:2px solid #fc0;margin-bottom:4px}
 .found{display:flex;flex-wrap:wrap;gap:10px;list-style:none;margin:0;padding:0;flex:1}
-.found li{width:132px;font-size:12px}.found a,.found .result{color:inherit;text-decoration:none;display:block}
-.found img{width:128px;height:96px;object-fit:contain;background:#eee;display:block}
+.found li{width:118px;font-size:12px}.found a,.found .result{color:inherit;text-decoration:none;display:block}
+.found img{width:116px;height:88px;object-fit:contain;background:#eee;display:block}
 .found .title{display:block;font-weight:600;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-.found .meta{color:#666}.found a:hover .title{text-decoration:underline}
-.none,.nopic{color:#888;font-style:italic}.nopic{width:128px;height:96px;background:#eee;display:flex;
+.found .meta{color:#666;display:block;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.found a:hover .title{text-decoration:underline}
+.none,.nopic{color:#888;font-style:italic}.nopic{width:116px;height:88px;background:#eee;display:flex;
 align-items:center;justify-content:center}.errors{margin:6px 0 0;padding-left:18px;color:#a33}
 .more{color:#666}
 """
@@ -242,13 +243,16 @@ def _found(row: dict[str, Any]) -> str:
         if url
         else '<span class="nopic">no picture</span>'
     )
+    title = esc(row.get("page_title") or row.get("page_url") or "")
     body = (
-        f'{picture}<span class="title">{esc(row.get("page_title") or row.get("page_url") or "")}</span>'
-        f'<span class="meta">{esc(row.get("host") or "")} · {esc(row.get("width"))}×{esc(row.get("height"))}</span>'
+        f'{picture}<span class="title">{title}</span><span class="meta">{esc(row.get("host") or "")}</span>'
+        f'<span class="meta">{esc(row.get("width"))}×{esc(row.get("height"))}</span>'
     )
     if page_url:
-        return f'<li><a href="{esc(page_url)}" rel="noopener noreferrer" target="_blank">{body}</a></li>'
-    return f'<li><span class="result">{body}</span></li>'
+        return (
+            f'<li><a href="{esc(page_url)}" title="{title}" rel="noopener noreferrer" target="_blank">{body}</a></li>'
+        )
+    return f'<li><span class="result" title="{title}">{body}</span></li>'
 
 
 def _escape(value: Any) -> str:
