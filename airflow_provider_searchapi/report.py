@@ -18,9 +18,9 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any
 from urllib.parse import urlsplit
 
 from airflow.sdk import ObjectStoragePath
@@ -273,11 +273,6 @@ def _duration(seconds: Any) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {rest:02d} s"
 
 
-def write_html(pieces: Iterable[str], handle: TextIO) -> None:
-    for piece in pieces:
-        handle.write(piece)
-
-
 def write_run_report(sink: JsonLinesSink, summary: dict[str, Any], *, source_conn_id: str | None = None) -> str:
     """Write the page of one run beside its manifest (``_manifest/<run_id>.html``) and return its URI.
 
@@ -291,14 +286,16 @@ def write_run_report(sink: JsonLinesSink, summary: dict[str, Any], *, source_con
         folder = part.rsplit("/", 2)[-2]
         if folder in ("results", "errors"):
             report.add_part(fs, part, errors=folder == "errors")
-    uri = f"{stable_uri(sink.prefix).rstrip('/')}/_manifest/{sink.run_id}.html"
     pieces = report.render(
-        title=f"Search by image: run {sink.run_id}", where=uri, figures=summary, source_conn_id=source_conn_id
+        title=f"Search by image: run {sink.run_id}",
+        where=stable_uri(sink.prefix),
+        figures=summary,
+        source_conn_id=source_conn_id,
     )
     fs.makedirs(f"{base}/_manifest", exist_ok=True)
     with fs.open(f"{base}/_manifest/{sink.run_id}.html", "wt", encoding="utf-8") as handle:
-        write_html(pieces, handle)
-    return uri
+        handle.writelines(pieces)
+    return f"{stable_uri(sink.prefix).rstrip('/')}/_manifest/{sink.run_id}.html"
 
 
 def report_from_output(
@@ -348,7 +345,7 @@ def report_from_output(
     )
     target = _storage_path(html_path, conn_id)
     with target.fs.open(target.path, "wt", encoding="utf-8") as handle:
-        write_html(pieces, handle)
+        handle.writelines(pieces)
     return report
 
 
