@@ -161,3 +161,31 @@ def test_cli_report_names_what_is_wrong(tmp_path):
     stderr = io.StringIO()
     assert main(["report", str(tmp_path / "out"), "--html", str(tmp_path / "p.html")], stdout, stderr) == 2
     assert f"{part}, line 2: not JSON" in stderr.getvalue()
+
+
+def test_the_report_of_a_run_on_s3_and_the_cli_over_s3(bucket, s3_conn_id, searchapi_connection, tmp_path):
+    from airflow.sdk import ObjectStoragePath
+
+    from tests.conftest import make_jpeg
+
+    images = ObjectStoragePath(f"{bucket}/images/", conn_id=s3_conn_id)
+    for seed in range(2):
+        (images / f"{seed}.jpg").write_bytes(make_jpeg(seed))
+    result = SearchByImageOperator(
+        task_id="t",
+        source=f"{bucket}/images/",
+        source_conn_id=s3_conn_id,
+        output_path=f"{bucket}/out/",
+        output_conn_id=s3_conn_id,
+    ).execute({})
+    assert result["report"].startswith(f"{bucket}/out/_manifest/") and result["report"].endswith(".html")
+    page = Page(ObjectStoragePath(result["report"], conn_id=s3_conn_id).read_text())
+    thumbnails = [a["src"] for a in page.all("img") if a["src"].startswith("data:image/jpeg;base64,")]
+    assert len(page.all("section")) == 2 and len(thumbnails) == 2  # read from S3 with source_conn_id
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    argv = ["report", f"{bucket}/out/", "--html", f"{bucket}/page.html", "--conn-id", s3_conn_id]
+    assert main([*argv, "--source-conn-id", s3_conn_id], stdout, stderr) == 0, stderr.getvalue()
+    again = Page(ObjectStoragePath(f"{bucket}/page.html", conn_id=s3_conn_id).read_text())
+    assert {a["href"] for a in again.all("a")} == {a["href"] for a in page.all("a")}
+    assert "1 run" in "".join(again.text)
