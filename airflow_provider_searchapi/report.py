@@ -79,6 +79,8 @@ def thumbnail(uri: str, *, conn_id: str | None = None) -> str | None:
         return None
     try:
         path = ObjectStoragePath(uri, conn_id=conn_id)
+        if not path.fs.isfile(path.path):  # a folder, a device, a pipe: never read
+            return None
         with path.fs.open(path.path, "rb") as handle:  # through the filesystem: no lineage recorded
             data = handle.read(MAX_READ_BYTES_FOR_DOWNSCALE + 1)
         if len(data) > MAX_READ_BYTES_FOR_DOWNSCALE:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from airflow_provider_searchapi.cli import main
 from airflow_provider_searchapi.operators.search_by_image import SearchByImageOperator
-from airflow_provider_searchapi.report import TOP_RESULTS, Report
+from airflow_provider_searchapi.report import TOP_RESULTS, Report, thumbnail
 from tests.conftest import write_images
 
 
@@ -118,6 +119,23 @@ def test_hostile_strings_in_results_stay_text():
     assert all(not any(key.startswith("on") for key in attrs) for _, attrs in page.tags)
     assert "<script>alert('title')</script>" in "".join(page.text)  # shown as text
     assert "Content-Security-Policy" in text and "default-src 'none'" in text
+
+
+def test_thumbnails_are_small_jpegs_of_regular_image_files_only(tmp_path):
+    import base64
+
+    from PIL import Image
+
+    from tests.conftest import make_jpeg
+
+    (tmp_path / "big.jpg").write_bytes(make_jpeg(1, size=(640, 320)))
+    (tmp_path / "text.jpg").write_text("not an image")
+    made = thumbnail(f"file://{tmp_path}/big.jpg")
+    assert made is not None and made.startswith("data:image/jpeg;base64,")
+    assert Image.open(io.BytesIO(base64.b64decode(made.split(",", 1)[1]))).size == (120, 60)
+    os.mkfifo(tmp_path / "pipe.jpg")  # reading it would wait for a writer forever
+    for uri in (f"file://{tmp_path}/text.jpg", f"file://{tmp_path}/", f"file://{tmp_path}/pipe.jpg", "https://x/a.jpg"):
+        assert thumbnail(uri) is None, uri
 
 
 def test_the_page_keeps_the_first_sources_and_counts_the_rest():
