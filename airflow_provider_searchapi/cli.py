@@ -2,6 +2,7 @@
 
     python -m airflow_provider_searchapi search IMAGE_OR_URL [--conn-id ID] [--pages N] [--json]
     python -m airflow_provider_searchapi check-connection [--conn-id ID]
+    python -m airflow_provider_searchapi report OUTPUT_PATH --html FILE [--conn-id ID] [--source-conn-id ID]
 
 Standard output carries only the result (a table, or JSON with ``--json``); every log line, warning
 and error goes to standard error, errors as one line starting ``error:``. Exit codes: 0 ok; 1 the API
@@ -79,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
         "check-connection", help="authenticate and make one test search", description=_check.__doc__, epilog=_EPILOG
     )
     check.add_argument("--conn-id", default=DEFAULT_CONN_ID, help="connection id (%(default)s)")
+    report = commands.add_parser("report", help="an HTML page of what runs found", description=_report.__doc__)
+    report.add_argument("output_path", metavar="OUTPUT_PATH", help="the output_path the runs wrote JSON Lines to")
+    report.add_argument("--html", required=True, metavar="FILE", help="the page to write (a file or storage URL)")
+    report.add_argument("--conn-id", help="storage connection of OUTPUT_PATH and FILE (none for local files)")
+    report.add_argument("--source-conn-id", help="storage connection of the source images (for thumbnails)")
     return parser
 
 
@@ -142,6 +148,21 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Write an HTML page of the JSON Lines parts under OUTPUT_PATH: each source image beside what was found."""
+    from airflow_provider_searchapi.report import report_from_output
+
+    try:
+        report = report_from_output(
+            args.output_path, args.html, conn_id=args.conn_id, source_conn_id=args.source_conn_id
+        )
+    except (OSError, ValueError) as error:  # a missing folder, an unreadable part: named in the message
+        err.write(f"error: {error}\n")
+        return EXIT_BAD_INPUT
+    out.write(f"{args.html}: {len(report.all_sources):,} source images, {report.found:,} found images\n")
+    return EXIT_OK
+
+
 class _CheckFailed(Exception):
     """The test search failed; its message is the one the UI's Test button shows."""
 
@@ -177,6 +198,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
 
     _logs_to(err)
     try:
+        if args.command == "report":
+            return _report(args, out, err)
         return _search(args, query, out) if args.command == "search" else _check(args, out)
     except API_ERRORS as error:
         hint = status_hint(error.status) if isinstance(error, SearchApiHTTPError) else ""

@@ -298,9 +298,75 @@ def ledger(options: Options) -> list[Row]:
     ]
 
 
+def html_report(options: Options) -> list[Row]:
+    """``python -m airflow_provider_searchapi report`` in a fresh process over 10^5 result rows (10,000
+    sources with 10 results each, and 100 failed ones) in JSON Lines parts of 1,000 rows; the first
+    1,000 sources are real files. The same command over an empty output gives the process's own size."""
+    output, empty = CACHE / "report-100000", CACHE / "report-empty"
+    if not (output / "complete").exists():
+        log(f"writing 100,000 result rows into {output} (once)")
+        pictures = images(1000).removeprefix("file://")
+        for folder in (output / "results", output / "errors", empty / "results"):
+            folder.mkdir(parents=True, exist_ok=True)
+        (empty / "results" / "part-empty.jsonl").touch()
+        for first in range(0, 10_000, 100):
+            results, errors = [], []
+            for index in range(first, first + 100):
+                uri, site = f"file://{pictures}{index // 1000:04d}/{index}.jpg", f"site{index % 50}.example.com"
+                for rank in range(10):
+                    results.append(
+                        {"source_uri": uri, "source_size": 700, "cbir_id": f"{index}/x", "page": 0, "rank": rank}
+                        | {"url": f"https://{site}/img/{index}-{rank}.jpg", "format": "jpeg", "width": 800}
+                        | {"height": 600, "host": site, "page_title": f"Page {rank} about image {index}"}
+                        | {"page_url": f"https://{site}/page/{index}-{rank}", "searched_at": "2026-01-01T00:00:00"}
+                    )
+            failed = {"source_uri": f"file:///missing/{first}.jpg", "stage": "api", "http_status": 429}
+            errors.append(failed | {"error_class": "SearchApiHTTPError", "message": "Too many requests."})
+            for kind, rows in (("results", results), ("errors", errors)):
+                (output / kind / f"part-{first:05d}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (output / "complete").touch()
+    program = (
+        "import json, sys, pathlib\n"
+        "from airflow_provider_searchapi.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "status = pathlib.Path('/proc/self/status').read_text()\n"
+        "print(json.dumps({'code': code, 'peak_rss_mb': int(status.split('VmHWM:')[1].split()[0]) / 1024}))\n"
+    )
+
+    def once() -> dict[str, float]:
+        figures: dict[str, float] = {}
+        for name, folder in (("empty", empty), ("full", output)):
+            with tempfile.TemporaryDirectory() as work:
+                page, wall = Path(work, "report.html"), time.monotonic()
+                command = [sys.executable, "-c", program, "report", str(folder), "--html", str(page)]
+                done = subprocess.run(command, capture_output=True, text=True)
+                figures[f"{name}_wall"] = time.monotonic() - wall
+                result = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {}
+                if result.get("code") != 0:
+                    raise RuntimeError(f"report failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
+                figures[f"{name}_rss"], figures[f"{name}_size"] = result["peak_rss_mb"], page.stat().st_size / 1e6
+        log(
+            f"report: 100,000 rows in {figures['full_wall']:.1f} s, peak RSS {figures['full_rss']:.0f} MB "
+            f"(an empty output: {figures['empty_wall']:.1f} s, {figures['empty_rss']:.0f} MB)"
+        )
+        return figures
+
+    runs = {key: statistics.median(values) for key, values in repeat(options, once).items()}
+    wall, rss, base = runs["full_wall"], runs["full_rss"], runs["empty_rss"]
+    measure = "report: `report OUTPUT_PATH --html FILE` over 100,000 result rows (10,100 sources), a fresh process"
+    return [
+        Row(f"{measure}: wall time, start-up included", f"{wall:.1f} s", "≤ 30 s", wall <= 30),
+        Row(f"{measure}: peak RSS", f"{rss:.0f} MB", "≤ 100 MB", rss <= 100),
+        Row(
+            "report: the same command over an empty output (the process's own size: Airflow, fsspec, Pillow)",
+            f"{base:.0f} MB; the rows add {rss - base:+.0f} MB; page {runs['full_size']:.1f} MB",
+        ),
+    ]
+
+
 #: ``--only`` names a scenario by its function's name; the table follows this order.
 SCENARIOS: dict[str, Callable[[Options], list[Row]]] = {
-    f.__name__: f for f in (quota, throughput, memory, tokens, ledger)
+    f.__name__: f for f in (quota, throughput, memory, tokens, ledger, html_report)
 }
 
 

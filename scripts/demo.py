@@ -3,7 +3,9 @@
 Starts the IAM + Search API emulator on 127.0.0.1, prepares a private AIRFLOW_HOME on SQLite, runs
 `airflow dags test` on the bundled sample images, and prints the run's progress and where the results
 are; Airflow's own log goes to `.demo/demo.log`. Results are kept between runs, so a second run shows
-resume (nothing searched again); `make demo-clean` removes them.
+resume (nothing searched again); `make demo-clean` removes them. It then writes the HTML report of the
+results, `.demo/report.html`, whose found images the emulator serves: in a terminal, it keeps serving
+them until Enter is pressed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".demo"
@@ -22,6 +25,9 @@ HOME = DEMO / "airflow-home"
 RESULTS = DEMO / "results"
 DATABASE = DEMO / "results.db"
 LOG = DEMO / "demo.log"
+REPORT = DEMO / "report.html"
+#: The emulator's port, the same on every run: the found images in the kept results point at it.
+EMULATOR_PORT = 47312
 DAG_ID = "searchapi_enrich_bucket"
 #: Lines of the task's log worth showing: the engine's progress and the operator's summary.
 SHOWN = re.compile(
@@ -65,12 +71,25 @@ def main() -> int:
         print("Preparing the Airflow metadata database (SQLite, first run only)…", flush=True)
         airflow("db", "migrate", env=env)
 
-    with Emulator().start() as emulator:
+    try:
+        emulator = Emulator().start(port=EMULATOR_PORT)
+    except OSError:
+        print(f"Port {EMULATOR_PORT} is taken: the report will not show the pictures found by earlier runs")
+        emulator = Emulator().start()
+    with emulator:
         env["AIRFLOW_CONN_SEARCHAPI_DEFAULT"] = emulator.connection_json(credential="authorized_key")
         print(f"IAM + Search API emulator on {emulator.url}; running the DAG {DAG_ID} (Airflow's log: {LOG})")
         conf = {"output_path": f"file://{RESULTS}/"}
         airflow("dags", "test", DAG_ID, "-c", json.dumps(conf), env=env)
-        stats = emulator.stats.snapshot()
+        summarize(emulator.stats.snapshot())
+        if sys.stdin.isatty():
+            input("\nOpen the report in a browser now: its pictures are served until you press Enter. ")
+    return 0
+
+
+def summarize(stats: dict[str, Any]) -> None:
+    """Print what the results hold, where they are, and write and name the HTML report."""
+    from airflow_provider_searchapi.report import report_from_output
 
     with sqlite3.connect(DATABASE) as db:
         rows, sources = db.execute("SELECT COUNT(*), COUNT(DISTINCT source_uri) FROM image_search_results").fetchone()
@@ -92,8 +111,10 @@ def main() -> int:
     print(f"  JSON Lines:  {RESULTS}/")
     for part in parts:
         print(f"               {part}")
+    latest = max(RESULTS.glob("*/_manifest/*.json"), key=lambda manifest: manifest.stat().st_mtime)
+    report_from_output(str(latest.parent.parent), str(REPORT))  # every run's results in that output folder
+    print(f"  Report:      {REPORT}")
     print("Run `make demo` again to see resume (nothing is searched twice); `make demo-clean` starts over.")
-    return 0
 
 
 if __name__ == "__main__":

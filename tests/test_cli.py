@@ -124,7 +124,7 @@ def test_search_prints_a_table(cli, emulator, tmp_path):
     assert len(rows) == 20
     assert [row[0] for row in rows] == ["0"] * 10 + ["1"] * 10
     assert [row[1] for row in rows] == [str(n) for n in range(20)]
-    assert all("x" in row[2] and row[4].startswith("https://") for row in rows)
+    assert all("x" in row[2] and row[4].startswith(f"{emulator.url}/img/") for row in rows)
     stats = emulator.stats.snapshot()
     assert stats["uploads"] == 1 and stats["search_requests"] == 2  # page 1 by CBIR id, no re-upload
 
@@ -138,7 +138,7 @@ def test_pages_stop_at_the_last_page_and_json(cli, emulator, tmp_path):
     assert len({page["cbir_id"] for page in pages}) == 1
     assert all(len(page["images"]) == 10 for page in pages)
     first = pages[0]["images"][0]
-    assert first["url"].startswith("https://") and isinstance(first["width"], int) and first["host"]
+    assert first["url"].startswith(f"{emulator.url}/img/") and isinstance(first["width"], int) and first["host"]
     assert emulator.stats.snapshot()["search_requests"] == 4  # the 4th page came back empty: stop
 
 

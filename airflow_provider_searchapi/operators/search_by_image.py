@@ -24,6 +24,7 @@ from airflow_provider_searchapi.engine.sinks import Sink
 from airflow_provider_searchapi.engine.sources import SourceImage
 from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
 from airflow_provider_searchapi.models import FamilyMode
+from airflow_provider_searchapi.report import write_run_report
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -78,6 +79,9 @@ class SearchByImageOperator(BaseOperator):
         size and modification time, changed; and retryable errors), ``"never"`` (only retryable
         errors), ``"all"`` (everything, ignoring the ledger and the outputs) or ``"failed"`` (only
         retryable errors, no new source). Templated.
+    :param html_report: write a page of what the run found beside its manifest
+        (``_manifest/<run_id>.html`` under ``output_path``) and return its URI as ``"report"``;
+        default: on when ``output_path`` is given.
     """
 
     template_fields: Sequence[str] = (
@@ -125,6 +129,7 @@ class SearchByImageOperator(BaseOperator):
         state_path: str | None = None,
         state_conn_id: str | None = None,
         reprocess: str = "changed",
+        html_report: bool | None = None,
         **kwargs: Any,
     ) -> None:
         if (source is None) == (image_urls is None):
@@ -139,6 +144,8 @@ class SearchByImageOperator(BaseOperator):
             raise ValueError("output='xcom' cannot be combined with output_path or sql_conn_id")
         if (sql_conn_id is None) != (sql_table is None):
             raise ValueError("sql_conn_id and sql_table go together")
+        if html_report and not output_path:
+            raise ValueError("html_report=True needs output_path: the page is written beside the run's manifest")
         if not 0.0 <= max_error_ratio <= 1.0:
             raise ValueError(f"max_error_ratio must be between 0 and 1 (got {max_error_ratio})")
         if "{" not in reprocess:
@@ -172,6 +179,7 @@ class SearchByImageOperator(BaseOperator):
         self.state_path = state_path if state_path is not None else (f"{prefix}/_state/" if prefix else None)
         self.state_conn_id = state_conn_id
         self.reprocess = reprocess
+        self.html_report = bool(output_path) if html_report is None else html_report
 
     @cached_property
     def hook(self) -> SearchApiHook:
@@ -206,6 +214,8 @@ class SearchByImageOperator(BaseOperator):
         if xcom_sink is not None:
             result["records"] = xcom_sink.results
             result["errors"] = xcom_sink.errors
+        if self.html_report:
+            result["report"] = self._write_report(sinks, result)
         self.log.info(
             "Searched %d images (%d result rows; %d changed, %d retried), %d failed, %d skipped as already done; "
             "outputs: %s",
@@ -253,6 +263,17 @@ class SearchByImageOperator(BaseOperator):
             return SqlLedger(sinks[0]) if only_sql else None
         conn_id = self.state_conn_id if self.state_conn_id is not None else self.output_conn_id
         return Ledger(ObjectStoragePath(self.state_path, conn_id=conn_id or None))
+
+    def _write_report(self, sinks: list[Sink], summary: dict[str, Any]) -> str | None:
+        """The run's page, written beside its manifest; ``None`` (and a warning) if it cannot be."""
+        sink = next(sink for sink in sinks if isinstance(sink, JsonLinesSink))
+        try:
+            uri = write_run_report(sink, summary, source_conn_id=self.source_conn_id or None)
+        except Exception as err:  # noqa: BLE001 - the rows are committed: a missing page fails nothing
+            self.log.warning("html_report: the page of run %s could not be written: %s", sink.run_id, err)
+            return None
+        self.log.info("Report of this run: %s", uri)
+        return uri
 
 
 def _at_most(sources: Iterator[SourceImage], limit: int) -> list[SourceImage]:

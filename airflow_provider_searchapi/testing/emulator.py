@@ -4,7 +4,8 @@ It speaks the wire contract: the IAM token exchange (PS256 JWT checked against t
 key, ``aud``, ``exp``; or a registered OAuth token), the VM metadata token, and
 ``POST /v2/image/search_by_image`` with its checks (Authorization, folderId, one-of, base64, 3 MiB,
 image format). Results are derived from the image bytes, so they are the same on every run: several
-pages and a CBIR id that works for later pages.
+pages and a CBIR id that works for later pages. Found images' URLs point back at the emulator
+(``/img/…``), which serves a small picture drawn for each, so that reports show real thumbnails.
 
 Knobs (:class:`EmulatorSettings`) add latency, a quota answered with 429, and injected faults; the
 counters in :attr:`Emulator.stats` let tests see what really reached the server.
@@ -17,9 +18,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import gzip
 import hashlib
+import io
 import json
+import re
 import secrets
 import threading
 import time
@@ -30,6 +34,7 @@ from typing import Any
 import jwt
 import pydantic_core
 from cryptography.hazmat.primitives import serialization
+from PIL import Image, ImageDraw
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -108,6 +113,7 @@ class Emulator:
                     methods=["GET"],
                 ),
                 Route("/v2/image/search_by_image", self._search_by_image, methods=["POST"]),
+                Route("/img/{name}", self._image, methods=["GET"]),
                 Route("/_emulator/stats", self._get_stats, methods=["GET"]),
                 Route("/_emulator/settings", self._put_settings, methods=["POST"]),
                 Route("/_emulator/reset", self._reset, methods=["POST"]),
@@ -448,14 +454,17 @@ class Emulator:
         if page >= pages:
             return body
         host = site or f"site{digest[5] % 50}.example.com"
+        base = self._server.url if self._server is not None else f"https://{host}"
         images = []
         for rank in range(self.settings.images_per_page):
             h = hashlib.sha256(digest + bytes([page % 256, rank % 256])).digest()
+            width, height = 200 + int.from_bytes(h[7:9], "big") % 1800, 200 + int.from_bytes(h[9:11], "big") % 1400
+            kind = h[6] % 3
             image: dict[str, Any] = {
-                "url": f"https://{host}/img/{h[:6].hex()}.jpg",
-                "format": ("IMAGE_FORMAT_JPEG", "IMAGE_FORMAT_PNG", "IMAGE_FORMAT_GIF")[h[6] % 3],
-                "width": str(200 + int.from_bytes(h[7:9], "big") % 1800),
-                "height": str(200 + int.from_bytes(h[9:11], "big") % 1400),
+                "url": f"{base}/img/{h[:6].hex()}-{width}x{height}.{('jpg', 'png', 'gif')[kind]}",
+                "format": ("IMAGE_FORMAT_JPEG", "IMAGE_FORMAT_PNG", "IMAGE_FORMAT_GIF")[kind],
+                "width": str(width),
+                "height": str(height),
                 "host": host,
                 "pageTitle": f"Page {h[11]} about image {query[:8]}",
                 "pageUrl": f"https://{host}/page/{h[12:16].hex()}",
@@ -465,6 +474,14 @@ class Emulator:
             images.append(image)
         body["images"] = images
         return body
+
+    async def _image(self, request: Request) -> Response:
+        """A found image: a small picture drawn from its name, of the aspect and format the name gives."""
+        picture = _picture(request.path_params["name"])
+        if picture is None:
+            return Response("no such image", status_code=404, media_type="text/plain")
+        data, media_type = picture
+        return Response(data, media_type=media_type, headers={"Cache-Control": "max-age=3600"})
 
     # -- admin ----------------------------------------------------------------------------------
     async def _get_stats(self, request: Request) -> Response:
@@ -481,6 +498,31 @@ class Emulator:
         self.stats.reset()
         self._attempts.clear()
         return JSONResponse({"ok": True})
+
+
+_PICTURE_NAME = re.compile(r"([0-9a-f]{12})-([0-9]{1,4})x([0-9]{1,4})\.(jpg|png|gif)")
+_PICTURE_FORMATS = {"jpg": ("JPEG", "image/jpeg"), "png": ("PNG", "image/png"), "gif": ("GIF", "image/gif")}
+
+
+@functools.lru_cache(maxsize=1024)
+def _picture(name: str) -> tuple[bytes, str] | None:
+    """The picture served at ``/img/<name>`` (``<12 hex>-<W>x<H>.<jpg|png|gif>``): at most 160 pixels
+    a side, of W:H, coloured and drawn from the hex; ``None`` for any other name."""
+    match = _PICTURE_NAME.fullmatch(name)
+    if match is None or not int(match[2]) or not int(match[3]):
+        return None
+    seed, (pillow_format, media_type) = bytes.fromhex(match[1]), _PICTURE_FORMATS[match[4]]
+    scale = 160 / max(int(match[2]), int(match[3]))
+    size = (max(8, round(int(match[2]) * scale)), max(8, round(int(match[3]) * scale)))
+    image = Image.new("RGB", size, (seed[0], seed[1], seed[2]))
+    draw = ImageDraw.Draw(image)
+    for i in range(3):
+        x, y = seed[3 + i] % size[0], seed[(4 + i) % 6] % size[1]
+        radius = 12 + seed[(5 + i) % 6] % 40
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=(seed[i + 3], seed[i], 255 - seed[i]))
+    buffer = io.BytesIO()
+    image.save(buffer, pillow_format)
+    return buffer.getvalue(), media_type
 
 
 def _decodable(data: bytes) -> bool:

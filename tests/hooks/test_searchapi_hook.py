@@ -19,7 +19,7 @@ def test_search_with_each_credential(make_hook, searchapi_emulator, jpeg, creden
     result = hook.search_by_image(image=jpeg)
     assert len(result.images) == searchapi_emulator.settings.images_per_page
     assert result.page == 0 and result.cbir_id
-    assert all(image.url.startswith("https://") for image in result.images)
+    assert all(image.url.startswith(f"{searchapi_emulator.url}/img/") for image in result.images)
     assert {image.format for image in result.images} <= set(ImageFormat)
     kind = "Api-Key" if credential == "api_key" else "Bearer"
     assert searchapi_emulator.stats.authorization_headers[kind] == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import subprocess
 import sys
@@ -134,6 +135,24 @@ def test_results_are_deterministic_paged_and_proto3_shaped(searchapi_emulator):
         searchapi_emulator, {"folderId": searchapi_emulator.folder_id, "id": first["id"], "page": str(last + 1)}
     ).json()
     assert "images" not in beyond and beyond["page"] == str(last + 1)
+
+
+def test_found_images_are_served_by_the_emulator_as_real_pictures(searchapi_emulator):
+    from PIL import Image
+
+    body = {"folderId": searchapi_emulator.folder_id, "data": base64.b64encode(make_jpeg(4)).decode()}
+    found = _search(searchapi_emulator, body).json()["images"]
+    formats = {"IMAGE_FORMAT_JPEG": "JPEG", "IMAGE_FORMAT_PNG": "PNG", "IMAGE_FORMAT_GIF": "GIF"}
+    for image in found:
+        assert image["url"].startswith(f"{searchapi_emulator.url}/img/")
+        answer = httpx.get(image["url"])
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith("image/")
+        picture = Image.open(io.BytesIO(answer.content))
+        assert picture.format == formats[image["format"]] and max(picture.size) == 160
+        width, height = int(image["width"]), int(image["height"])
+        assert abs(picture.size[0] / picture.size[1] - width / height) < 0.1  # the aspect the result gives
+    for name in ("nothing.jpg", "0123456789ab-0x10.jpg", "0123456789ab-10x10.svg", "..%2Fsecret"):
+        assert httpx.get(f"{searchapi_emulator.url}/img/{name}").status_code == 404
 
 
 def test_quota_answers_429_with_retry_after(searchapi_emulator):
