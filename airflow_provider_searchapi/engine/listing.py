@@ -145,15 +145,6 @@ def _split_glob(url: str) -> tuple[str, str | None]:
     return url[: cut + 1], url[cut + 1 :]
 
 
-def _split_glob(url: str) -> tuple[str, str | None]:
-    """Split ``s3://b/images/**/*.jpg`` into the folder to walk and the pattern below it."""
-    match = _GLOB_CHARS.search(url)
-    if match is None:
-        return url, None
-    cut = url.rfind("/", 0, match.start())
-    return url[: cut + 1], url[cut + 1 :]
-
-
 def shard_images(
     source: str, shards: int, *, conn_id: str | None = None, max_images: int | None = None
 ) -> list[list[str]]:
