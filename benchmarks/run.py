@@ -364,9 +364,72 @@ def html_report(options: Options) -> list[Row]:
     ]
 
 
+def listing_child(url: str, endpoint: str) -> None:
+    """In a fresh process: seconds to the first source of ``url`` (an S3 URL through moto at ``endpoint``),
+    then to the last, and the process's peak RSS (``url`` "none": Airflow and the package imported only)."""
+    from airflow_provider_searchapi.engine import list_images
+
+    conn_id = None
+    if endpoint:
+        conn = {"conn_type": "aws", "login": "k", "password": "s", "extra": {"endpoint_url": endpoint}}
+        os.environ["AIRFLOW_CONN_BENCH_S3"], conn_id = json.dumps(conn), "bench_s3"
+    started, first, count = time.monotonic(), None, 0
+    for _ in list_images(url, conn_id=conn_id) if url != "none" else ():
+        count += 1
+        first = first or time.monotonic() - started
+    print(json.dumps({"first": first, "all": time.monotonic() - started, "count": count, "rss": own_peak_rss_mb()}))
+
+
+def listing(options: Options) -> list[Row]:
+    """A flat local folder of 300,000 files and an S3 prefix (moto's server) of 30,000 objects: seconds to
+    the first source and peak RSS beyond a process that lists nothing (goals: 5 s, 50 MB)."""
+    local_count, s3_count = (30_000, 3_000) if options.quick else (300_000, 30_000)
+    folder = CACHE / f"flat-{local_count}"
+    if not (CACHE / f"flat-{local_count}.complete").exists():
+        log(f"creating {local_count:,} empty files in {folder} (once)")
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(local_count):
+            (folder / f"{index:06d}.jpg").touch()
+        (CACHE / f"flat-{local_count}.complete").touch()
+
+    def measure(url: str, endpoint: str = "") -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, __file__, "--listing-child", url, endpoint], capture_output=True, text=True
+        )
+        if done.returncode:
+            raise RuntimeError(f"the listing child failed:\n{done.stderr[-3000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server._server.server_port}"
+        s3 = httpx.Client(base_url=endpoint, timeout=60)
+        s3.put("/bench")
+        log(f"putting {s3_count:,} objects into moto's S3")
+        for index in range(s3_count):
+            s3.put(f"/bench/many/{index:06d}.jpg", content=b"x")
+        base = measure("none")
+        local, remote = measure(f"file://{folder}/"), measure("s3://bench/many/", endpoint)
+    finally:
+        server.stop()
+    rows = []
+    for name, result, count in (("local folder", local, local_count), ("S3 prefix (moto)", remote, s3_count)):
+        if result["count"] != count:
+            raise RuntimeError(f"{name}: listed {result['count']} of {count}")
+        added = result["rss"] - base["rss"]
+        what = f"listing: a {name} of {count:,} files"
+        rows.append(Row(f"{what}: first source after", f"{result['first']:.2f} s", "≤ 5 s", result["first"] <= 5))
+        rows.append(Row(f"{what}: peak RSS added, all listed", f"{added:+.1f} MB", "≤ 50 MB", added <= 50))
+        rows.append(Row(f"{what}: all listed after", f"{result['all']:.1f} s"))
+    return rows
+
+
 #: ``--only`` names a scenario by its function's name; the table follows this order.
 SCENARIOS: dict[str, Callable[[Options], list[Row]]] = {
-    f.__name__: f for f in (quota, throughput, memory, tokens, ledger, html_report)
+    f.__name__: f for f in (quota, throughput, memory, tokens, ledger, html_report, listing)
 }
 
 
@@ -408,6 +471,7 @@ def main() -> None:
     parser.add_argument("--write-docs", action="store_true", help="put the table into docs/performance.md")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--ledger-child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--listing-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("AIRFLOW_HOME", str(CACHE / "airflow-home"))
     logging.getLogger("airflow_provider_searchapi").setLevel(logging.WARNING)  # no progress lines
@@ -416,6 +480,9 @@ def main() -> None:
         return
     if args.ledger_child:
         ledger_child(*args.ledger_child)
+        return
+    if args.listing_child:
+        listing_child(*args.listing_child)
         return
     names = args.only.split(",") if args.only else list(SCENARIOS)
     unknown = set(names) - set(SCENARIOS)
