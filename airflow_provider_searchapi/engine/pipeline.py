@@ -314,8 +314,9 @@ class Enricher:
     async def _commit_loop(self, progress: Progress) -> None:
         """Commit finished sources when enough of them wait, the oldest waited long enough, or the end came."""
         while True:
-            try:
-                await asyncio.wait_for(self._commit_due.wait(), timeout=COMMIT_POLL_SECONDS)
+            try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the task's cancellation
+                async with asyncio.timeout(COMMIT_POLL_SECONDS):
+                    await self._commit_due.wait()
             except TimeoutError:
                 pass
             self._commit_due.clear()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_searchapi.engine import (
@@ -14,6 +15,8 @@ from airflow_provider_searchapi.engine import (
     XComSink,
     list_images,
 )
+from airflow_provider_searchapi.engine.pipeline import SETUP_FAILURES_TO_STOP
+from airflow_provider_searchapi.exceptions import SearchApiSetupError
 from tests.conftest import make_jpeg
 
 IMAGES = 2000
@@ -56,17 +59,19 @@ def test_2000_images_through_20_percent_transient_faults(
     assert total == distinct == len(rows)
 
 
-def test_a_permanent_403_is_not_retried_and_reported_once_per_image(make_hook, searchapi_emulator, tmp_path):
+def test_a_403_is_not_retried_is_reported_once_per_image_and_stops_the_run(make_hook, searchapi_emulator, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(20):
         (folder / f"{i}.jpg").write_bytes(make_jpeg(i))
     hook = make_hook("api_key", requests_per_second=1000, folder_id="b1gnotyours")
     sink = XComSink()
-    summary = Enricher(hook, [sink]).run(list_images(f"file://{folder}/"))
-    assert (summary.searched, summary.failed) == (0, 20)
-    assert searchapi_emulator.stats.snapshot()["search_requests"] == 20
-    assert sorted(row["source_uri"] for row in sink.errors) == sorted(f"file://{folder}/{i}.jpg" for i in range(20))
+    enricher = Enricher(hook, [sink], EnrichmentSettings(max_concurrency=1))
+    with pytest.raises(SearchApiSetupError):  # a wrong folder is the setup's fault: the run stops early
+        enricher.run(list_images(f"file://{folder}/"))
+    assert (enricher.summary.searched, enricher.summary.failed) == (0, SETUP_FAILURES_TO_STOP)
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == SETUP_FAILURES_TO_STOP  # none retried
+    assert len({row["source_uri"] for row in sink.errors}) == len(sink.errors) == SETUP_FAILURES_TO_STOP
     assert {(row["stage"], row["http_status"], row["retryable"]) for row in sink.errors} == {("api", 403, 1)}
     assert all("Permission denied" in row["message"] and row["request_id"] for row in sink.errors)
 
