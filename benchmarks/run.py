@@ -402,6 +402,7 @@ def listing(options: Options) -> list[Row]:
 
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     server.start()
     try:
@@ -416,11 +417,11 @@ def listing(options: Options) -> list[Row]:
     finally:
         server.stop()
     rows = []
-    for name, result, count in (("local folder", local, local_count), ("S3 prefix (moto)", remote, s3_count)):
+    for name, result, count in (("local folder", local, local_count), ("an S3 prefix (moto)", remote, s3_count)):
         if result["count"] != count:
             raise RuntimeError(f"{name}: listed {result['count']} of {count}")
         added = result["rss"] - base["rss"]
-        what = f"listing: a {name} of {count:,} files"
+        what = f"listing: {name if name.startswith('an ') else 'a ' + name} of {count:,} files"
         rows.append(Row(f"{what}: first source after", f"{result['first']:.2f} s", "≤ 5 s", result["first"] <= 5))
         rows.append(Row(f"{what}: peak RSS added, all listed", f"{added:+.1f} MB", "≤ 50 MB", added <= 50))
         rows.append(Row(f"{what}: all listed after", f"{result['all']:.1f} s"))
