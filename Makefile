@@ -14,7 +14,7 @@ CONSTRAINTS := $(if $(wildcard constraints/py$(PYVER).txt),-c constraints/py$(PY
 # This machine's pip configuration may name local indexes that do not exist: hide those warnings.
 PIP_QUIET := { grep -v -e "is ignored: it is neither" -e "^$$" || true; }
 
-.PHONY: install demo test clean chromium
+.PHONY: install demo test clean chromium redis-server
 
 install: $(INSTALLED)
 
@@ -29,7 +29,7 @@ $(INSTALLED): pyproject.toml $(wildcard constraints/*.txt)
 demo: $(INSTALLED)
 	$(BIN)/python scripts/demo.py
 
-test: $(INSTALLED) chromium
+test: $(INSTALLED) chromium redis-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The browser tests (tests/e2e) drive Debian's Chromium; install it when missing and permitted.
@@ -41,6 +41,18 @@ chromium:
 	      || echo "WARNING: could not install chromium: the browser tests (tests/e2e) will be SKIPPED"; \
 	  else \
 	    echo "WARNING: no /usr/bin/chromium and no permission to install it: tests/e2e will be SKIPPED"; \
+	  fi; \
+	fi
+
+# The shared rate limit's tests start Debian's redis-server on 127.0.0.1; install it when missing and permitted.
+redis-server:
+	@if [ ! -x /usr/bin/redis-server ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian's redis-server for the shared rate limit tests…"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null 2>&1 \
+	      || echo "WARNING: could not install redis-server: the shared rate limit tests will be SKIPPED"; \
+	  else \
+	    echo "WARNING: no /usr/bin/redis-server and no permission to install it: the Redis tests will be SKIPPED"; \
 	  fi; \
 	fi
 
