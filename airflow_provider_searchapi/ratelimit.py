@@ -45,6 +45,8 @@ class RateLimiter:
         self._burst_span = (burst - 1) * self._interval
         self._next = 0.0
         self._lock = threading.Lock()
+        #: changes when the slots reserved so far are void (the rate changed); their holders reserve again
+        self._generation = 0
 
     def _reserve(self) -> float:
         """Take the next slot and return how long to wait for it."""
@@ -56,15 +58,21 @@ class RateLimiter:
 
     def acquire(self) -> None:
         """Block the calling thread until it may start a request."""
-        delay = self._reserve()
-        if delay > 0:
-            time.sleep(delay)
+        while True:
+            generation, delay = self._generation, self._reserve()
+            if delay > 0:
+                time.sleep(delay)
+            if generation == self._generation:
+                return
 
     async def aacquire(self) -> None:
         """Wait, without blocking the event loop, until the caller may start a request."""
-        delay = self._reserve()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        while True:
+            generation, delay = self._generation, self._reserve()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if generation == self._generation:
+                return
 
     def throttled(self, retry_after: float | None) -> None:
         """Told that the server refused a start with 429; a fixed-rate limiter ignores it."""
@@ -75,7 +83,8 @@ class AdaptiveRateLimiter(RateLimiter):
     not share a limiter settle under the quota instead of fighting over it.
 
     A 429 multiplies the rate by ``decrease`` (the 429s of one burst, within a second of each other,
-    count once) and holds every start until its ``Retry-After`` has passed; then the rate climbs back
+    count once), voids the slots already handed out (their callers queue again at the new rate) and
+    holds every start until its ``Retry-After`` has passed; then the rate climbs back
     by ``recovery`` × the configured rate per second, up to the configured rate. Each change of
     direction is logged, not each request.
 
@@ -124,12 +133,14 @@ class AdaptiveRateLimiter(RateLimiter):
         """Lower the rate (once per burst of 429s) and hold starts until ``retry_after`` seconds passed."""
         with self._lock:
             now = time.monotonic()
-            if retry_after:
-                self._next = max(self._next, now + retry_after)
             if now - self._last_cut < 1.0:
+                if retry_after:
+                    self._next = max(self._next, now + retry_after)
                 return
             self._last_cut = self._updated = now
             self._set_rate(max(self._min_rate, self.rate * self._decrease))
+            self._next = now + (retry_after or 0.0)
+            self._generation += 1
         log.warning(
             "%s: the server answered 429 (quota exceeded); this process slows to %.3g requests/s "
             "and climbs back to %.3g while no 429 comes",
