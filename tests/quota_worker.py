@@ -1,6 +1,6 @@
 """One task process of the quota tests: enrich a folder with the engine and print the run's summary.
 
-    python -m tests.quota_worker CONN_ID SOURCE_URL OUTPUT_URL [RATE_LIMIT_CONN_ID]
+python -m tests.quota_worker CONN_ID SOURCE_URL OUTPUT_URL [RATE_LIMIT_CONN_ID]
 """
 
 from __future__ import annotations
