@@ -56,7 +56,7 @@ class SearchByImageOperator(BaseOperator):
     :param requests_per_second: the cap on calls per second, overriding the connection's: the quota
         with a shared limit (``rate_limit_conn_id``), else this task's share of it.
     :param rate_limit_conn_id: an Airflow ``redis`` connection where every task using the folder shares
-        one limit, overriding the connection's (``""``: none, each task limits itself).
+        one limit, overriding the connection's (``""``: none, each task limits itself). Templated.
     :param max_seconds_per_image: how long each search of an image (one per result page) may go on
         retrying, 429 waits included; a 429 never fails an image sooner.
     :param max_images: search at most this many images in this run (already-done ones not counted).
@@ -79,6 +79,7 @@ class SearchByImageOperator(BaseOperator):
         "image_urls",
         "max_pages",
         "site",
+        "rate_limit_conn_id",
         "output_path",
         "output_conn_id",
         "sql_conn_id",

@@ -40,8 +40,9 @@ def test_enrich_bucket_from_s3_to_s3_and_sqlite(env, bucket, s3_conn_id, tmp_pat
     assert {row["source_uri"] for row in rows} == {f"{bucket}/images/cam{s % 2}/{s}.jpg" for s in range(5)}
 
 
-def test_sharded_example_maps_over_shards(env, tmp_path):
+def test_sharded_example_maps_over_shards(env, redis_server, tmp_path):
     out = tmp_path / "sharded"
+    env = {**env, "AIRFLOW_CONN_SEARCHAPI_REDIS": redis_server.connection_json()}  # the shards' shared limit
     result = dags_test(env, "searchapi_enrich_sharded", {"output_path": f"file://{out}/"})
     rows = [json.loads(line) for part in (out / "results").glob("*.jsonl") for line in part.read_text().splitlines()]
     assert len({row["source_uri"] for row in rows}) == 8  # every bundled sample image, once
