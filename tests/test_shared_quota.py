@@ -67,7 +67,9 @@ def test_without_redis_four_adaptive_processes_finish_every_image(tmp_path, quot
     stats = searchapi_emulator.stats.snapshot()
     throttled = sum(s["throttled_429"] for s in summaries)
     assert stats["responses"] == {"200": PROCESSES * IMAGES, "429": throttled}  # every 429 is counted
-    assert throttled <= 0.25 * stats["search_requests"]  # they settle under the quota instead of fighting
+    # They settle under the quota instead of fighting (7 % here; the goal is 10 %, and a loaded machine
+    # staggers the processes' starts, so the bound leaves room).
+    assert throttled <= 0.15 * stats["search_requests"]
 
 
 def test_redis_stopped_mid_run_the_run_completes(quota_conn_id, redis_server, redis_conn_id, caplog):
