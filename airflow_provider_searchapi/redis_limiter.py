@@ -44,6 +44,7 @@ def redis_client_settings(redis_conn_id: str) -> dict[str, Any]:
     """The settings of a ``redis`` connection, read by the redis provider's ``RedisHook``, as keyword
     arguments of ``redis.Redis`` and ``redis.asyncio.Redis`` (with short timeouts added)."""
     try:
+        import pyrate_limiter  # noqa: F401
         import redis
         from airflow.providers.redis.hooks.redis import RedisHook
     except ImportError:

@@ -148,3 +148,17 @@ def test_a_redis_cluster_connection_is_refused(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_CLUSTER", json.dumps(conn))
     with pytest.raises(SearchApiConfigError, match="rate_limit_conn_id"):
         redis_client_settings("cluster")
+
+
+def test_the_hook_uses_the_connections_redis_limit_unless_told_otherwise(make_hook, fake_redis):
+    from airflow_provider_searchapi.ratelimit import AdaptiveRateLimiter
+    from tests.conftest import make_jpeg
+
+    hook = make_hook("api_key", rate_limit_conn_id=fake_redis)
+    assert isinstance(hook.limiter, RedisRateLimiter) and hook.limiter.key == f"searchapi:rate:{hook.config.folder_id}"
+    assert hook.search_by_image(image=make_jpeg(1)).images
+    assert asyncio.run(hook.asearch_by_image(image=make_jpeg(2))).images
+    without = make_hook(
+        "api_key", conn_id="searchapi_other", rate_limit_conn_id=fake_redis, hook_kwargs={"rate_limit_conn_id": ""}
+    )
+    assert isinstance(without.limiter, AdaptiveRateLimiter)
