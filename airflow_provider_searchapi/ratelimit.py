@@ -1,8 +1,10 @@
 """Client-side rate limiters shared by threads and coroutines.
 
-Each caller reserves the next free start slot under a short lock, then waits for it outside the lock
+Each caller takes the next free start slot under a short lock, then waits for it outside the lock
 (``time.sleep`` or ``asyncio.sleep``). Slots are ``1 / rate`` apart, so the starts never exceed the rate
-over any window, however many callers there are. :class:`AdaptiveRateLimiter` also lowers its rate when
+over any window, however many callers there are. A slot is taken only when it is due within
+``HORIZON_SECONDS``; callers whose slot is further away wait until it comes that close, so that a change
+of rate applies at once to everyone waiting. :class:`AdaptiveRateLimiter` also lowers its rate when
 the server answers 429, and climbs back to the configured rate while it does not.
 """
 
@@ -15,6 +17,9 @@ import time
 from typing import Protocol
 
 log = logging.getLogger(__name__)
+
+#: Slots are taken at most this long before they are due.
+HORIZON_SECONDS = 0.2
 
 
 class Limiter(Protocol):
@@ -45,33 +50,36 @@ class RateLimiter:
         self._burst_span = (burst - 1) * self._interval
         self._next = 0.0
         self._lock = threading.Lock()
-        #: changes when the slots reserved so far are void (the rate changed); their holders reserve again
+        #: changes when the slots taken so far are void (a 429 came); their holders take new ones
         self._generation = 0
 
-    def _reserve(self) -> float:
-        """Take the next slot and return how long to wait for it."""
+    def _reserve(self) -> tuple[bool, float]:
+        """Take the next slot if it is due within the horizon; return whether it was taken and how long
+        to wait (for the slot, or until it comes within the horizon)."""
         with self._lock:
             now = time.monotonic()
             slot = max(self._next, now - self._burst_span)
+            if slot - now > HORIZON_SECONDS:
+                return False, slot - now - HORIZON_SECONDS
             self._next = slot + self._interval
-            return max(0.0, slot - now)
+            return True, max(0.0, slot - now)
 
     def acquire(self) -> None:
         """Block the calling thread until it may start a request."""
         while True:
-            generation, delay = self._generation, self._reserve()
+            generation, (taken, delay) = self._generation, self._reserve()
             if delay > 0:
                 time.sleep(delay)
-            if generation == self._generation:
+            if taken and generation == self._generation:
                 return
 
     async def aacquire(self) -> None:
         """Wait, without blocking the event loop, until the caller may start a request."""
         while True:
-            generation, delay = self._generation, self._reserve()
+            generation, (taken, delay) = self._generation, self._reserve()
             if delay > 0:
                 await asyncio.sleep(delay)
-            if generation == self._generation:
+            if taken and generation == self._generation:
                 return
 
     def throttled(self, retry_after: float | None) -> None:
@@ -83,8 +91,8 @@ class AdaptiveRateLimiter(RateLimiter):
     not share a limiter settle under the quota instead of fighting over it.
 
     A 429 multiplies the rate by ``decrease`` (the 429s of one burst, within a second of each other,
-    count once), voids the slots already handed out (their callers queue again at the new rate) and
-    holds every start until its ``Retry-After`` has passed; then the rate climbs back
+    count once), voids the slots already taken, and holds every start until its ``Retry-After`` has
+    passed; then the rate climbs back
     by ``recovery`` × the configured rate per second, up to the configured rate. Each change of
     direction is logged, not each request.
 
@@ -119,7 +127,7 @@ class AdaptiveRateLimiter(RateLimiter):
         self.rate = rate
         self._interval = 1.0 / rate
 
-    def _reserve(self) -> float:
+    def _reserve(self) -> tuple[bool, float]:
         with self._lock:
             now = time.monotonic()
             if self.rate < self.max_rate:
@@ -140,7 +148,7 @@ class AdaptiveRateLimiter(RateLimiter):
             self._last_cut = self._updated = now
             self._set_rate(max(self._min_rate, self.rate * self._decrease))
             self._next = now + (retry_after or 0.0)
-            self._generation += 1
+            self._generation += 1  # the slots already taken go at the old rate: take new ones
         log.warning(
             "%s: the server answered 429 (quota exceeded); this process slows to %.3g requests/s "
             "and climbs back to %.3g while no 429 comes",
