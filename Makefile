@@ -14,7 +14,7 @@ CONSTRAINTS := $(if $(wildcard constraints/py$(PYVER).txt),-c constraints/py$(PY
 # This machine's pip configuration may name local indexes that do not exist: hide those warnings.
 PIP_QUIET := { grep -v -e "is ignored: it is neither" -e "^$$" || true; }
 
-.PHONY: install demo demo-clean test test-matrix dist clean chromium
+.PHONY: install demo demo-clean test test-matrix dist clean chromium redis-server
 
 install: $(INSTALLED)
 
@@ -40,7 +40,7 @@ dist: $(INSTALLED)
 	$(BIN)/python -m build --outdir dist . 2>&1 | grep -E "^Successfully|[Ww]arning|[Ee]rror" | grep -v "byte-compiling is disabled" || true
 	$(BIN)/twine check --strict dist/*
 
-test: $(INSTALLED) chromium
+test: $(INSTALLED) chromium redis-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The compatibility subset on the newest patch release of each Airflow 3 minor version (noxfile.py),
@@ -57,6 +57,18 @@ chromium:
 	      || echo "WARNING: could not install chromium: the browser tests (tests/e2e) will be SKIPPED"; \
 	  else \
 	    echo "WARNING: no /usr/bin/chromium and no permission to install it: tests/e2e will be SKIPPED"; \
+	  fi; \
+	fi
+
+# The shared rate limit's tests start Debian's redis-server on 127.0.0.1; install it when missing and permitted.
+redis-server:
+	@if [ ! -x /usr/bin/redis-server ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian's redis-server for the shared rate limit tests…"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null 2>&1 \
+	      || echo "WARNING: could not install redis-server: the shared rate limit tests will be SKIPPED"; \
+	  else \
+	    echo "WARNING: no /usr/bin/redis-server and no permission to install it: the Redis tests will be SKIPPED"; \
 	  fi; \
 	fi
 

@@ -153,6 +153,8 @@ class SearchApiConfig(BaseModel):
     :param metadata_endpoint: URL of the VM metadata token.
     :param timeout: seconds to wait for one HTTP request.
     :param requests_per_second: client-side cap on calls per second (the quota, or your share of it).
+    :param rate_limit_conn_id: an Airflow ``redis`` connection keeping the rate limit shared by every
+        process that uses the folder (``None``: each process limits itself).
     :param verify_tls: verify server certificates (on by default).
     :param transport: ``rest`` (default) or ``grpc`` (the ``grpc`` extra).
     :param grpc_endpoint: ``host:port`` of the gRPC service (``http://host:port`` for plaintext).
@@ -171,6 +173,7 @@ class SearchApiConfig(BaseModel):
     metadata_endpoint: str = DEFAULT_METADATA_ENDPOINT
     timeout: float = Field(default=DEFAULT_TIMEOUT_SECONDS, gt=0, allow_inf_nan=False)
     requests_per_second: float = Field(default=DEFAULT_REQUESTS_PER_SECOND, gt=0, allow_inf_nan=False)
+    rate_limit_conn_id: str | None = None
     verify_tls: bool = True
     transport: Literal["rest", "grpc"] = "rest"
     grpc_endpoint: str = DEFAULT_GRPC_ENDPOINT

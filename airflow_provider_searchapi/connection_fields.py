@@ -102,6 +102,13 @@ FIELDS: tuple[ConnField, ...] = (
         placeholder="10",
     ),
     ConnField(
+        "rate_limit_conn_id",
+        "Shared rate limit: Redis connection",
+        "An Airflow redis connection: every task of every worker using this folder then shares one limit "
+        "of requests_per_second kept there (needs the provider's redis extra).",
+        placeholder="redis_default",
+    ),
+    ConnField(
         "verify_tls",
         "Verify TLS certificates",
         "false turns certificate checks off and logs a warning: for a local emulator or a proxy you trust.",

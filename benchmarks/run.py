@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
@@ -94,9 +95,10 @@ def emulator(*flags: str) -> Iterator[Emulator]:
 
 
 # -- images and runs ------------------------------------------------------------------------------------
-def images(count: int) -> str:
-    """URL of a folder of ``count`` distinct small JPEGs in sub-folders of 1,000 (made once, cached)."""
-    folder, complete = CACHE / f"small-{count}", CACHE / f"small-{count}.complete"
+def images(count: int, name: str = "small") -> str:
+    """URL of a folder of ``count`` distinct small JPEGs in sub-folders of 1,000 (made once, cached);
+    folders of other names hold other images."""
+    folder, complete = CACHE / f"{name}-{count}", CACHE / f"{name}-{count}.complete"
     if not complete.exists():
         log(f"writing {count:,} small JPEGs into {folder} (once)")
         buffer = io.BytesIO()
@@ -105,7 +107,7 @@ def images(count: int) -> str:
         for index in range(count):
             sub = folder / f"{index // 1000:04d}"
             sub.mkdir(parents=True, exist_ok=True)
-            comment = f"image {index}".encode()  # a JPEG comment segment makes each file distinct
+            comment = f"{name} image {index}".encode()  # a JPEG comment segment makes each file distinct
             segment = b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment
             (sub / f"{index}.jpg").write_bytes(jpeg[:2] + segment + jpeg[2:])
         complete.touch()
@@ -425,12 +427,103 @@ def listing(options: Options) -> list[Row]:
         rows.append(Row(f"{what}: first source after", f"{result['first']:.2f} s", "≤ 5 s", result["first"] <= 5))
         rows.append(Row(f"{what}: peak RSS added, all listed", f"{added:+.1f} MB", "≤ 50 MB", added <= 50))
         rows.append(Row(f"{what}: all listed after", f"{result['all']:.1f} s"))
+
+
+@contextmanager
+def redis_server() -> Iterator[subprocess.Popen[bytes]]:
+    """Debian's ``redis-server`` on a free port of 127.0.0.1, as the Airflow connection ``searchapi_bench_redis``."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    connection = {"conn_type": "redis", "host": "127.0.0.1", "port": port}
+    os.environ["AIRFLOW_CONN_SEARCHAPI_BENCH_REDIS"] = json.dumps(connection)
+    try:
+        time.sleep(0.5)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def quota_child(source: str, rate_limit_conn_id: str, start_at: str) -> None:
+    """In a fresh process, as one task at the connection's 10 requests/s from ``start_at`` (a time.time()
+    value, so that every process starts together whatever its imports took): print the run's summary."""
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_provider_searchapi.engine import Enricher, JsonLinesSink, list_images
+    from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
+
+    logging.getLogger("airflow_provider_searchapi.redis_limiter").setLevel(logging.WARNING)
+    hook = SearchApiHook(CONN_ID, rate_limit_conn_id=rate_limit_conn_id)
+    with tempfile.TemporaryDirectory() as out:
+        time.sleep(max(0.0, float(start_at) - time.time()))
+        summary = Enricher(hook, [JsonLinesSink(ObjectStoragePath(f"file://{out}/"))]).run(list_images(source))
+    print(json.dumps(summary.to_dict()))
+
+
+def quota_processes(sources: list[str], rate_limit_conn_id: str, stop_redis: Callable[[], None] | None = None):
+    """Run :func:`quota_child` on each source, starting together in 20 s; stop Redis 8 s into the run if
+    asked. The children's summaries."""
+    command, start_at = [sys.executable, __file__, "--quota-child"], time.time() + 20
+    children = [
+        subprocess.Popen([*command, s, rate_limit_conn_id, str(start_at)], stdout=subprocess.PIPE) for s in sources
+    ]
+    if stop_redis:
+        time.sleep(start_at + 8 - time.time())
+        stop_redis()
+    runs = []
+    for child_process in children:
+        out, _ = child_process.communicate(timeout=900)
+        if child_process.returncode:
+            raise RuntimeError("a quota child process failed")
+        runs.append(json.loads(out.decode().strip().splitlines()[-1]))
+    return runs
+
+
+def shared_quota(options: Options) -> list[Row]:
+    """4 task processes × 50 images, each at 10 requests/s, against one 10 requests/s quota (300 ms):
+    sharing it through Redis, adapting without Redis, and with Redis stopped 8 s into the run."""
+    sources = [images(50, f"shard{index}") for index in range(4)]
+    rows, measure = [], "one 10 rps quota, 300 ms, 4 task processes × 50 images each at 10 rps"
+    for mode in ("redis", "adaptive", "redis stopped"):
+
+        def once(mode: str = mode) -> dict[str, float]:
+            with emulator("--latency", "0.3", "--quota-rps", "10") as server, redis_server() as redis:
+                server.use()
+                runs = quota_processes(
+                    sources,
+                    "" if mode == "adaptive" else "searchapi_bench_redis",
+                    redis.terminate if mode == "redis stopped" else None,
+                )
+                stats = server.stats()
+            answers, span = stats["responses"], stats["arrival_span"]
+            done = sum(r["searched"] for r in runs)
+            calls = sum(answers.values())
+            log(f"shared quota, {mode}: {done} images in {span:.1f} s, {answers.get('429', 0)} × 429 of {calls}")
+            return {
+                "ratio": (answers.get("200", 0) - 1) / span / 10,
+                "429": answers.get("429", 0) / calls,
+                "done": done,
+            }
+
+        runs = repeat(options, once)
+        ratio, share, done = (statistics.median(runs[key]) for key in ("ratio", "429", "done"))
+        result = f"{ratio:.3f} of the quota, {share:.1%} of calls answered 429, {done:.0f} of 200 images done"
+        if mode == "redis":
+            rows.append(Row(f"{measure}, sharing it in Redis", result, "≥ 0.95, no 429", ratio >= 0.95 and share == 0))
+        elif mode == "adaptive":
+            goal_met = ratio >= 0.8 and share <= 0.1 and done == 200
+            rows.append(Row(f"{measure}, adaptive without Redis", result, "all done, ≥ 0.8, 429 ≤ 10 %", goal_met))
+        else:
+            rows.append(Row(f"{measure}, Redis stopped 8 s in", result, "all done", done == 200))
     return rows
 
 
 #: ``--only`` names a scenario by its function's name; the table follows this order.
 SCENARIOS: dict[str, Callable[[Options], list[Row]]] = {
-    f.__name__: f for f in (quota, throughput, memory, tokens, ledger, html_report, listing)
+    f.__name__: f for f in (quota, throughput, memory, tokens, shared_quota, ledger, html_report, listing)
 }
 
 
@@ -473,6 +566,7 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--ledger-child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--listing-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--quota-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("AIRFLOW_HOME", str(CACHE / "airflow-home"))
     logging.getLogger("airflow_provider_searchapi").setLevel(logging.WARNING)  # no progress lines
@@ -484,6 +578,8 @@ def main() -> None:
         return
     if args.listing_child:
         listing_child(*args.listing_child)
+    if args.quota_child:
+        quota_child(*args.quota_child)
         return
     names = args.only.split(",") if args.only else list(SCENARIOS)
     unknown = set(names) - set(SCENARIOS)

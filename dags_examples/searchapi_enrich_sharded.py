@@ -1,8 +1,10 @@
 """The same enrichment split into shards that run in parallel (dynamic task mapping).
 
-The images are listed once; each shard gets a list of image URLs and its share of the quota
-(``requests_per_second`` = quota ÷ shards), so the shards together never exceed it. Limit how many
-shards run at once with ``max_active_tis_per_dag`` or an Airflow pool.
+The images are listed once; each shard gets a list of image URLs. The shards share one rate limit,
+kept in Redis (the Airflow ``redis`` connection named by the ``rate_limit_conn_id`` param, which needs
+the provider's ``redis`` extra): each runs at the whole quota's ``requests_per_second`` and together
+they never exceed it, however many run at once, on however many workers. Without Redis (the param
+empty), each shard backs off on its own when the API answers 429.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ with DAG(
         "source": Param(f"file://{SAMPLE_DIR}/", type="string"),
         "source_conn_id": Param("", type="string"),
         "output_path": Param("file:///tmp/searchapi-results-sharded/", type="string"),
+        "rate_limit_conn_id": Param("searchapi_redis", type="string"),
     },
 ) as dag:
 
@@ -37,7 +40,8 @@ with DAG(
         task_id="enrich_shard",
         source_conn_id="{{ params.source_conn_id }}",
         output_path="{{ params.output_path }}",
-        requests_per_second=QUOTA_RPS / SHARDS,
+        requests_per_second=QUOTA_RPS,  # shared by every shard through Redis
+        rate_limit_conn_id="{{ params.rate_limit_conn_id }}",
         max_concurrency=8,
         max_active_tis_per_dag=SHARDS,
         max_error_ratio=0.25,

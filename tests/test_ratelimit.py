@@ -81,3 +81,34 @@ def test_64_concurrent_callers_stay_within_the_limit_at_the_server(make_hook, se
     measured = (len(arrivals) - 1) / (max(arrivals) - min(arrivals))
     assert measured <= rate * 1.02
     assert elapsed >= (64 - 1) / rate * 0.98
+
+
+def test_adaptive_limiter_slows_once_per_burst_of_429s_and_climbs_back(caplog):
+    from airflow_provider_searchapi.ratelimit import AdaptiveRateLimiter
+
+    limiter = AdaptiveRateLimiter(10, recovery=0.5)  # +5 requests/s per second without 429
+    with caplog.at_level("INFO", logger="airflow_provider_searchapi.ratelimit"):
+        limiter.throttled(None)
+        limiter.throttled(None)  # the same burst: counted once
+        assert limiter.rate == pytest.approx(7)
+        time.sleep(0.3)
+        limiter.acquire()
+        assert 7.5 < limiter.rate < 10  # climbing back
+        time.sleep(0.5)
+        limiter.acquire()
+        assert limiter.rate == 10
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2  # one line when it slowed, one when back at the configured rate
+    assert "slows to 7 requests/s" in messages[0] and "back to the configured 10" in messages[1]
+
+
+def test_retry_after_holds_every_start_of_the_process():
+    from airflow_provider_searchapi.ratelimit import AdaptiveRateLimiter
+
+    limiter = AdaptiveRateLimiter(100)
+    limiter.acquire()
+    limiter.throttled(0.5)
+    started = time.monotonic()
+    limiter.acquire()
+    asyncio.run(limiter.aacquire())
+    assert time.monotonic() - started >= 0.45

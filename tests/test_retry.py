@@ -188,3 +188,30 @@ def test_backoff_grows_and_stays_under_the_cap():
     waits = [wait(_state_after(SearchApiHTTPError(503, "x"), attempt)) for attempt in range(1, 12) for _ in range(20)]
     assert all(0 <= w <= 4 for w in waits)
     assert max(waits) > 1  # it does grow
+
+
+def test_429s_do_not_use_up_the_attempts_for_faults(make_hook, searchapi_emulator):
+    """Six 429s in a row, with two attempts allowed for faults: the search still succeeds."""
+    searchapi_emulator.settings.update({"fault_rate": 1.0, "fault_kinds": ["429-no-retry-after"], "fault_attempts": 6})
+    hook = make_hook("api_key", retry_policy=RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_max=0.02))
+    assert hook.search_by_image(image=make_jpeg(500)).images
+    assert hook.stats.attempts == 7 and hook.stats.throttled == 6
+
+
+def test_faults_still_stop_at_max_attempts_after_429s(make_hook, searchapi_emulator):
+    searchapi_emulator.settings.update({"fault_rate": 1.0, "fault_kinds": ["503"], "fault_attempts": 100})
+    hook = make_hook("api_key", retry_policy=RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_max=0.02))
+    with pytest.raises(SearchApiHTTPError):
+        hook.search_by_image(image=make_jpeg(501))
+    assert hook.stats.attempts == 2
+
+
+def test_429s_stop_at_the_time_bound(make_hook, searchapi_emulator):
+    searchapi_emulator.settings.update(
+        {"fault_rate": 1.0, "fault_kinds": ["429-no-retry-after"], "fault_attempts": 1000}
+    )
+    policy = RetryPolicy(max_attempts=2, max_total_seconds=0.5, backoff_base=0.01, backoff_max=0.05)
+    hook = make_hook("api_key", retry_policy=policy, requests_per_second=1000)
+    with pytest.raises(SearchApiHTTPError) as info:
+        hook.search_by_image(image=make_jpeg(502))
+    assert info.value.status == 429 and hook.stats.throttled > 2  # many 429s, then the time bound

@@ -17,7 +17,7 @@ from airflow_provider_searchapi.config import SearchApiConfig
 from airflow_provider_searchapi.exceptions import SearchApiError, SearchApiHTTPError, status_hint
 from airflow_provider_searchapi.images import check_image
 from airflow_provider_searchapi.models import FamilyMode, ImageSearchResult, SearchRequest
-from airflow_provider_searchapi.ratelimit import shared_rate_limiter
+from airflow_provider_searchapi.ratelimit import Limiter, shared_rate_limiter
 from airflow_provider_searchapi.retry import Caller, CallStats, RetryPolicy
 from airflow_provider_searchapi.transport import SearchTransport
 from airflow_provider_searchapi.transport.rest import RestTransport
@@ -28,13 +28,16 @@ class SearchApiHook(BaseHook):
     ``yandexcloud`` connection of Yandex's managed Airflow).
 
     Nothing touches the network until the first call. Calls are retried when that is safe, held to the
-    connection's ``requests_per_second`` across every hook of the connection in the process, and
+    connection's ``requests_per_second`` across every hook of the connection in the process (or across
+    every process using the folder, with a Redis connection in ``rate_limit_conn_id``), and
     authenticated with the connection's credential (an IAM token minted from an authorized key is
     cached and shared by the whole process).
 
     :param searchapi_conn_id: the ``yandex_searchapi`` or ``yandexcloud`` connection to use.
     :param folder_id: the folder billed for searches, when the connection names none.
-    :param requests_per_second: override of the connection's rate cap (e.g. your share of the quota).
+    :param requests_per_second: override of the connection's rate cap.
+    :param rate_limit_conn_id: override of the connection's ``rate_limit_conn_id``: an Airflow ``redis``
+        connection where every process using the folder shares one limit (``""``: none).
     :param retry_policy: override of the default retry policy.
     :param max_connections: HTTP connection pool size (raise it with high concurrency).
     """
@@ -50,6 +53,7 @@ class SearchApiHook(BaseHook):
         *,
         folder_id: str | None = None,
         requests_per_second: float | None = None,
+        rate_limit_conn_id: str | None = None,
         retry_policy: RetryPolicy | None = None,
         max_connections: int = 100,
         **kwargs: Any,
@@ -58,6 +62,7 @@ class SearchApiHook(BaseHook):
         self.searchapi_conn_id = searchapi_conn_id
         self._folder_id = folder_id or None
         self._requests_per_second = requests_per_second
+        self._rate_limit_conn_id = rate_limit_conn_id
         self._retry_policy = retry_policy
         self._max_connections = max_connections
         self._config: SearchApiConfig | None = None
@@ -93,6 +98,8 @@ class SearchApiHook(BaseHook):
             # Masking talks to the task supervisor: do it off the event loop's thread.
             await asyncio.to_thread(_mask_credentials, config)
             self._config = config
+        if "limiter" not in self.__dict__:  # reads the Redis connection: off the event loop's thread too
+            await asyncio.to_thread(lambda: self.limiter)
         return self._config
 
     def _load_config(self, conn_type: str, extras: dict[str, Any]) -> SearchApiConfig:
@@ -114,6 +121,8 @@ class SearchApiHook(BaseHook):
                 )
         if self._requests_per_second is not None:
             config = config.model_copy(update={"requests_per_second": float(self._requests_per_second)})
+        if self._rate_limit_conn_id is not None:
+            config = config.model_copy(update={"rate_limit_conn_id": self._rate_limit_conn_id or None})
         return config
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -123,11 +132,22 @@ class SearchApiHook(BaseHook):
         return build_auth(self.config)
 
     @cached_property
+    def limiter(self) -> Limiter:
+        """The rate limiter of every call: this process's for the connection, or the folder's in Redis
+        (with this process's as its fallback) when ``rate_limit_conn_id`` names a Redis connection."""
+        config = self.config
+        local = shared_rate_limiter(f"{self.searchapi_conn_id}|{config.endpoint}", config.requests_per_second)
+        if not config.rate_limit_conn_id:
+            return local
+        from airflow_provider_searchapi.redis_limiter import shared_redis_limiter
+
+        return shared_redis_limiter(config.rate_limit_conn_id, config.folder_id, config.requests_per_second, local)
+
+    @cached_property
     def transport(self) -> SearchTransport:
         """The transport that carries requests: REST, or gRPC when the connection says so."""
         config = self.config
-        limiter = shared_rate_limiter(f"{self.searchapi_conn_id}|{config.endpoint}", config.requests_per_second)
-        caller = Caller(limiter, self._retry_policy or RetryPolicy(), self.stats)
+        caller = Caller(self.limiter, self._retry_policy or RetryPolicy(), self.stats)
         if config.transport == "grpc":
             from airflow_provider_searchapi.transport.grpc import GrpcTransport
 
@@ -276,6 +296,9 @@ class SearchApiHook(BaseHook):
         that ended without this are dropped when another loop first searches)."""
         if "transport" in self.__dict__:
             await self.transport.aclose()
+        aclose_limiter = getattr(self.__dict__.get("limiter"), "aclose", None)
+        if aclose_limiter is not None:
+            await aclose_limiter()
 
     def test_connection(self) -> tuple[bool, str]:
         """Authenticate for real and make one cheap search; say what failed, without secrets.

@@ -25,6 +25,7 @@ from airflow_provider_searchapi.engine.sources import SourceImage
 from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
 from airflow_provider_searchapi.models import FamilyMode
 from airflow_provider_searchapi.report import write_run_report
+from airflow_provider_searchapi.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -55,8 +56,12 @@ class SearchByImageOperator(BaseOperator):
     :param site: only results from this site. Templated.
     :param family_mode: adult-content filter: ``none``, ``moderate`` or ``strict``.
     :param max_concurrency: images read and searched at once (bounds memory and open requests).
-    :param requests_per_second: this task's cap on calls per second, overriding the connection's
-        (give each of N parallel tasks the quota ÷ N).
+    :param requests_per_second: the cap on calls per second, overriding the connection's: the quota
+        with a shared limit (``rate_limit_conn_id``), else this task's share of it.
+    :param rate_limit_conn_id: an Airflow ``redis`` connection where every task using the folder shares
+        one limit, overriding the connection's (``""``: none, each task limits itself). Templated.
+    :param max_seconds_per_image: how long each search of an image (one per result page) may go on
+        retrying, 429 waits included; a 429 never fails an image sooner.
     :param max_images: search at most this many images in this run (already-done ones not counted).
     :param max_error_ratio: fail the task when failed ÷ processed exceeds this (after committing).
     :param output: ``"xcom"`` to return the rows in the summary (at most 500 images).
@@ -91,6 +96,7 @@ class SearchByImageOperator(BaseOperator):
         "image_urls",
         "max_pages",
         "site",
+        "rate_limit_conn_id",
         "output_path",
         "output_conn_id",
         "sql_conn_id",
@@ -114,6 +120,8 @@ class SearchByImageOperator(BaseOperator):
         family_mode: FamilyMode | str | None = None,
         max_concurrency: int = 16,
         requests_per_second: float | None = None,
+        rate_limit_conn_id: str | None = None,
+        max_seconds_per_image: float = 600.0,
         max_images: int | None = None,
         max_error_ratio: float = 0.0,
         output: str | None = None,
@@ -164,6 +172,8 @@ class SearchByImageOperator(BaseOperator):
         self.family_mode = family_mode
         self.max_concurrency = max_concurrency
         self.requests_per_second = requests_per_second
+        self.rate_limit_conn_id = rate_limit_conn_id
+        self.max_seconds_per_image = max_seconds_per_image
         self.max_images = max_images
         self.max_error_ratio = max_error_ratio
         self.output_mode = output  # "output" itself is BaseOperator's XComArg property
@@ -188,6 +198,8 @@ class SearchByImageOperator(BaseOperator):
             self.searchapi_conn_id,
             folder_id=self.folder_id or None,
             requests_per_second=self.requests_per_second,
+            rate_limit_conn_id=self.rate_limit_conn_id,
+            retry_policy=RetryPolicy(max_total_seconds=self.max_seconds_per_image),
             max_connections=max(10, self.max_concurrency),
         )
 

@@ -101,6 +101,8 @@ class EmulatorStats:
                 "max_in_flight": self.max_in_flight,
                 "iam_authorization_headers": self.iam_authorization_headers,
                 "rest_connections": len(self.rest_connections),
+                # seconds from the first search that arrived to the last (of the last 200,000)
+                "arrival_span": self.arrivals[-1] - self.arrivals[0] if self.arrivals else 0.0,
             }
 
 

@@ -52,8 +52,9 @@ def test_enrich_bucket_daily_the_second_day_searches_nothing_done(env, tmp_path,
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["2026-12-01", "2026-12-02", "_state"]
 
 
-def test_sharded_example_maps_over_shards(env, tmp_path):
+def test_sharded_example_maps_over_shards(env, redis_server, tmp_path):
     out = tmp_path / "sharded"
+    env = {**env, "AIRFLOW_CONN_SEARCHAPI_REDIS": redis_server.connection_json()}  # the shards' shared limit
     result = dags_test(env, "searchapi_enrich_sharded", {"output_path": f"file://{out}/"})
     rows = [json.loads(line) for part in (out / "results").glob("*.jsonl") for line in part.read_text().splitlines()]
     assert len({row["source_uri"] for row in rows}) == 8  # every bundled sample image, once

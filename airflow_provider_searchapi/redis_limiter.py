@@ -1,0 +1,215 @@
+"""One rate limit shared by every process and worker that searches with a folder, kept in Redis.
+
+The limiter is pyrate-limiter's ``RedisBucket`` (its own Lua script checks and records a start in one
+step) under one key per folder, ``searchapi:rate:<folder_id>``, with a single rate: one start per
+``1 / requests_per_second`` seconds. So the starts of all processes together are spaced evenly at the
+connection's ``requests_per_second``, and never come in bursts. pyrate-limiter rather than ``limits``:
+its rates take millisecond intervals, which is what spaces the starts; the smallest window of
+``limits`` is a second, which lets a second's worth of starts go out together at a window's edge.
+
+When Redis cannot be reached, a warning is logged once and the process goes on with its own adaptive
+limiter (:class:`~airflow_provider_searchapi.ratelimit.AdaptiveRateLimiter`); Redis is tried again
+every ``RETRY_REDIS_SECONDS``, and its return is logged too. Nothing waiting for a slot is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+import weakref
+from typing import Any
+
+from airflow_provider_searchapi.exceptions import SearchApiConfigError
+from airflow_provider_searchapi.ratelimit import AdaptiveRateLimiter
+
+log = logging.getLogger(__name__)
+
+#: Seconds to wait for Redis to connect or answer before going on without it.
+REDIS_TIMEOUT_SECONDS = 2.0
+#: Seconds between tries to reach Redis again after it failed.
+RETRY_REDIS_SECONDS = 30.0
+#: Seconds between removals of the starts older than the rate's interval from the bucket.
+LEAK_SECONDS = 10.0
+
+_INSTALL_HINT = "needs the redis extra: pip install 'airflow-provider-searchapi[redis]'"
+#: What a Redis connection's client carries over to the async client (as the redis provider reads it).
+_CLIENT_SETTINGS = ("host", "port", "db", "username", "password")
+_SSL_SETTINGS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_keyfile", "ssl_certfile", "ssl_check_hostname")
+
+
+def redis_client_settings(redis_conn_id: str) -> dict[str, Any]:
+    """The settings of a ``redis`` connection, read by the redis provider's ``RedisHook``, as keyword
+    arguments of ``redis.Redis`` and ``redis.asyncio.Redis`` (with short timeouts added)."""
+    try:
+        import pyrate_limiter  # noqa: F401
+        import redis
+        from airflow.providers.redis.hooks.redis import RedisHook
+    except ImportError:
+        raise SearchApiConfigError("rate_limit_conn_id", _INSTALL_HINT) from None
+    hook = RedisHook(redis_conn_id)
+    if hook.get_connection(redis_conn_id).extra_dejson.get("cluster"):
+        raise SearchApiConfigError(
+            "rate_limit_conn_id", f"{redis_conn_id!r} is a Redis cluster connection; name a single Redis server"
+        )
+    pool = hook.get_conn().connection_pool  # a client that connects on its first command
+    given = pool.connection_kwargs
+    settings = {name: given.get(name) for name in _CLIENT_SETTINGS}
+    if issubclass(pool.connection_class, redis.SSLConnection):
+        settings.update(ssl=True, **{name: given.get(name) for name in _SSL_SETTINGS})
+    return {**settings, "socket_timeout": REDIS_TIMEOUT_SECONDS, "socket_connect_timeout": REDIS_TIMEOUT_SECONDS}
+
+
+class RedisRateLimiter:
+    """Starts at ``rate`` per second across every process that uses the same Redis and folder.
+
+    Build it with :func:`shared_redis_limiter` (one per process). It has the methods of a
+    :class:`~airflow_provider_searchapi.ratelimit.RateLimiter`; the Redis clients are made on first
+    use (one per event loop for async callers).
+
+    :param redis_conn_id: the Airflow ``redis`` connection.
+    :param folder_id: the folder whose quota the limit is (the key in Redis).
+    :param rate: starts per second, all processes together (at most 1,000).
+    :param fallback: the limiter used while Redis cannot be reached; also told about 429s.
+    """
+
+    def __init__(self, redis_conn_id: str, folder_id: str, rate: float, fallback: AdaptiveRateLimiter) -> None:
+        from pyrate_limiter import Rate
+
+        self.redis_conn_id = redis_conn_id
+        self.key = f"searchapi:rate:{folder_id}"
+        self.fallback = fallback
+        self._rate = Rate(1, max(1, math.ceil(1000 / rate)))  # one start per interval, in ms
+        self._settings = redis_client_settings(redis_conn_id)
+        self._lock = threading.Lock()
+        self._sync: Any = None  # (pyrate Limiter, bucket), made on first use
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._down_since: float | None = None
+        self._leaked = 0.0
+
+    # -- the two ways in --------------------------------------------------------------------
+    def acquire(self) -> None:
+        """Block the calling thread until it may start a request."""
+        if self._redis_usable():
+            try:
+                limiter, bucket = self._sync_limiter()
+                if self._due_leak():
+                    bucket.leak(bucket.now())
+                if limiter.try_acquire(self.key):
+                    return self._up()
+            except Exception as err:  # noqa: BLE001 - any Redis failure: go on without it
+                self._down(err)
+        self.fallback.acquire()
+
+    async def aacquire(self) -> None:
+        """Wait, without blocking the event loop, until the caller may start a request."""
+        if self._redis_usable():
+            try:
+                limiter, bucket = await self._async_limiter()
+                if self._due_leak():
+                    await bucket.leak(bucket.now())
+                if await limiter.try_acquire_async(self.key):
+                    return self._up()
+            except Exception as err:  # noqa: BLE001 - any Redis failure: go on without it
+                self._down(err)
+        await self.fallback.aacquire()
+
+    def throttled(self, retry_after: float | None) -> None:
+        """A 429 came: the fallback limiter slows down (with Redis up, the shared rate stays)."""
+        self.fallback.throttled(retry_after)
+
+    async def aclose(self) -> None:
+        """Close the running event loop's Redis client (a later call makes a new one)."""
+        made = self._async.pop(asyncio.get_running_loop(), None)
+        if made is not None:
+            await made[2].aclose()
+
+    # -- clients and health -----------------------------------------------------------------
+    def _sync_limiter(self) -> Any:
+        with self._lock:
+            if self._sync is None:
+                import redis
+                from pyrate_limiter import RedisBucket
+                from redis.backoff import NoBackoff
+                from redis.retry import Retry
+
+                client = redis.Redis(**self._settings, retry=Retry(NoBackoff(), 1))
+                bucket = RedisBucket.init([self._rate], client, self.key)
+                self._sync = (_limiter(bucket), bucket)
+            return self._sync
+
+    async def _async_limiter(self) -> Any:
+        loop = asyncio.get_running_loop()
+        made = self._async.get(loop)
+        if made is None:
+            import redis.asyncio
+            from pyrate_limiter import RedisBucket
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            # One quick retry: a lost Redis must cost a moment, not redis-py's default backoff.
+            client = redis.asyncio.Redis(**self._settings, retry=Retry(NoBackoff(), 1))
+            bucket = await RedisBucket.init([self._rate], client, self.key)
+            made = self._async.setdefault(loop, (_limiter(bucket), bucket, client))
+        return made[0], made[1]
+
+    def _due_leak(self) -> bool:
+        """Whether this process should now drop the bucket's old starts (the key would grow otherwise)."""
+        now = time.monotonic()
+        if now - self._leaked < LEAK_SECONDS:
+            return False
+        self._leaked = now
+        return True
+
+    def _redis_usable(self) -> bool:
+        down = self._down_since
+        return down is None or time.monotonic() - down >= RETRY_REDIS_SECONDS
+
+    def _down(self, err: Exception) -> None:
+        with self._lock:
+            first = self._down_since is None
+            self._down_since = time.monotonic()
+            self._sync = None  # a restarted Redis has lost the bucket's script: make new clients
+            self._async.clear()
+        if first:
+            log.warning(
+                "The shared rate limit in Redis (connection %r, key %s) cannot be used (%s: %s); this process "
+                "goes on with its own adaptive limit at %.3g requests/s and tries Redis again every %.0f s",
+                self.redis_conn_id,
+                self.key,
+                type(err).__name__,
+                err,
+                self.fallback.max_rate,
+                RETRY_REDIS_SECONDS,
+            )
+
+    def _up(self) -> None:
+        if self._down_since is not None:
+            self._down_since = None
+            log.warning("Redis (connection %r) answers again: back on the shared rate limit", self.redis_conn_id)
+
+
+def _limiter(bucket: Any) -> Any:
+    """A pyrate-limiter ``Limiter`` over ``bucket`` that waits exactly for the next free slot; old
+    starts are removed by the calls themselves, not by a background thread or task."""
+    from pyrate_limiter import Limiter, SingleBucketFactory
+
+    return Limiter(SingleBucketFactory(bucket, schedule_leak=False), buffer_ms=0)
+
+
+_shared: dict[tuple[str, str, float], RedisRateLimiter] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_redis_limiter(
+    redis_conn_id: str, folder_id: str, rate: float, fallback: AdaptiveRateLimiter
+) -> RedisRateLimiter:
+    """One :class:`RedisRateLimiter` per (Redis connection, folder, rate) in this process."""
+    with _shared_lock:
+        limiter = _shared.get((redis_conn_id, folder_id, rate))
+        if limiter is None:
+            limiter = RedisRateLimiter(redis_conn_id, folder_id, rate, fallback)
+            _shared[(redis_conn_id, folder_id, rate)] = limiter
+        return limiter
