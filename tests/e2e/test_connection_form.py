@@ -166,17 +166,14 @@ def _goto_connections(page, url: str) -> None:
     Airflow 3.1's UI sends a tab's first visit through its login, which lands on the home page: then
     the page is opened again.
     """
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
     add = page.get_by_role("button", name="Add Connection")
-    for _ in range(3):
-        page.goto(f"{url}/connections", wait_until="networkidle")
-        try:
-            add.wait_for(timeout=10_000)
-            return
-        except PlaywrightTimeout:
-            continue
-    raise AssertionError(f"the Connections page did not open: the browser is at {page.url}")
+    page.goto(f"{url}/connections", wait_until="networkidle")
+    deadline = time.monotonic() + 30
+    while not add.is_visible():
+        assert time.monotonic() < deadline, f"the Connections page did not open: the browser is at {page.url}"
+        if not page.url.endswith("/connections"):
+            page.goto(f"{url}/connections", wait_until="networkidle")
+        page.wait_for_timeout(100)
 
 
 def _open_new_connection_form(page, url: str, conn_id: str) -> Any:
