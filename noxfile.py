@@ -6,8 +6,9 @@
 
 Each session is a fresh virtualenv made by uv, with the provider installed from this checkout and the
 test tools, and runs ``tests/compat`` and ``tests/operators/test_example_dags.py`` (every server on
-127.0.0.1). The versions below are pinned and resolution stops at ``EXCLUDE_NEWER``, so that a run
-installs the same packages whenever it happens.
+127.0.0.1); the 3.1 session also drives the connection form in Chromium (``BROWSER``). The
+versions below are pinned and resolution stops at ``EXCLUDE_NEWER``, so that a run installs the same
+packages whenever it happens.
 
 Refreshing: list the releases with ``.venv/bin/pip index versions apache-airflow``, put each minor
 version's newest patch release in ``AIRFLOW``, set ``EXCLUDE_NEWER`` to today (UTC), and run
