@@ -4,9 +4,10 @@ Starts ``airflow api-server`` on 127.0.0.1 (fresh ``AIRFLOW_HOME``, SQLite, simp
 every user admin, *Test connection* enabled) and the emulator on 127.0.0.1. Through the UI: adds a
 ``yandex_searchapi`` connection, fills the provider's fields, saves it, presses *Test* and reads the
 message; edits it without retyping the secret. Through the REST API: the secrets are stored whole and
-shown masked. Selectors come from the DOM of the running Airflow 3.3 UI (the extra fields are
-``#element_<name>``; their ``<label>``s are not linked to the inputs, so ``get_by_label`` cannot be
-used for them).
+shown masked. Selectors come from the DOM of the running Airflow 3.3 and 3.1 UIs, which agree on
+what is used here (the extra fields are ``#element_<name>``; their ``<label>``s are not linked to the
+inputs, so ``get_by_label`` cannot be used for them). Runs on Airflow 3.3 in ``make test`` and on
+3.1 in the ``compat(3.1)`` session of ``make test-matrix``.
 
 ``SEARCHAPI_UPDATE_SCREENSHOTS=1`` refreshes ``docs/img/connection-form.png`` from the filled form
 (off by default: the emulator's port changes on every run). Skipped, loudly, without Chromium or
