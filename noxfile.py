@@ -6,8 +6,9 @@
 
 Each session is a fresh virtualenv made by uv, with the provider installed from this checkout and the
 test tools, and runs ``tests/compat`` and ``tests/operators/test_example_dags.py`` (every server on
-127.0.0.1). The versions below are pinned and resolution stops at ``EXCLUDE_NEWER``, so that a run
-installs the same packages whenever it happens.
+127.0.0.1); the 3.1 session also drives the connection form in Chromium (``BROWSER``). The
+versions below are pinned and resolution stops at ``EXCLUDE_NEWER``, so that a run installs the same
+packages whenever it happens.
 
 Refreshing: list the releases with ``.venv/bin/pip index versions apache-airflow``, put each minor
 version's newest patch release in ``AIRFLOW``, set ``EXCLUDE_NEWER`` to today (UTC), and run
@@ -45,6 +46,10 @@ TEST_PACKAGES = [
 #: Airflow 3.0 and 3.1 build the connection form from the hooks' wtforms widgets: the FAB provider
 #: brings Flask-AppBuilder, which those widgets come from.
 FORM_PACKAGES = {"3.0": ["apache-airflow-providers-fab"], "3.1": ["apache-airflow-providers-fab"]}
+#: Airflow 3.1 (Yandex Managed Airflow's version) also runs the browser test of the connection form,
+#: in Debian's /usr/bin/chromium driven by Playwright (skipped, loudly, without that browser).
+BROWSER = {"3.1": ["playwright>=1.40"]}
+BROWSER_TESTS = ["tests/e2e/test_connection_form.py"]
 #: Newer releases of these break that Airflow release itself (Airflow's constraints file for the release
 #: holds older ones); the failure each bound avoids, as this matrix found it:
 AIRFLOW_BOUNDS = {
@@ -55,6 +60,11 @@ AIRFLOW_BOUNDS = {
         # ObjectStoragePath("s3://...") raises "detected protocol s3 which is incompatible"
         "universal-pathlib<0.3",
         # reading a connection fails: "'MultiFernet' object has no attribute 'is_encrypted'"
+        "cryptography<51",
+    ],
+    "3.1": [
+        # saving a connection with extras (the UI's form) fails with 500: "'MultiFernet' object has no
+        # attribute 'is_encrypted'"
         "cryptography<51",
     ],
     "3.2": [
@@ -83,6 +93,7 @@ def compat(session: nox.Session, airflow: str) -> None:
         ".",
         *TEST_PACKAGES,
         *FORM_PACKAGES.get(airflow, []),
+        *BROWSER.get(airflow, []),
         *AIRFLOW_BOUNDS.get(airflow, []),
     )
     installed = time.monotonic()
@@ -107,6 +118,8 @@ def compat(session: nox.Session, airflow: str) -> None:
         "tests.airflow_env",
         "-p",
         "tests.storage",
-        *(session.posargs or ["-q", "--durations=5", *TESTS]),
+        # the browser tests' banner at the end of the run when they were skipped for want of Chromium
+        *(["-p", "tests.e2e.conftest"] if airflow in BROWSER else []),
+        *(session.posargs or ["-q", "--durations=5", *TESTS, *(BROWSER_TESTS if airflow in BROWSER else [])]),
     )
     session.log(f"Airflow {AIRFLOW[airflow]}: tests ran in {time.monotonic() - installed:.0f} s")
