@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
 from airflow_provider_searchapi.testing.samples import SAMPLE_DIR
 
@@ -31,3 +35,24 @@ async def test_async_search(searchapi_connection, searchapi_emulator):
     assert [page.page for page in pages] == [0, 1]
     assert pages[0].cbir_id == pages[1].cbir_id
     assert searchapi_emulator.stats.snapshot()["uploads"] == 1
+
+
+@pytest.mark.parametrize("credential, legacy", [("authorized_key", False), ("authorized_key", True), ("oauth", False)])
+def test_a_yandexcloud_connection_searches_with_folder_id_given_to_the_hook(
+    searchapi_emulator, monkeypatch, credential, legacy
+):
+    """The managed Airflow's ``yandexcloud`` connection, its folder given to the hook (as the cluster's
+    ``yandexcloud_default`` may name none), with a key, a legacy-prefixed key or an OAuth token."""
+    extras = searchapi_emulator.connection_extras(credential=credential, conn_type="yandexcloud")
+    folder_id = extras.pop("folder_id")
+    if legacy:
+        extras = {
+            f"extra__yandexcloud__{name}" if name == "service_account_json" else name: v for name, v in extras.items()
+        }
+    monkeypatch.setenv("AIRFLOW_CONN_YC_COMPAT", json.dumps({"conn_type": "yandexcloud", "extra": extras}))
+    hook = SearchApiHook("yc_compat", folder_id=folder_id)
+    try:
+        assert hook.search_by_image(image=IMAGE).images
+    finally:
+        hook.close()
+    assert searchapi_emulator.stats.snapshot()["token_exchanges"] == 1
