@@ -100,6 +100,7 @@ class Enricher:
         self._done_per_sink: list[set[str]] = []
         self._listing_error: Exception | None = None
         self._setup_failures = 0
+        self._committing: asyncio.Future[None] | None = None
         self._fingerprints: dict[str, str | None] = {}  # of the sources being searched, for the ledger
         self._held_unrecorded: list[tuple[str, str | None]] = []  # in every sink, not yet in the ledger
         self._recording = asyncio.Lock()  # one ledger write at a time
@@ -157,6 +158,8 @@ class Enricher:
         except BaseExceptionGroup as failures:  # a sink failed, or the setup: the first cause is the run's
             first = failures.exceptions[0]
             if isinstance(first, SearchApiSetupError):  # the sinks work: commit what finished
+                if self._committing is not None:
+                    await asyncio.gather(self._committing, return_exceptions=True)
                 for batch in [*self._full, self._batch]:
                     await self._commit(batch)
             raise first from None
@@ -322,13 +325,19 @@ class Enricher:
             self._commit_due.clear()
             progress.maybe_log()
             while self._full:
-                await self._commit(self._full.popleft())
+                await self._commit_through(self._full.popleft())
             aged = time.monotonic() - self._batch_since >= self.settings.commit_seconds
             if self._batch.sources and (aged or self._searching_ended):
                 batch, self._batch = self._batch, Batch()
-                await self._commit(batch)
+                await self._commit_through(batch)
             if self._searching_ended and not self._batch.sources and not self._full:
                 return
+
+    async def _commit_through(self, batch: Batch) -> None:
+        """Commit ``batch`` in a task of its own that a cancelled committer leaves to finish: a batch
+        taken off the queue is committed whole (or its commit fails), never dropped half-way."""
+        self._committing = asyncio.ensure_future(self._commit(batch))
+        await asyncio.shield(self._committing)
 
     async def _commit(self, batch: Batch) -> None:
         for sink, already in zip(self.sinks, self._done_per_sink, strict=True):
