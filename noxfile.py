@@ -42,6 +42,10 @@ TEST_PACKAGES = [
     "apache-airflow-providers-amazon>=9",
     "apache-airflow-providers-sqlite>=4",
     "pillow>=10",
+    # the sharded example DAG shares its quota through Redis (Debian's redis-server, started by the tests)
+    "apache-airflow-providers-redis>=4",
+    "redis>=5",
+    "pyrate-limiter>=4.6,<5",
 ]
 #: Airflow 3.0 and 3.1 build the connection form from the hooks' wtforms widgets: the FAB provider
 #: brings Flask-AppBuilder, which those widgets come from.
@@ -112,12 +116,14 @@ def compat(session: nox.Session, airflow: str) -> None:
         "-p",
         "no:cacheprovider",
         # tests/conftest.py is written for the newest Airflow (its masker reset fails before 3.3):
-        # leave it out, and load the two fixture plugins it names.
+        # leave it out, and load the fixture plugins it names.
         "--confcutdir=tests/compat",
         "-p",
         "tests.airflow_env",
         "-p",
         "tests.storage",
+        "-p",
+        "tests.redis_server",
         # the browser tests' banner at the end of the run when they were skipped for want of Chromium
         *(["-p", "tests.e2e.conftest"] if airflow in BROWSER else []),
         *(session.posargs or ["-q", "--durations=5", *TESTS, *(BROWSER_TESTS if airflow in BROWSER else [])]),
