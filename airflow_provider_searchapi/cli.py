@@ -1,15 +1,12 @@
-"""Debug a ``yandex_searchapi`` connection from a shell.
+"""Debug a ``yandex_searchapi`` connection, or look at what runs found, from a shell.
 
     python -m airflow_provider_searchapi search IMAGE_OR_URL [--conn-id ID] [--pages N] [--json]
     python -m airflow_provider_searchapi check-connection [--conn-id ID]
     python -m airflow_provider_searchapi report OUTPUT_PATH --html FILE [--conn-id ID] [--source-conn-id ID]
 
-Standard output carries only the result (a table, or JSON with ``--json``); every log line, warning
-and error goes to standard error, errors as one line starting ``error:``. Exit codes: 0 ok; 1 the API
-or IAM refused or could not be reached; 2 bad input (missing or invalid image, bad arguments, bad
-connection settings, unknown connection). Files and arguments are checked before Airflow is imported,
-so such mistakes are reported at once. Nothing printed ever holds a credential: errors are the
-provider's own messages, which never carry one.
+Standard output carries only the result; log lines, warnings and errors go to standard error, errors
+as one line starting ``error:``, never holding a credential. Files and arguments are checked before
+Airflow is imported, and ``report`` imports it only to use a connection.
 """
 
 from __future__ import annotations
@@ -34,12 +31,10 @@ from airflow_provider_searchapi.images import check_image
 from airflow_provider_searchapi.models import ImageSearchResult
 from airflow_provider_searchapi.retry import RetryPolicy
 
-if TYPE_CHECKING:  # importing the hook imports Airflow: seconds, paid only once the input is checked
+if TYPE_CHECKING:
     from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
 
 EXIT_OK, EXIT_API_ERROR, EXIT_BAD_INPUT = 0, 1, 2
-#: Failures of the service or of reaching it (exit 1); every other provider error is bad input (exit 2).
-API_ERRORS = (SearchApiHTTPError, SearchApiResponseError)
 #: A shell waits for the answer: fewer, shorter retries than a task's.
 CLI_RETRY_POLICY = RetryPolicy(max_attempts=3, max_total_seconds=60, backoff_max=5)
 DEFAULT_CONN_ID = "searchapi_default"
@@ -51,18 +46,18 @@ _EPILOG = (
 
 
 def _positive_int(text: str) -> int:
-    """argparse type of ``--pages``: an integer of at least 1."""
+    """argparse type of ``--pages``."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number (got {text!r})") from None
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1 (got {value})")
+        raise argparse.ArgumentTypeError(f"must be >= 1, a whole number (got {text!r})")
     return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: ``search`` and ``check-connection``."""
+    """The command line: ``search``, ``check-connection`` and ``report``."""
     parser = argparse.ArgumentParser(
         prog="python -m airflow_provider_searchapi",
         description="Debug a Yandex Cloud Search API connection (type yandex_searchapi) from a shell.",
@@ -106,9 +101,8 @@ def _print_table(pages: list[ImageSearchResult], out: TextIO) -> None:
     rows = [(page.page, image) for page in pages for image in page.images]
     cbir_id = pages[0].cbir_id if pages else ""
     out.write(f"{len(rows)} images found in {len(pages)} page(s); CBIR id {cbir_id or '-'}\n")
-    if not rows:
-        return
-    out.write(f"{'page':>4}  {'#':>3}  {'size':>11}  {'host':<28}  url\n")
+    if rows:
+        out.write(f"{'page':>4}  {'#':>3}  {'size':>11}  {'host':<28}  url\n")
     for rank, (page, image) in enumerate(rows):
         size = f"{image.width}x{image.height}"
         out.write(f"{page:>4}  {rank:>3}  {size:>11}  {image.host[:28]:<28}  {image.url}\n")
@@ -122,7 +116,6 @@ def _search(args: argparse.Namespace, query: dict[str, object], out: TextIO) -> 
     """
     hook = _hook(args.conn_id)
     try:
-        _ = hook.config  # bad settings are bad input (exit 2), reported as such
         pages = list(hook.iter_pages(**query, max_pages=args.pages))
     finally:
         hook.close()
@@ -134,43 +127,35 @@ def _search(args: argparse.Namespace, query: dict[str, object], out: TextIO) -> 
     return EXIT_OK
 
 
-def _check(args: argparse.Namespace, out: TextIO) -> int:
+def _check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Authenticate with the connection's credential and make one search with a tiny image.
 
     Prints what the UI's Test button would show.
     """
-    hook = _hook(args.conn_id)
-    _ = hook.config  # bad settings are bad input (exit 2), not an API error
-    ok, message = hook.test_connection()
+    ok, message = _hook(args.conn_id).test_connection()
     if not ok:
-        raise _CheckFailed(message)
+        err.write(f"error: {message}\n")
+        return EXIT_API_ERROR
     out.write(message + "\n")
     return EXIT_OK
 
 
-def _report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _report(args: argparse.Namespace, out: TextIO) -> int:
     """Write an HTML page of the JSON Lines parts under OUTPUT_PATH: each source image beside what was found."""
     from airflow_provider_searchapi.report import report_from_output
 
-    try:
-        report = report_from_output(
-            args.output_path, args.html, conn_id=args.conn_id, source_conn_id=args.source_conn_id
-        )
-    except (OSError, ValueError) as error:  # a missing folder, an unreadable part: named in the message
-        err.write(f"error: {error}\n")
-        return EXIT_BAD_INPUT
+    report = report_from_output(args.output_path, args.html, conn_id=args.conn_id, source_conn_id=args.source_conn_id)
     out.write(f"{args.html}: {len(report.all_sources):,} source images, {report.found:,} found images\n")
     return EXIT_OK
 
 
-class _CheckFailed(Exception):
-    """The test search failed; its message is the one the UI's Test button shows."""
-
-
 def _hook(conn_id: str) -> SearchApiHook:
+    """The connection's hook, its settings read: bad ones are bad input (exit 2), not an API error."""
     from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
 
-    return SearchApiHook(conn_id, retry_policy=CLI_RETRY_POLICY)
+    hook = SearchApiHook(conn_id, retry_policy=CLI_RETRY_POLICY)
+    _ = hook.config
+    return hook
 
 
 def _logs_to(stream: TextIO) -> None:
@@ -184,37 +169,42 @@ def _logs_to(stream: TextIO) -> None:
         logging.getLogger(name).propagate = True
 
 
+def _exit_code(error: Exception, command: str) -> int | None:
+    """1 when the API or IAM refused or could not be reached; 2 for bad input (an image, connection
+    settings, an unknown connection, a report's missing or malformed parts); ``None`` for a bug."""
+    if isinstance(error, (SearchApiHTTPError, SearchApiResponseError)):
+        return EXIT_API_ERROR
+    if isinstance(error, SearchApiError) or (command == "report" and isinstance(error, (OSError, ValueError))):
+        return EXIT_BAD_INPUT
+    from airflow.providers.common.compat.sdk import AirflowNotFoundException
+
+    return EXIT_BAD_INPUT if isinstance(error, AirflowNotFoundException) else None
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run the CLI and return its exit code (argparse itself exits 2 on bad arguments)."""
     out = out or sys.stdout
     err = err or sys.stderr
     args = build_parser().parse_args(argv)
     try:
-        query = _query(args.image) if args.command == "search" else {}  # a bad file costs no Airflow import
-    except SearchApiError as error:
-        err.write(f"error: {error}\n")
-        return EXIT_BAD_INPUT
-    from airflow.providers.common.compat.sdk import AirflowNotFoundException
+        query = _query(args.image) if args.command == "search" else {}
+        if args.command != "report" or args.conn_id or args.source_conn_id:
+            import airflow  # noqa: F401 - it sets up logging as it is imported, which _logs_to then replaces
 
-    _logs_to(err)
-    try:
+        _logs_to(err)
         if args.command == "report":
-            return _report(args, out, err)
-        return _search(args, query, out) if args.command == "search" else _check(args, out)
-    except API_ERRORS as error:
-        hint = status_hint(error.status) if isinstance(error, SearchApiHTTPError) else ""
-        err.write(f"error: {error}{hint}\n")  # the same hints as the UI's Test button
-        return EXIT_API_ERROR
-    except _CheckFailed as error:
-        err.write(f"error: {error}\n")
-        return EXIT_API_ERROR
-    except (SearchApiError, AirflowNotFoundException) as error:  # config, image, request: the caller's input
-        err.write(f"error: {error}\n")
-        return EXIT_BAD_INPUT
+            return _report(args, out)
+        return _search(args, query, out) if args.command == "search" else _check(args, out, err)
     except KeyboardInterrupt:
         err.write("interrupted\n")
         return 130
     except BrokenPipeError:  # e.g. `... --json | head`: stop quietly, as shell tools do
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, out.fileno())
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
         return EXIT_OK
+    except Exception as error:
+        code = _exit_code(error, args.command)
+        if code is None:
+            raise
+        hint = status_hint(error.status) if isinstance(error, SearchApiHTTPError) else ""
+        err.write(f"error: {error}{hint}\n")  # the same hints as the UI's Test button
+        return code

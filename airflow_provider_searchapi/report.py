@@ -1,18 +1,16 @@
 """An HTML page of what was found: each source image beside the images found for it.
 
-The page is one self-contained file: inline CSS, no script (a Content-Security-Policy forbids any),
-the sources' thumbnails embedded as ``data:`` URIs. Found images are loaded by the browser from their
-own ``url``. Every value is HTML-escaped, and only ``http(s)`` URLs become links or pictures: a
-hostile page title or URL in a result stays text.
-
-Rows are read from JSON Lines parts a line at a time; the page keeps the first ``max_sources`` sources
-with their ``top`` best results, and counts the rest.
+One self-contained file: inline CSS, no script (its Content-Security-Policy forbids any), the sources'
+thumbnails embedded as ``data:`` URIs; found images load from their own ``url``. Every value is escaped
+and only ``http(s)`` URLs become links or pictures, so a hostile page title or URL stays text. Parts
+are read a line at a time, and Airflow is imported only to reach storage through a connection.
 """
 
 from __future__ import annotations
 
 import base64
-import html
+import bisect
+import functools
 import io
 import json
 import logging
@@ -20,14 +18,18 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow.sdk import ObjectStoragePath
+import jinja2
+from fsspec.core import url_to_fs
 
-from airflow_provider_searchapi.engine.sinks import JsonLinesSink
-from airflow_provider_searchapi.engine.sources import MAX_READ_BYTES_FOR_DOWNSCALE, stable_uri
 from airflow_provider_searchapi.images import open_image
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
+
+    from airflow_provider_searchapi.engine.sinks import JsonLinesSink
 
 log = logging.getLogger(__name__)
 
@@ -37,27 +39,8 @@ MAX_SOURCES = 200
 TOP_RESULTS = 8
 #: Longest side of a source's embedded thumbnail, in pixels.
 THUMBNAIL_SIDE = 120
-
-_CSP = "default-src 'none'; img-src http: https: data:; style-src 'unsafe-inline'"
-_STYLE = """
-body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f4f4f2;color:#222}
-header{background:#fff;padding:16px 24px;border-bottom:1px solid #ddd}
-h1{font-size:20px;margin:0 0 4px}.where{color:#666;margin:0 0 12px;word-break:break-all}
-.figures{display:flex;flex-wrap:wrap;gap:8px 28px;margin:0}.figures dt{color:#666;font-size:12px}
-.figures dd{margin:0;font-size:18px;font-weight:600}.causes{margin:10px 0 0;padding-left:18px;color:#a33}
-main{padding:8px 24px 24px}.source{display:flex;gap:16px;background:#fff;border:1px solid #ddd;
-border-radius:6px;padding:12px;margin:12px 0}.query{flex:0 0 140px;font-size:12px;word-break:break-all}
-.query img{display:block;max-width:120px;max-height:120px;border:2px solid #fc0;margin-bottom:4px}
-.found{display:flex;flex-wrap:wrap;gap:10px;list-style:none;margin:0;padding:0;flex:1}
-.found li{width:118px;font-size:12px}.found a,.found .result{color:inherit;text-decoration:none;display:block}
-.found img{width:116px;height:88px;object-fit:contain;background:#eee;display:block}
-.found .title{display:block;font-weight:600;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-.found .meta{color:#666;display:block;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-.found a:hover .title{text-decoration:underline}
-.none,.nopic{color:#888;font-style:italic}.nopic{width:116px;height:88px;background:#eee;display:flex;
-align-items:center;justify-content:center}.errors{margin:6px 0 0;padding-left:18px;color:#a33}
-.more{color:#666}
-"""
+#: Larger source files get no thumbnail.
+MAX_THUMBNAIL_SOURCE_BYTES = 64 * 1024 * 1024
 
 
 def safe_url(value: Any) -> str | None:
@@ -73,19 +56,20 @@ def safe_url(value: Any) -> str | None:
 
 
 def thumbnail(uri: str, *, conn_id: str | None = None) -> str | None:
-    """A source image as a small JPEG ``data:`` URI made with Pillow; ``None`` when it cannot be read
-    (or is a public URL, which the page loads as it is)."""
-    if "://" not in uri or uri.split("://", 1)[0] in ("http", "https"):
+    """A source image as a small JPEG ``data:`` URI made with Pillow.
+
+    :param uri: the source image's storage URL.
+    :param conn_id: the storage connection to read it with.
+    :return: ``None`` for a public URL (the page loads it as it is) or what cannot be read as an image.
+    """
+    if "://" not in uri or uri.startswith(("http://", "https://")):
         return None
     try:
-        path = ObjectStoragePath(uri, conn_id=conn_id)
-        if not path.fs.isfile(path.path):  # a folder, a device, a pipe: never read
+        fs, path = _storage(uri, conn_id)
+        info = fs.info(path)
+        if info["type"] != "file" or info["size"] > MAX_THUMBNAIL_SOURCE_BYTES:  # never read a folder or a pipe
             return None
-        with path.fs.open(path.path, "rb") as handle:  # through the filesystem: no lineage recorded
-            data = handle.read(MAX_READ_BYTES_FOR_DOWNSCALE + 1)
-        if len(data) > MAX_READ_BYTES_FOR_DOWNSCALE:
-            return None
-        with open_image(data, name=uri) as image:
+        with open_image(fs.cat_file(path), name=uri) as image:
             image.draft("RGB", (THUMBNAIL_SIDE * 2, THUMBNAIL_SIDE * 2))  # JPEG: decode at a smaller scale
             image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
             buffer = io.BytesIO()
@@ -123,10 +107,9 @@ class Report:
 
     def _entry(self, uri: str) -> _Source | None:
         self.all_sources.add(uri)
-        entry = self.sources.get(uri)
-        if entry is None and len(self.sources) < self.max_sources:
-            entry = self.sources[uri] = _Source(uri)
-        return entry
+        if uri not in self.sources and len(self.sources) < self.max_sources:
+            self.sources[uri] = _Source(uri)
+        return self.sources.get(uri)
 
     def add_result(self, row: dict[str, Any]) -> None:
         """One result row (a found image, or the empty row of a source with none)."""
@@ -136,10 +119,13 @@ class Report:
         if entry is None:
             return
         entry.searched = True
-        if has_image:
-            entry.found_count += 1
-            if len(entry.found) < self.top and all(kept.get("rank") != row.get("rank") for kept in entry.found):
-                entry.found.append(row)
+        entry.found_count += has_image
+        if (
+            has_image
+            and len(entry.found) < self.top
+            and all(kept.get("rank") != row.get("rank") for kept in entry.found)
+        ):
+            bisect.insort(entry.found, row, key=lambda found: found.get("rank") or 0)
 
     def add_error(self, row: dict[str, Any]) -> None:
         """One error row."""
@@ -150,7 +136,7 @@ class Report:
         if entry is not None and len(entry.errors) < self.top:
             entry.errors.append(row)
 
-    def add_part(self, fs: Any, path: str, *, errors: bool) -> None:
+    def add_part(self, fs: AbstractFileSystem, path: str, *, errors: bool) -> None:
         """Read one JSON Lines part a line at a time.
 
         :raises ValueError: a line is not a JSON object (naming the part and the line).
@@ -177,58 +163,26 @@ class Report:
         :param figures: ``requests``, ``throttled_429``, ``elapsed_seconds`` (absent: shown as ``—``).
         :param source_conn_id: the storage connection to read the sources' thumbnails with.
         """
-        esc = _escape
-        yield (
-            f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{esc(title)}</title><style>{_STYLE}</style></head><body>\n"
-            f'<header><h1>{esc(title)}</h1><p class="where">{esc(where)}</p><dl class="figures">'
-        )
         shown = {
-            "Source images": f"{len(self.all_sources):,}",
-            "Found images": f"{self.found:,}",
-            "Failed": f"{len(self.failed):,}",
+            "Source images": _number(len(self.all_sources)),
+            "Found images": _number(self.found),
+            "Failed": _number(len(self.failed)),
             "Requests": _number(figures.get("requests")),
             "429 answers": _number(figures.get("throttled_429")),
             "Duration": _duration(figures.get("elapsed_seconds")),
         }
-        yield "".join(f"<div><dt>{esc(name)}</dt><dd>{esc(value)}</dd></div>" for name, value in shown.items())
-        yield "</dl>"
-        if self.causes:
-            items = "".join(f"<li>{esc(name)}: {count:,}</li>" for name, count in self.causes.most_common())
-            yield f'<ul class="causes" aria-label="Failures by cause">{items}</ul>'
-        yield "</header>\n<main>\n"
-        for entry in self.sources.values():
-            yield self._section(entry, source_conn_id)
-        rest = len(self.all_sources) - len(self.sources)
-        if rest:
-            shown_first = f"the page shows the first {self.max_sources:,}"
-            yield f'<p class="more">…and {rest:,} more source images, not shown ({shown_first}).</p>\n'
-        yield "</main></body></html>\n"
-
-    def _section(self, entry: _Source, source_conn_id: str | None) -> str:
-        esc = _escape
-        picture = thumbnail(entry.uri, conn_id=source_conn_id) or safe_url(entry.uri)
-        preview = f'<img src="{esc(picture)}" alt="" referrerpolicy="no-referrer">' if picture else ""
-        name = entry.uri.rstrip("/").rsplit("/", 1)[-1] or entry.uri
-        parts = [
-            f'<section class="source"><div class="query">{preview}'
-            f'<strong title="{esc(entry.uri)}">{esc(name)}</strong>'
-            f"<br>{entry.found_count:,} found</div>"
-        ]
-        if entry.found:
-            items = "".join(_found(row) for row in sorted(entry.found, key=lambda row: row.get("rank") or 0))
-            parts.append(f'<ol class="found">{items}</ol>')
-        elif entry.searched:
-            parts.append('<p class="none">Nothing found.</p>')
-        if entry.errors:
-            items = "".join(
-                f"<li>{esc(row.get('stage'))}: {esc(cause(row))} — {esc(row.get('message'))}</li>"
-                for row in entry.errors
-            )
-            parts.append(f'<ul class="errors">{items}</ul>')
-        return "".join(parts) + "</section>\n"
+        return _template().generate(
+            title=title,
+            where=where,
+            figures=shown,
+            causes=self.causes.most_common(),
+            sections=(
+                (entry, thumbnail(entry.uri, conn_id=source_conn_id) or safe_url(entry.uri))
+                for entry in self.sources.values()
+            ),
+            rest=len(self.all_sources) - len(self.sources),
+            max_sources=self.max_sources,
+        )
 
 
 def cause(row: dict[str, Any]) -> str:
@@ -237,28 +191,18 @@ def cause(row: dict[str, Any]) -> str:
     return f"{row.get('error_class')} (HTTP {status})" if status else str(row.get("error_class"))
 
 
-def _found(row: dict[str, Any]) -> str:
-    esc = _escape
-    url, page_url = safe_url(row.get("url")), safe_url(row.get("page_url"))
-    picture = (
-        f'<img src="{esc(url)}" alt="" loading="lazy" referrerpolicy="no-referrer">'
-        if url
-        else '<span class="nopic">no picture</span>'
+@functools.cache
+def _template() -> jinja2.Template:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("airflow_provider_searchapi"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        finalize=lambda value: "" if value is None else value,
     )
-    title = esc(row.get("page_title") or row.get("page_url") or "")
-    body = (
-        f'{picture}<span class="title">{title}</span><span class="meta">{esc(row.get("host") or "")}</span>'
-        f'<span class="meta">{esc(row.get("width"))}×{esc(row.get("height"))}</span>'
-    )
-    if page_url:
-        return (
-            f'<li><a href="{esc(page_url)}" title="{title}" rel="noopener noreferrer" target="_blank">{body}</a></li>'
-        )
-    return f'<li><span class="result" title="{title}">{body}</span></li>'
-
-
-def _escape(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    environment.filters.update(number=_number, safe_url=safe_url)
+    environment.globals["cause"] = cause
+    return environment.get_template("report.html.jinja")
 
 
 def _number(value: Any) -> str:
@@ -282,44 +226,36 @@ def write_run_report(sink: JsonLinesSink, summary: dict[str, Any], *, source_con
     :param summary: the run's summary (its requests, 429 answers and duration are shown).
     :param source_conn_id: the storage connection of the sources, for their thumbnails.
     """
-    fs, base = sink.prefix.fs, sink.prefix.path.rstrip("/")
+    from airflow_provider_searchapi.engine.sources import stable_uri
+
+    fs, where = sink.prefix.fs, stable_uri(sink.prefix).rstrip("/")
     report = Report()
-    for part in sink.parts:
-        folder = part.rsplit("/", 2)[-2]
-        if folder in ("results", "errors"):
-            report.add_part(fs, part, errors=folder == "errors")
-    pieces = report.render(
-        title=f"Search by image: run {sink.run_id}",
-        where=stable_uri(sink.prefix),
-        figures=summary,
-        source_conn_id=source_conn_id,
-    )
-    fs.makedirs(f"{base}/_manifest", exist_ok=True)
-    with fs.open(f"{base}/_manifest/{sink.run_id}.html", "wt", encoding="utf-8") as handle:
-        handle.writelines(pieces)
-    return f"{stable_uri(sink.prefix).rstrip('/')}/_manifest/{sink.run_id}.html"
+    for part in sink.parts:  # its manifest too
+        kind = part.rsplit("/", 2)[-2]
+        if kind in ("results", "errors"):
+            report.add_part(fs, part, errors=kind == "errors")
+    title = f"Search by image: run {sink.run_id}"
+    page = report.render(title=title, where=where, figures=summary, source_conn_id=source_conn_id)
+    _write(fs, f"{sink.prefix.path.rstrip('/')}/_manifest/{sink.run_id}.html", page)
+    return f"{where}/_manifest/{sink.run_id}.html"
 
 
 def report_from_output(
-    output_path: str,
-    html_path: str,
-    *,
-    conn_id: str | None = None,
-    source_conn_id: str | None = None,
+    output_path: str, html_path: str, *, conn_id: str | None = None, source_conn_id: str | None = None
 ) -> Report:
     """Write the page of everything under an output folder (every run's parts) to ``html_path``.
 
     Requests, 429 answers and duration are the sums over the runs' manifests (``_manifest/*.json``).
 
-    :param output_path: the ``output_path`` the runs wrote to (any ``ObjectStoragePath`` URL).
-    :param html_path: where to write the page: a local file or an ``ObjectStoragePath`` URL.
+    :param output_path: the ``output_path`` the runs wrote to: a local folder or a storage URL.
+    :param html_path: where to write the page: a local file or a storage URL.
     :param conn_id: the storage connection of ``output_path`` (and of ``html_path`` when a URL).
     :param source_conn_id: the storage connection of the sources, for their thumbnails.
     :raises FileNotFoundError: ``output_path`` holds no ``results/`` nor ``errors/`` folder.
     :raises ValueError: a part or a manifest is not what the sink writes (naming it).
     """
-    prefix = _storage_path(output_path, conn_id)
-    fs, base = prefix.fs, prefix.path.rstrip("/")
+    fs, base = _storage(output_path, conn_id)
+    base = base.rstrip("/")
     folders = [kind for kind in ("results", "errors") if fs.isdir(f"{base}/{kind}")]
     if not folders:
         raise FileNotFoundError(f"{output_path}: no results/ or errors/ folder of JSON Lines parts here")
@@ -329,7 +265,7 @@ def report_from_output(
             if part.endswith(".jsonl"):
                 report.add_part(fs, part, errors=kind == "errors")
     figures: dict[str, Any] = {}
-    manifests = sorted(fs.glob(f"{base}/_manifest/*.json")) if fs.isdir(f"{base}/_manifest") else []
+    manifests = sorted(fs.glob(f"{base}/_manifest/*.json"))
     for manifest in manifests:
         try:
             summary = json.loads(fs.cat_file(manifest))["summary"]
@@ -338,21 +274,29 @@ def report_from_output(
         for key in ("requests", "throttled_429", "elapsed_seconds"):
             if isinstance(summary.get(key), (int, float)):
                 figures[key] = figures.get(key, 0) + summary[key]
-    runs = f"{len(manifests)} run{'s' if len(manifests) != 1 else ''}"
-    pieces = report.render(
-        title="Search by image: what was found",
-        where=f"{stable_uri(prefix)} ({runs})",
-        figures=figures,
-        source_conn_id=source_conn_id,
+    where = f"{fs.unstrip_protocol(base)} ({len(manifests)} run{'s' if len(manifests) != 1 else ''})"
+    title = "Search by image: what was found"
+    _write(
+        *_storage(html_path, conn_id),
+        report.render(title=title, where=where, figures=figures, source_conn_id=source_conn_id),
     )
-    target = _storage_path(html_path, conn_id)
-    with target.fs.open(target.path, "wt", encoding="utf-8") as handle:
-        handle.writelines(pieces)
     return report
 
 
-def _storage_path(location: str, conn_id: str | None) -> ObjectStoragePath:
-    """A URL as it is (with the connection), a local path as a ``file://`` URL."""
-    if "://" in location:
-        return ObjectStoragePath(location, conn_id=conn_id)
-    return ObjectStoragePath(f"file://{os.path.abspath(os.path.expanduser(location))}")
+def _write(fs: AbstractFileSystem, path: str, pieces: Iterator[str]) -> None:
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(path, "wt", encoding="utf-8", errors="replace") as handle:  # a lone surrogate becomes "?"
+        handle.writelines(pieces)
+
+
+def _storage(location: str, conn_id: str | None) -> tuple[AbstractFileSystem, str]:
+    """The filesystem and path of a storage URL or a local path: through Airflow's ``ObjectStoragePath``
+    when a connection is named, else straight from fsspec (as the environment grants access)."""
+    if "://" not in location:
+        return url_to_fs(os.path.abspath(os.path.expanduser(location)))
+    if not conn_id:
+        return url_to_fs(location)
+    from airflow.sdk import ObjectStoragePath
+
+    path = ObjectStoragePath(location, conn_id=conn_id)
+    return path.fs, path.path

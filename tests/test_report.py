@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -179,6 +181,29 @@ def test_cli_report_names_what_is_wrong(tmp_path):
     stderr = io.StringIO()
     assert main(["report", str(tmp_path / "out"), "--html", str(tmp_path / "p.html")], stdout, stderr) == 2
     assert f"{part}, line 2: not JSON" in stderr.getvalue()
+
+
+def test_cli_report_without_a_connection_imports_no_airflow(tmp_path):
+    """Without ``--conn-id``, ``report`` reads parts and sources through fsspec alone: importing Airflow
+    would take more memory than the whole report of 10^5 rows."""
+    (image,) = write_images(tmp_path / "in", 1)
+    part = tmp_path / "out" / "results" / "part-1.jsonl"
+    part.parent.mkdir(parents=True)
+    part.write_text(json.dumps({"source_uri": f"file://{image}", "rank": 0, "url": "https://i.example/0.jpg"}) + "\n")
+    page = tmp_path / "page.html"
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "airflow_provider_searchapi", "report", str(part.parent.parent)]
+        + ["--html", str(page)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
+    assert "airflow_provider_searchapi.report" in imported
+    assert [name for name in imported if name.split(".")[0] == "airflow"] == []
+    assert "data:image/jpeg;base64," in page.read_text()  # the source's thumbnail, read without Airflow
 
 
 def test_the_report_of_a_run_on_s3_and_the_cli_over_s3(bucket, s3_conn_id, searchapi_connection, tmp_path):
