@@ -1,13 +1,26 @@
-"""Browser tests: say loudly, at the end of the run, when they could not run at all."""
+"""Browser tests: Debian's headless Chromium driven by Playwright, and a loud note at the end of the
+run when they could not run at all."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def missing_browser_parts() -> list[str]:
@@ -18,6 +31,43 @@ def missing_browser_parts() -> list[str]:
     if importlib.util.find_spec("playwright") is None:
         missing.append("the playwright package (pip install playwright; never `playwright install`)")
     return missing
+
+
+#: ``pytestmark`` of a browser test module: skipped, naming what is missing, without a browser.
+BROWSER_TESTS = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        bool(missing_browser_parts()),
+        reason="BROWSER TESTS SKIPPED, missing: " + "; ".join(missing_browser_parts()),
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def viewport() -> dict[str, int]:
+    """The size of a test's tab; a module overrides it when its pages need more room."""
+    return {"width": 1280, "height": 900}
+
+
+@pytest.fixture
+def page(browser, viewport, tmp_path) -> Iterator[Any]:
+    """A fresh browser tab; its last screenshot is kept in ``tmp_path`` for a failure's post-mortem."""
+    context = browser.new_context(viewport=viewport)
+    tab = context.new_page()
+    tab.set_default_timeout(30_000)
+    yield tab
+    tab.screenshot(path=str(tmp_path / "last-page.png"), full_page=True)
+    context.close()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -34,20 +34,10 @@ from packaging.version import Version
 
 from airflow_provider_searchapi.testing.emulator import Emulator
 from airflow_provider_searchapi.testing.keys import generate_authorized_key
-from tests.e2e.conftest import CHROMIUM, missing_browser_parts
+from tests.e2e.conftest import BROWSER_TESTS
 
 ROOT = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOT = ROOT / "docs" / "img" / "connection-form.png"
 AIRFLOW_VERSION = Version(version("apache-airflow")).release
 #: Airflow 3.1's form draws every extra field as a text input: it ignores the ``password`` format the
@@ -59,13 +49,7 @@ SECRETS_AS_PASSWORD_INPUTS = AIRFLOW_VERSION >= (3, 2)
 #: Fixed upstream by apache/airflow#73298 (the API treats port 0 as blank).
 PORT_ZERO_BUG = "The host or port to test differs from the stored connection"
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        bool(missing_browser_parts()),
-        reason="BROWSER TESTS SKIPPED, missing: " + "; ".join(missing_browser_parts()),
-    ),
-]
+pytestmark = BROWSER_TESTS
 
 
 def _free_port() -> int:
@@ -133,25 +117,10 @@ def _wait_healthy(server: subprocess.Popen, url: str, log_path: Path, timeout: f
         time.sleep(0.3)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
 @pytest.fixture
-def page(browser, tmp_path) -> Iterator[Any]:
-    """A fresh browser tab, tall enough for the whole form; screenshot kept when the test fails."""
-    context = browser.new_context(viewport={"width": 1280, "height": 2000})
-    tab = context.new_page()
-    tab.set_default_timeout(30_000)
-    yield tab
-    tab.screenshot(path=str(tmp_path / "last-page.png"), full_page=True)  # for a failure's post-mortem
-    context.close()
+def viewport() -> dict[str, int]:
+    """Tall enough for the whole form."""
+    return {"width": 1280, "height": 2000}
 
 
 @pytest.fixture

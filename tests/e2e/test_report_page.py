@@ -25,19 +25,12 @@ from airflow_provider_searchapi.operators.search_by_image import SearchByImageOp
 from airflow_provider_searchapi.report import TOP_RESULTS
 from airflow_provider_searchapi.testing.emulator import Emulator
 from airflow_provider_searchapi.testing.samples import SAMPLE_DIR
-from tests.e2e.conftest import CHROMIUM, missing_browser_parts
-from tests.e2e.test_connection_form import CHROMIUM_ARGS
+from tests.e2e.conftest import BROWSER_TESTS
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs" / "img" / "report.png"
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        bool(missing_browser_parts()),
-        reason="BROWSER TESTS SKIPPED, missing: " + "; ".join(missing_browser_parts()),
-    ),
-]
+pytestmark = BROWSER_TESTS
 
 
 @pytest.fixture(scope="module")
@@ -52,26 +45,6 @@ def run(tmp_path_factory) -> Iterator[dict[str, Any]]:
         ).execute({})
         rows = [json.loads(line) for part in (out / "results").glob("*.jsonl") for line in part.open()]
         yield {"emulator": emulator, "out": out, "summary": summary, "rows": rows}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser, tmp_path) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    tab = context.new_page()
-    tab.set_default_timeout(30_000)
-    yield tab
-    tab.screenshot(path=str(tmp_path / "last-page.png"), full_page=True)  # for a failure's post-mortem
-    context.close()
 
 
 def _open(page, path: Path) -> None:
