@@ -160,10 +160,7 @@ def _hook(conn_id: str) -> SearchApiHook:
 
 def _logs_to(stream: TextIO) -> None:
     """Every log record (Airflow's, the provider's retry warnings) to ``stream``, never to stdout."""
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-    logging.root.handlers = [handler]
-    logging.root.setLevel(logging.WARNING)
+    logging.basicConfig(stream=stream, level=logging.WARNING, format="%(levelname)s: %(message)s", force=True)
     for name in ("airflow_provider_searchapi", "airflow", "httpx"):
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True

@@ -9,7 +9,6 @@ are read a line at a time, and Airflow is imported only to reach storage through
 from __future__ import annotations
 
 import base64
-import bisect
 import functools
 import io
 import json
@@ -83,7 +82,7 @@ def thumbnail(uri: str, *, conn_id: str | None = None) -> str | None:
 @dataclass
 class _Source:
     uri: str
-    found: list[dict[str, Any]] = field(default_factory=list)
+    found: dict[int, dict[str, Any]] = field(default_factory=dict)  # by rank
     found_count: int = 0
     searched: bool = False
     errors: list[dict[str, Any]] = field(default_factory=list)
@@ -120,12 +119,8 @@ class Report:
             return
         entry.searched = True
         entry.found_count += has_image
-        if (
-            has_image
-            and len(entry.found) < self.top
-            and all(kept.get("rank") != row.get("rank") for kept in entry.found)
-        ):
-            bisect.insort(entry.found, row, key=lambda found: found.get("rank") or 0)
+        if has_image and len(entry.found) < self.top:
+            entry.found.setdefault(row.get("rank") or 0, row)  # a row written again by a later run: kept once
 
     def add_error(self, row: dict[str, Any]) -> None:
         """One error row."""
