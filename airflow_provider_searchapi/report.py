@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import jinja2
 from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
 
 from airflow_provider_searchapi.images import open_image
 
@@ -288,7 +289,7 @@ def _storage(location: str, conn_id: str | None) -> tuple[AbstractFileSystem, st
     """The filesystem and path of a storage URL or a local path: through Airflow's ``ObjectStoragePath``
     when a connection is named, else straight from fsspec (as the environment grants access)."""
     if "://" not in location:
-        return url_to_fs(os.path.abspath(os.path.expanduser(location)))
+        return LocalFileSystem(), os.path.abspath(os.path.expanduser(location))
     if not conn_id:
         return url_to_fs(location)
     from airflow.sdk import ObjectStoragePath
