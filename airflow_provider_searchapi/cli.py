@@ -186,7 +186,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     try:
         query = _query(args.image) if args.command == "search" else {}
         if args.command != "report" or args.conn_id or args.source_conn_id:
-            import airflow  # noqa: F401 - it sets up logging as it is imported, which _logs_to then replaces
+            # Importing Airflow sets up its logging, which _logs_to then replaces.
+            import airflow.providers.common.compat.sdk  # noqa: F401
 
         _logs_to(err)
         if args.command == "report":
