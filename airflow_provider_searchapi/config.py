@@ -10,21 +10,12 @@ import enum
 import functools
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from airflow_provider_searchapi.connection_fields import (
     DEFAULT_ENDPOINT,
@@ -106,19 +97,6 @@ class AuthorizedKey(BaseModel):
         return _load_pem_private_key(self.private_key.get_secret_value())  # type: ignore[return-value]
 
 
-def _header_safe(value: Any) -> Any:
-    """A credential goes into an HTTP header: trimmed, and refused if spaces or control characters remain."""
-    if not isinstance(value, str):
-        return value
-    if not value.strip():
-        raise ValueError("must be a non-empty string")
-    if any(character.isspace() or not character.isprintable() for character in value.strip()):
-        raise ValueError("holds a space, line break or control character inside; paste it again")
-    return value.strip()
-
-
-HeaderSecret = Annotated[SecretStr, BeforeValidator(_header_safe)]
-
 #: Extras that carry a credential, and the kind each one gives.
 _CREDENTIALS = {
     "service_account_json": CredentialKind.AUTHORIZED_KEY,
@@ -156,9 +134,9 @@ class SearchApiConfig(BaseModel):
     folder_id: str = Field(min_length=1, max_length=MAX_FOLDER_ID_CHARS)
     credential: CredentialKind
     authorized_key: AuthorizedKey | None = None
-    api_key: HeaderSecret | None = None
-    iam_token: HeaderSecret | None = None
-    oauth_token: HeaderSecret | None = Field(default=None, validation_alias="oauth")
+    api_key: SecretStr | None = None
+    iam_token: SecretStr | None = None
+    oauth_token: SecretStr | None = Field(default=None, validation_alias="oauth")
     endpoint: str = DEFAULT_ENDPOINT
     iam_endpoint: str = DEFAULT_IAM_ENDPOINT
     metadata_endpoint: str = DEFAULT_METADATA_ENDPOINT
@@ -186,6 +164,18 @@ class SearchApiConfig(BaseModel):
         elif "service_account_json_path" in data:
             fields["authorized_key"] = _key_from_path(data["service_account_json_path"])
         return fields
+
+    @field_validator("api_key", "iam_token", "oauth_token", mode="before")
+    @classmethod
+    def _header_safe(cls, value: Any) -> Any:
+        """A credential goes into an HTTP header: trimmed, and refused if spaces or control characters remain."""
+        if not isinstance(value, str):
+            return value  # pydantic names the wrong type
+        if not value.strip():
+            raise ValueError("must be a non-empty string")
+        if any(character.isspace() or not character.isprintable() for character in value.strip()):
+            raise ValueError("holds a space, line break or control character inside; paste it again")
+        return value.strip()
 
     @field_validator("grpc_endpoint")
     @classmethod
@@ -258,24 +248,17 @@ class SearchApiConfig(BaseModel):
         return list(dict.fromkeys(form for secret in secrets for form in (secret, json.dumps(secret)[1:-1])))
 
 
-#: The ``yandexcloud`` extras we read, and our settings they give.
-_YANDEXCLOUD_SETTINGS = {
-    "folder_id": "folder_id",
-    "searchapi_endpoint": "endpoint",
-    "iam_endpoint": "iam_endpoint",
-    "metadata_endpoint": "metadata_endpoint",
-}
-
-
 def _yandexcloud_values(extras: dict[str, Any]) -> dict[str, Any]:
-    """Our settings from a ``yandexcloud`` connection's extras (plain, else ``extra__yandexcloud__`` keys)."""
+    """Our settings from a ``yandexcloud`` connection's extras (plain, else ``extra__yandexcloud__`` keys):
+    its folder, our endpoints, and its one credential in that provider's order of precedence."""
     given = {name: value for name, value in extras.items() if value not in (None, "")}
 
     def get(name: str) -> Any:
         return given.get(name, given.get(f"extra__yandexcloud__{name}"))
 
-    values = {ours: get(theirs) for theirs, ours in _YANDEXCLOUD_SETTINGS.items()}
-    for credential in ("oauth", "service_account_json_path", "service_account_json"):  # that provider's order
+    values = {name: get(name) for name in ("folder_id", "iam_endpoint", "metadata_endpoint")}
+    values["endpoint"] = get("searchapi_endpoint")
+    for credential in ("oauth", "service_account_json_path", "service_account_json"):
         if get(credential) is not None:
             values[credential] = get(credential)
             break
