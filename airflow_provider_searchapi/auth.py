@@ -1,10 +1,9 @@
 """Credentials as ``httpx.Auth`` flows, each serving sync and async clients alike.
 
 * :class:`ApiKeyAuth` and :class:`StaticTokenAuth` set a fixed header.
-* :class:`RefreshingTokenAuth` holds an IAM token minted by a fetcher (:class:`IamTokenFetcher` for an
-  authorized key or an OAuth token, :class:`MetadataTokenFetcher` for the VM's service account),
-  refreshes it before it expires, shares one exchange between every thread and coroutine of the
-  process, and on a 401 refreshes once and resends once.
+* :class:`RefreshingTokenAuth` holds an IAM token minted by :class:`IamTokenFetcher` (authorized key or
+  OAuth token) or :class:`MetadataTokenFetcher` (the VM's service account), refreshes it before it
+  expires, shares one exchange per process, and on a 401 refreshes once and resends once.
 
 :func:`build_auth` picks the flow for a connection's config.
 """
@@ -286,18 +285,15 @@ def build_auth(config: SearchApiConfig) -> httpx.Auth:
     if config.iam_token is not None:
         return StaticTokenAuth(config.iam_token.get_secret_value())
     fetch: Callable[[], IamToken]
-    if config.authorized_key is not None:
-        secret = config.authorized_key.private_key.get_secret_value()
-        fetch = IamTokenFetcher(
-            config.authorized_key, config.iam_endpoint, timeout=config.timeout, verify_tls=config.verify_tls
-        )
-    elif config.oauth_token is not None:
-        secret = config.oauth_token.get_secret_value()
-        fetch = IamTokenFetcher(secret, config.iam_endpoint, timeout=config.timeout, verify_tls=config.verify_tls)
+    credential = config.authorized_key or (config.oauth_token and config.oauth_token.get_secret_value())
+    if credential:
+        endpoint = config.iam_endpoint
+        fetch = IamTokenFetcher(credential, endpoint, timeout=config.timeout, verify_tls=config.verify_tls)
     else:
-        secret, fetch = "", MetadataTokenFetcher(config.metadata_endpoint, timeout=config.timeout)
-    endpoint = config.metadata_endpoint if isinstance(fetch, MetadataTokenFetcher) else config.iam_endpoint
-    key = (config.credential.value, endpoint, hashlib.sha256(secret.encode()).hexdigest())
+        endpoint = config.metadata_endpoint
+        fetch = MetadataTokenFetcher(endpoint, timeout=config.timeout)
+    fingerprint = hashlib.sha256("\n".join(config.secret_values()).encode()).hexdigest()
+    key = (config.credential.value, endpoint, fingerprint)
     with _token_auths_lock:
         return _token_auths.setdefault(key, RefreshingTokenAuth(fetch, on_new_token=mask_secret))
 
