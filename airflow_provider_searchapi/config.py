@@ -110,23 +110,13 @@ _CREDENTIALS = {
 class SearchApiConfig(BaseModel):
     """Everything a hook needs from its connection; build it with :meth:`from_connection`.
 
-    At most one credential may be given; with none, the token comes from the VM metadata service.
+    The other fields are the connection's extras, described once in
+    :data:`~airflow_provider_searchapi.connection_fields.FIELDS` (and ``docs/connection.md``). At most
+    one credential may be given; with none, the token comes from the VM metadata service.
 
-    :param folder_id: the folder billed for the calls.
     :param credential: which credential is in use.
-    :param authorized_key: the service account's authorized key.
-    :param api_key: a service-account API key (scope ``yc.search-api.execute``).
-    :param iam_token: a static IAM token (lives at most 12 hours).
+    :param authorized_key: the service account's authorized key (from ``service_account_json[_path]``).
     :param oauth_token: a user's OAuth token, exchanged for IAM tokens (``yandexcloud`` extra ``oauth``).
-    :param endpoint: base URL of the Search API.
-    :param iam_endpoint: URL of the IAM token exchange.
-    :param metadata_endpoint: URL of the VM metadata token.
-    :param timeout: seconds to wait for one HTTP request.
-    :param requests_per_second: client-side cap on calls per second (the quota, or your share of it).
-    :param rate_limit_conn_id: a ``redis`` connection keeping the rate limit shared by every process.
-    :param verify_tls: verify server certificates.
-    :param transport: ``rest`` or ``grpc`` (the ``grpc`` extra).
-    :param grpc_endpoint: ``host:port`` of the gRPC service (``http://host:port`` for plaintext).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
