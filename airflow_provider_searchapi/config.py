@@ -183,14 +183,6 @@ class SearchApiConfig(BaseModel):
         return value.rstrip("/")
 
     @classmethod
-    def from_extras(cls, extras: dict[str, Any]) -> SearchApiConfig:
-        """Validate a ``yandex_searchapi`` connection's extras (as Airflow stores them).
-
-        :param extras: the connection's extras; empty strings (the form's untouched fields) count as absent.
-        """
-        return cls.from_connection("yandex_searchapi", extras)
-
-    @classmethod
     def from_connection(
         cls, conn_type: str, extras: dict[str, Any], *, folder_id: str | None = None
     ) -> SearchApiConfig:
@@ -201,7 +193,7 @@ class SearchApiConfig(BaseModel):
         SDK's and is ignored; ``searchapi_endpoint``, ``iam_endpoint`` and ``metadata_endpoint`` are ours.
 
         :param conn_type: the connection's type.
-        :param extras: the connection's extras.
+        :param extras: the connection's extras; empty strings (the form's untouched fields) count as absent.
         :param folder_id: the folder billed when the connection names none.
         """
         if conn_type == "yandexcloud":
