@@ -1,8 +1,8 @@
 """Credentials as ``httpx.Auth`` flows, each serving sync and async clients alike.
 
 * :class:`ApiKeyAuth` and :class:`StaticTokenAuth` set a fixed header.
-* :class:`RefreshingTokenAuth` holds an IAM token minted by :class:`IamTokenFetcher` (authorized key or
-  OAuth token) or :class:`MetadataTokenFetcher` (the VM's service account), refreshes it before it
+* :class:`RefreshingTokenAuth` holds an IAM token minted by :func:`fetch_iam_token` (authorized key or
+  OAuth token) or :func:`fetch_metadata_token` (the VM's service account), refreshes it before it
   expires, shares one exchange per process, and on a 401 refreshes once and resends once.
 
 :func:`build_auth` picks the flow for a connection's config.
@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import threading
 import time
@@ -166,8 +167,10 @@ class _IamAnswer(BaseModel):
     expires_at: AwareDatetime = Field(alias="expiresAt")
 
 
-class IamTokenFetcher:
-    """Exchanges a credential for an IAM token at ``POST {iam_endpoint}``: a JWT signed with a service
+def fetch_iam_token(
+    credential: AuthorizedKey | str, iam_endpoint: str, *, timeout: float, verify_tls: bool = True
+) -> IamToken:
+    """Exchange a credential for an IAM token at ``POST {iam_endpoint}``: a JWT signed with a service
     account's authorized key, or a user's OAuth token.
 
     :param credential: the authorized key, or the OAuth token.
@@ -175,38 +178,28 @@ class IamTokenFetcher:
     :param timeout: seconds per HTTP request.
     :param verify_tls: verify the server's certificate.
     """
-
-    def __init__(
-        self, credential: AuthorizedKey | str, iam_endpoint: str, *, timeout: float, verify_tls: bool = True
-    ) -> None:
-        self._credential = credential
-        self._endpoint = iam_endpoint
-        self._timeout = timeout
-        self._verify = verify_tls
-
-    def __call__(self) -> IamToken:
-        started = time.time()
-        request_id = str(uuid.uuid4())
-        if isinstance(self._credential, AuthorizedKey):
-            body = {"jwt": sign_jwt(self._credential, now=started)}
-            named = f"the authorized key {self._credential.id} of service account {self._credential.service_account_id}"
-        else:
-            body, named = {"yandexPassportOauthToken": self._credential}, "the OAuth token"
-        try:
-            with httpx.Client(timeout=self._timeout, verify=self._verify) as client:
-                response = client.post(self._endpoint, json=body, headers={"x-client-request-id": request_id})
-        except httpx.HTTPError as err:
-            raise _unreachable(err, "the IAM endpoint", self._endpoint, request_id) from None
-        if response.status_code != 200:
-            message = f"IAM at {self._endpoint} refused {named}: {_error_message(response)}"
-            raise SearchApiAuthError(response.status_code, message, request_id=request_id)
-        try:
-            answer = _IamAnswer.model_validate_json(response.content)
-        except ValidationError:
-            raise SearchApiAuthError(
-                200, f"IAM at {self._endpoint} answered without a readable iamToken/expiresAt", retryable=False
-            ) from None
-        return IamToken(answer.token, expires_at=answer.expires_at.timestamp(), obtained_at=started)
+    started = time.time()
+    request_id = str(uuid.uuid4())
+    if isinstance(credential, AuthorizedKey):
+        body = {"jwt": sign_jwt(credential, now=started)}
+        named = f"the authorized key {credential.id} of service account {credential.service_account_id}"
+    else:
+        body, named = {"yandexPassportOauthToken": credential}, "the OAuth token"
+    try:
+        with httpx.Client(timeout=timeout, verify=verify_tls) as client:
+            response = client.post(iam_endpoint, json=body, headers={"x-client-request-id": request_id})
+    except httpx.HTTPError as err:
+        raise _unreachable(err, "the IAM endpoint", iam_endpoint, request_id) from None
+    if response.status_code != 200:
+        message = f"IAM at {iam_endpoint} refused {named}: {_error_message(response)}"
+        raise SearchApiAuthError(response.status_code, message, request_id=request_id)
+    try:
+        answer = _IamAnswer.model_validate_json(response.content)
+    except ValidationError:
+        raise SearchApiAuthError(
+            200, f"IAM at {iam_endpoint} answered without a readable iamToken/expiresAt", retryable=False
+        ) from None
+    return IamToken(answer.token, expires_at=answer.expires_at.timestamp(), obtained_at=started)
 
 
 class _MetadataAnswer(BaseModel):
@@ -214,41 +207,35 @@ class _MetadataAnswer(BaseModel):
     expires_in: float
 
 
-class MetadataTokenFetcher:
-    """Reads the VM's service-account token from the metadata service (inside Yandex Cloud only).
+def fetch_metadata_token(endpoint: str, *, timeout: float) -> IamToken:
+    """Read the VM's service-account token from the metadata service (inside Yandex Cloud only).
 
     :param endpoint: URL of the metadata token.
-    :param timeout: seconds per HTTP request (at most 10).
+    :param timeout: seconds per HTTP request (at most 10 are waited).
     """
-
-    def __init__(self, endpoint: str, *, timeout: float) -> None:
-        self._endpoint = endpoint
-        self._timeout = min(timeout, 10.0)
-
-    def __call__(self) -> IamToken:
-        started = time.time()
-        try:
-            with httpx.Client(timeout=self._timeout) as client:
-                response = client.get(self._endpoint, headers={"Metadata-Flavor": "Google"})
-        except httpx.ConnectError:
-            raise SearchApiAuthError(
-                0,
-                f"no credential in the connection and no VM metadata service at {self._endpoint}: "
-                "set service_account_json, service_account_json_path, api_key or iam_token",
-                retryable=False,
-            ) from None
-        except httpx.HTTPError as err:
-            raise _unreachable(err, "the VM metadata service", self._endpoint, None) from None
-        if response.status_code != 200:
-            message = f"the VM metadata service at {self._endpoint}: {_error_message(response)}"
-            raise SearchApiAuthError(response.status_code, message)
-        try:
-            answer = _MetadataAnswer.model_validate_json(response.content)
-        except ValidationError:
-            raise SearchApiAuthError(
-                200, "the VM metadata service answered without access_token/expires_in", retryable=False
-            ) from None
-        return IamToken(answer.access_token, expires_at=started + answer.expires_in, obtained_at=started)
+    started = time.time()
+    try:
+        with httpx.Client(timeout=min(timeout, 10.0)) as client:
+            response = client.get(endpoint, headers={"Metadata-Flavor": "Google"})
+    except httpx.ConnectError:
+        raise SearchApiAuthError(
+            0,
+            f"no credential in the connection and no VM metadata service at {endpoint}: "
+            "set service_account_json, service_account_json_path, api_key or iam_token",
+            retryable=False,
+        ) from None
+    except httpx.HTTPError as err:
+        raise _unreachable(err, "the VM metadata service", endpoint, None) from None
+    if response.status_code != 200:
+        message = f"the VM metadata service at {endpoint}: {_error_message(response)}"
+        raise SearchApiAuthError(response.status_code, message)
+    try:
+        answer = _MetadataAnswer.model_validate_json(response.content)
+    except ValidationError:
+        raise SearchApiAuthError(
+            200, "the VM metadata service answered without access_token/expires_in", retryable=False
+        ) from None
+    return IamToken(answer.access_token, expires_at=started + answer.expires_in, obtained_at=started)
 
 
 def _unreachable(err: httpx.HTTPError, what: str, endpoint: str, request_id: str | None) -> SearchApiAuthError:
@@ -288,10 +275,12 @@ def build_auth(config: SearchApiConfig) -> httpx.Auth:
     credential = config.authorized_key or (config.oauth_token and config.oauth_token.get_secret_value())
     if credential:
         endpoint = config.iam_endpoint
-        fetch = IamTokenFetcher(credential, endpoint, timeout=config.timeout, verify_tls=config.verify_tls)
+        fetch = functools.partial(
+            fetch_iam_token, credential, endpoint, timeout=config.timeout, verify_tls=config.verify_tls
+        )
     else:
         endpoint = config.metadata_endpoint
-        fetch = MetadataTokenFetcher(endpoint, timeout=config.timeout)
+        fetch = functools.partial(fetch_metadata_token, endpoint, timeout=config.timeout)
     fingerprint = hashlib.sha256("\n".join(config.secret_values()).encode()).hexdigest()
     key = (config.credential.value, endpoint, fingerprint)
     with _token_auths_lock:

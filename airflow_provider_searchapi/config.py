@@ -147,7 +147,8 @@ class SearchApiConfig(BaseModel):
         given = [name for name in _CREDENTIALS if name in data]
         if len(given) > 1:
             raise SearchApiConfigError(given[1], f"give only one credential; found {' and '.join(given)}")
-        fields = {name: value for name, value in data.items() if not name.startswith("service_account_json")}
+        key_extras = ("service_account_json", "service_account_json_path")
+        fields = {name: value for name, value in data.items() if name not in key_extras}
         fields["credential"] = _CREDENTIALS[given[0]] if given else CredentialKind.METADATA
         if "service_account_json" in data:
             fields["authorized_key"] = AuthorizedKey.from_json(data["service_account_json"])
@@ -159,13 +160,12 @@ class SearchApiConfig(BaseModel):
     @classmethod
     def _header_safe(cls, value: Any) -> Any:
         """A credential goes into an HTTP header: trimmed, and refused if spaces or control characters remain."""
-        if not isinstance(value, str):
-            return value  # pydantic names the wrong type
-        if not value.strip():
+        text = value.strip() if isinstance(value, str) else value
+        if text == "":
             raise ValueError("must be a non-empty string")
-        if any(character.isspace() or not character.isprintable() for character in value.strip()):
+        if isinstance(text, str) and any(character.isspace() or not character.isprintable() for character in text):
             raise ValueError("holds a space, line break or control character inside; paste it again")
-        return value.strip()
+        return text  # not a string: pydantic names the wrong type
 
     @field_validator("grpc_endpoint")
     @classmethod
