@@ -1,8 +1,7 @@
-"""The ``yandex_searchapi`` connection's settings (or a ``yandexcloud`` connection's), validated once
-into an immutable object.
+"""The settings of a ``yandex_searchapi`` (or ``yandexcloud``) connection, validated into one immutable model.
 
-Every error is a :class:`SearchApiConfigError` naming the connection field at fault, never repeating a
-secret: pydantic's own messages carry the input value, so they are rebuilt from location and message.
+Every error is a :class:`SearchApiConfigError` naming the field at fault and never repeating a secret:
+pydantic's messages are rebuilt from location and message, without the input.
 """
 
 from __future__ import annotations
@@ -30,19 +29,6 @@ from airflow_provider_searchapi.connection_fields import (
 from airflow_provider_searchapi.exceptions import SearchApiConfigError
 from airflow_provider_searchapi.models import MAX_FOLDER_ID_CHARS
 
-__all__ = [
-    "DEFAULT_ENDPOINT",
-    "DEFAULT_GRPC_ENDPOINT",
-    "DEFAULT_IAM_ENDPOINT",
-    "DEFAULT_METADATA_ENDPOINT",
-    "DEFAULT_REQUESTS_PER_SECOND",
-    "DEFAULT_TIMEOUT_SECONDS",
-    "IAM_AUDIENCE",
-    "AuthorizedKey",
-    "CredentialKind",
-    "SearchApiConfig",
-]
-
 #: The ``aud`` claim IAM expects in a service-account JWT, whatever address the exchange goes to.
 IAM_AUDIENCE = "https://iam.api.cloud.yandex.net/iam/v1/tokens"
 
@@ -57,12 +43,19 @@ class CredentialKind(str, enum.Enum):
     METADATA = "metadata"
 
 
+@functools.lru_cache(maxsize=8)
+def _load_pem_private_key(pem: str) -> PrivateKeyTypes:
+    """A PEM's key object, loaded once per process: loading checks an RSA key's primes (costly CPU).
+    Failures are not cached."""
+    return serialization.load_pem_private_key(pem.encode(), password=None)
+
+
 class AuthorizedKey(BaseModel):
     """A service account's authorized key, as ``yc iam key create`` writes it.
 
     :param id: key id (the JWT's ``kid``).
     :param service_account_id: the service account (the JWT's ``iss``).
-    :param private_key: the PEM private key, without the comment line ``yc`` puts before it.
+    :param private_key: the PEM private key (an RSA key), without the comment line ``yc`` puts before it.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -70,59 +63,38 @@ class AuthorizedKey(BaseModel):
     id: str = Field(min_length=1)
     service_account_id: str = Field(min_length=1)
     private_key: SecretStr
-    key_algorithm: str | None = None
 
     @field_validator("private_key", mode="before")
     @classmethod
-    def _strip_comment(cls, value: Any) -> Any:
-        if isinstance(value, str) and "-----BEGIN" in value:
-            return value[value.index("-----BEGIN") :]
-        return value
-
-    @classmethod
-    def from_json(cls, text: str, *, field: str = "service_account_json") -> AuthorizedKey:
-        """Parse the key file's JSON text; errors name ``field`` and never show the key."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise SearchApiConfigError(
-                field,
-                f"is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); "
-                "paste the whole file `yc iam key create --output key.json` wrote",
-            ) from None
-        if not isinstance(data, dict):
-            raise SearchApiConfigError(field, "must be a JSON object with id, service_account_id, private_key")
-        try:
-            key = cls.model_validate(data)
-        except ValidationError as err:
-            raise _config_error(err, prefix=field) from None
-        key.load_private_key(field=field)
-        return key
-
-    def load_private_key(self, *, field: str = "service_account_json") -> RSAPrivateKey:
-        """Load the PEM into a key object; raise a config error naming ``field`` if it is not an RSA key."""
-        pem = self.private_key.get_secret_value()
-        if "-----BEGIN" not in pem:
-            raise SearchApiConfigError(f"{field}.private_key", "is not a PEM private key (no -----BEGIN line)")
+    def _rsa_pem(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value  # pydantic names the wrong type
+        if "-----BEGIN" not in value:
+            raise ValueError("is not a PEM private key (no -----BEGIN line)")
+        pem = value[value.index("-----BEGIN") :]
         try:
             key = _load_pem_private_key(pem)
         except (ValueError, TypeError):
-            raise SearchApiConfigError(
-                f"{field}.private_key", "could not be loaded as an unencrypted PEM private key"
-            ) from None
+            raise ValueError("could not be loaded as an unencrypted PEM private key") from None
         if not isinstance(key, RSAPrivateKey):
-            raise SearchApiConfigError(f"{field}.private_key", "must be an RSA key (PS256 signs with RSA)")
-        return key
+            raise ValueError("must be an RSA key (PS256 signs with RSA)")
+        return pem
 
+    @classmethod
+    def from_json(cls, text: Any, *, field: str = "service_account_json") -> AuthorizedKey:
+        """Parse the key file's JSON text (or, from an env-var connection, that JSON as an object).
 
-@functools.lru_cache(maxsize=8)
-def _load_pem_private_key(pem: str) -> PrivateKeyTypes:
-    """The key object of a PEM, loaded once per process (the last 8 are kept; failures are not).
+        :param text: the JSON.
+        :param field: the setting named in errors (which never show the key).
+        """
+        try:
+            return cls.model_validate_json(text) if isinstance(text, str) else cls.model_validate(text)
+        except ValidationError as err:
+            raise _config_error(err, prefix=field) from None
 
-    Loading tests an RSA key's primes: ~50 ms of CPU for 2,048 bits, which every hook and every
-    signature would otherwise pay. The check is kept: an invalid key used unchecked can crash OpenSSL.
-    """
-    return serialization.load_pem_private_key(pem.encode(), password=None)
+    def load_private_key(self) -> RSAPrivateKey:
+        """The key object (validation made sure it is RSA)."""
+        return _load_pem_private_key(self.private_key.get_secret_value())  # type: ignore[return-value]
 
 
 #: Extras that carry a credential, and the kind each one gives.
@@ -136,28 +108,15 @@ _CREDENTIALS = {
 
 
 class SearchApiConfig(BaseModel):
-    """Everything a hook needs from its connection.
+    """Everything a hook needs from its connection; build it with :meth:`from_connection`.
 
-    Build it with :meth:`from_connection` (or :meth:`from_extras` for a ``yandex_searchapi``
-    connection). At most one credential may be given; with none, the token comes from the VM metadata
-    service (inside Yandex Cloud).
+    The other fields are the connection's extras, described once in
+    :data:`~airflow_provider_searchapi.connection_fields.FIELDS` (and ``docs/connection.md``). At most
+    one credential may be given; with none, the token comes from the VM metadata service.
 
-    :param folder_id: the folder billed for the calls.
-    :param credential: which credential source is in use.
-    :param authorized_key: the service account's authorized key.
-    :param api_key: a service-account API key (scope ``yc.search-api.execute``).
-    :param iam_token: a static IAM token (lives at most 12 hours).
-    :param oauth_token: a user's OAuth token, exchanged for IAM tokens (``yandexcloud`` connections).
-    :param endpoint: base URL of the Search API.
-    :param iam_endpoint: URL of the IAM token exchange.
-    :param metadata_endpoint: URL of the VM metadata token.
-    :param timeout: seconds to wait for one HTTP request.
-    :param requests_per_second: client-side cap on calls per second (the quota, or your share of it).
-    :param rate_limit_conn_id: an Airflow ``redis`` connection keeping the rate limit shared by every
-        process that uses the folder (``None``: each process limits itself).
-    :param verify_tls: verify server certificates (on by default).
-    :param transport: ``rest`` (default) or ``grpc`` (the ``grpc`` extra).
-    :param grpc_endpoint: ``host:port`` of the gRPC service (``http://host:port`` for plaintext).
+    :param credential: which credential is in use.
+    :param authorized_key: the service account's authorized key (from ``service_account_json[_path]``).
+    :param oauth_token: a user's OAuth token, exchanged for IAM tokens (``yandexcloud`` extra ``oauth``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -167,7 +126,7 @@ class SearchApiConfig(BaseModel):
     authorized_key: AuthorizedKey | None = None
     api_key: SecretStr | None = None
     iam_token: SecretStr | None = None
-    oauth_token: SecretStr | None = None
+    oauth_token: SecretStr | None = Field(default=None, validation_alias="oauth")
     endpoint: str = DEFAULT_ENDPOINT
     iam_endpoint: str = DEFAULT_IAM_ENDPOINT
     metadata_endpoint: str = DEFAULT_METADATA_ENDPOINT
@@ -181,31 +140,37 @@ class SearchApiConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _choose_credential(cls, data: Any) -> Any:
-        """Turn extras (credential extras by their own names) into fields; empty strings are absent."""
+        """The one credential extra given (none: the VM metadata service) becomes ``credential`` and,
+        for a key, ``authorized_key``."""
         if not isinstance(data, dict) or "credential" in data:
             return data
-        values = {name: value for name, value in data.items() if value is not None and value != ""}
-        given = [name for name in _CREDENTIALS if name in values]
+        given = [name for name in _CREDENTIALS if name in data]
         if len(given) > 1:
             raise SearchApiConfigError(given[1], f"give only one credential; found {' and '.join(given)}")
-        if "folder_id" not in values:
-            raise SearchApiConfigError("folder_id", "is required: the ID of the folder billed for searches")
-        fields = {name: value for name, value in values.items() if name not in _CREDENTIALS}
-        source = given[0] if given else None
-        fields["credential"] = _CREDENTIALS[source] if source else CredentialKind.METADATA
-        if source == "service_account_json":
-            fields["authorized_key"] = _key_from_extra(values[source], source)
-        elif source == "service_account_json_path":
-            fields["authorized_key"] = _key_from_path(values[source])
-        elif source is not None:
-            fields["oauth_token" if source == "oauth" else source] = _secret_text(values[source], source)
+        key_extras = ("service_account_json", "service_account_json_path")
+        fields = {name: value for name, value in data.items() if name not in key_extras}
+        fields["credential"] = _CREDENTIALS[given[0]] if given else CredentialKind.METADATA
+        if "service_account_json" in data:
+            fields["authorized_key"] = AuthorizedKey.from_json(data["service_account_json"])
+        elif "service_account_json_path" in data:
+            fields["authorized_key"] = _key_from_path(data["service_account_json_path"])
         return fields
+
+    @field_validator("api_key", "iam_token", "oauth_token", mode="before")
+    @classmethod
+    def _header_safe(cls, value: Any) -> Any:
+        """A credential goes into an HTTP header: trimmed, and refused if spaces or control characters remain."""
+        text = value.strip() if isinstance(value, str) else value
+        if text == "":
+            raise ValueError("must be a non-empty string")
+        if isinstance(text, str) and any(character.isspace() or not character.isprintable() for character in text):
+            raise ValueError("holds a space, line break or control character inside; paste it again")
+        return text  # not a string: pydantic names the wrong type
 
     @field_validator("grpc_endpoint")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        bare = value.removeprefix("http://").removeprefix("https://").rstrip("/")
-        host, _, port = bare.rpartition(":")
+        host, _, port = value.removeprefix("http://").removeprefix("https://").rstrip("/").rpartition(":")
         if not host or not port.isdigit():
             raise ValueError("must be host:port (or http://host:port for plaintext)")
         return value
@@ -218,52 +183,38 @@ class SearchApiConfig(BaseModel):
         return value.rstrip("/")
 
     @classmethod
-    def from_extras(cls, extras: dict[str, Any]) -> SearchApiConfig:
-        """Validate a ``yandex_searchapi`` connection's extras (as Airflow stores them) into a config.
-
-        Empty strings count as absent, since the connection form saves untouched fields as ``""``.
-        """
-        unknown = sorted(name for name, value in extras.items() if name not in FIELD_NAMES and value not in (None, ""))
-        if unknown:
-            known = ", ".join(sorted(FIELD_NAMES))
-            raise SearchApiConfigError(unknown[0], f"is not a setting of this connection type; known: {known}")
-        return cls._validated(extras)
-
-    @classmethod
     def from_connection(
         cls, conn_type: str, extras: dict[str, Any], *, folder_id: str | None = None
     ) -> SearchApiConfig:
         """Validate a connection of type ``yandex_searchapi`` or ``yandexcloud`` into a config.
 
-        A ``yandexcloud`` connection (the yandex provider's) is read as that provider reads it: its
-        OAuth token first, else its key (a path before inline JSON), else the VM metadata service. Its
-        ``endpoint`` is the SDK's gRPC endpoint and is ignored; ``searchapi_endpoint``,
-        ``iam_endpoint`` and ``metadata_endpoint`` override our defaults; other extras are ignored.
+        A ``yandexcloud`` connection is read as the yandex provider reads it: its OAuth token first,
+        else its key (a path before inline JSON), else the VM metadata service. Its ``endpoint`` is the
+        SDK's and is ignored; ``searchapi_endpoint``, ``iam_endpoint`` and ``metadata_endpoint`` are ours.
 
         :param conn_type: the connection's type.
-        :param extras: the connection's extras.
+        :param extras: the connection's extras; empty strings (the form's untouched fields) count as absent.
         :param folder_id: the folder billed when the connection names none.
         """
         if conn_type == "yandexcloud":
             values = _yandexcloud_values(extras)
         elif conn_type == "yandex_searchapi":
-            values = dict(extras)
+            values = {name: value for name, value in extras.items() if value not in (None, "")}
+            unknown = sorted(values.keys() - FIELD_NAMES)
+            if unknown:
+                known = ", ".join(sorted(FIELD_NAMES))
+                raise SearchApiConfigError(unknown[0], f"is not a setting of this connection type; known: {known}")
         else:
             raise SearchApiConfigError(
                 "conn_type", f"is {conn_type!r}; use a yandex_searchapi or yandexcloud connection"
             )
-        if values.get("folder_id") in (None, ""):
-            if not folder_id:
-                raise SearchApiConfigError(
-                    "folder_id",
-                    f"the {conn_type} connection has none; give folder_id= to the hook/operator "
-                    "or set the connection's folder_id",
-                )
-            values["folder_id"] = folder_id
-        return cls._validated(values) if conn_type == "yandexcloud" else cls.from_extras(values)
-
-    @classmethod
-    def _validated(cls, values: dict[str, Any]) -> SearchApiConfig:
+        values.setdefault("folder_id", folder_id)
+        if not values["folder_id"]:
+            raise SearchApiConfigError(
+                "folder_id",
+                f"is required: the {conn_type} connection has none; give folder_id= to the hook/operator "
+                "or set the connection's folder_id",
+            )
         try:
             return cls.model_validate(values)
         except ValidationError as err:
@@ -280,58 +231,40 @@ class SearchApiConfig(BaseModel):
 
 
 def _yandexcloud_values(extras: dict[str, Any]) -> dict[str, Any]:
-    """Our settings from a ``yandexcloud`` connection's extras (plain or ``extra__yandexcloud__`` keys)."""
+    """Our settings from a ``yandexcloud`` connection's extras (plain, else ``extra__yandexcloud__`` keys):
+    its folder, our endpoints, and its one credential in that provider's order of precedence."""
+    given = {name: value for name, value in extras.items() if value not in (None, "")}
 
     def get(name: str) -> Any:
-        for key in (name, f"extra__yandexcloud__{name}"):
-            if extras.get(key) not in (None, ""):
-                return extras[key]
-        return None
+        return given.get(name, given.get(f"extra__yandexcloud__{name}"))
 
-    values = {ours: get(theirs) for theirs, ours in _YANDEXCLOUD_SETTINGS.items()}
-    for credential in ("oauth", "service_account_json_path", "service_account_json"):  # that provider's order
+    values = {name: get(name) for name in ("folder_id", "iam_endpoint", "metadata_endpoint")}
+    values["endpoint"] = get("searchapi_endpoint")
+    for credential in ("oauth", "service_account_json_path", "service_account_json"):
         if get(credential) is not None:
             values[credential] = get(credential)
             break
     return {name: value for name, value in values.items() if value is not None}
 
 
-#: The ``yandexcloud`` extras we read, and our settings they give.
-_YANDEXCLOUD_SETTINGS = {
-    "folder_id": "folder_id",
-    "searchapi_endpoint": "endpoint",
-    "iam_endpoint": "iam_endpoint",
-    "metadata_endpoint": "metadata_endpoint",
+#: Our words for the pydantic errors whose own would not help here.
+_MESSAGES = {
+    "json_invalid": "is not valid JSON ({error}); paste the whole file `yc iam key create --output key.json` wrote",
+    "model_type": "must be the key file's JSON object, with id, service_account_id, private_key",
 }
 
 
 def _config_error(err: ValidationError, prefix: str | None = None) -> SearchApiConfigError:
     """The first pydantic error as a config error, without the offending input (it may be a secret)."""
     first = err.errors(include_input=False, include_url=False)[0]
-    raised = first.get("ctx", {}).get("error")
-    if isinstance(raised, SearchApiConfigError):
-        return raised
-    location = ".".join(str(part) for part in first["loc"]) or "value"
-    field = f"{prefix}.{location}" if prefix else location
+    context = first.get("ctx", {})
+    if isinstance(context.get("error"), SearchApiConfigError):
+        return context["error"]
+    field = ".".join(str(part) for part in (prefix, *first["loc"]) if part is not None) or "value"
+    if first["type"] in _MESSAGES:
+        return SearchApiConfigError(field, _MESSAGES[first["type"]].format(**context))
+    raised = context.get("error")
     return SearchApiConfigError(field, str(raised) if isinstance(raised, ValueError) else first["msg"].lower())
-
-
-def _secret_text(value: Any, field: str) -> SecretStr:
-    if not isinstance(value, str) or not value.strip():
-        raise SearchApiConfigError(field, "must be a non-empty string")
-    text = value.strip()
-    if any(character.isspace() or not character.isprintable() for character in text):
-        # it goes into an HTTP header, where these are not allowed; the value is not shown
-        raise SearchApiConfigError(field, "holds a space, line break or control character inside; paste it again")
-    return SecretStr(text)
-
-
-def _key_from_extra(value: Any, field: str) -> AuthorizedKey:
-    if isinstance(value, dict):  # an env-var JSON connection may carry the key as an object
-        value = json.dumps(value)
-    if not isinstance(value, str):
-        raise SearchApiConfigError(field, "must be the authorized key file's JSON text")
-    return AuthorizedKey.from_json(value, field=field)
 
 
 def _key_from_path(value: Any) -> AuthorizedKey:

@@ -130,10 +130,6 @@ SECRET_FIELDS = tuple(field.name for field in FIELDS if field.secret)
 FORM_FIELDS = tuple(field for field in FIELDS if field.in_form)
 
 
-def _placeholders() -> dict[str, str]:
-    return {field.name: field.placeholder for field in FORM_FIELDS if field.placeholder}
-
-
 def conn_fields() -> dict[str, dict[str, Any]]:
     """The declarative ``conn-fields`` of the provider info (read by Airflow 3.2 and later)."""
     fields = {}
@@ -151,17 +147,22 @@ def conn_fields() -> dict[str, dict[str, Any]]:
     return fields
 
 
-def declarative_ui_field_behaviour() -> dict[str, Any]:
-    """The declarative ``ui-field-behaviour`` of the provider info (read by Airflow 3.2 and later)."""
-    return {"hidden-fields": list(HIDDEN_STANDARD_FIELDS), "relabeling": {}, "placeholders": _placeholders()}
+def ui_field_behaviour(*, declarative: bool = False) -> dict[str, Any]:
+    """The form's hidden standard fields and placeholders: what the hook's ``get_ui_field_behaviour()``
+    returns on Airflow 3.0/3.1, or with ``declarative`` the provider info's ``ui-field-behaviour`` (3.2+).
+
+    :param declarative: spell the keys as the provider info does.
+    """
+    placeholders = {field.name: field.placeholder for field in FORM_FIELDS if field.placeholder}
+    hidden = "hidden-fields" if declarative else "hidden_fields"
+    return {hidden: list(HIDDEN_STANDARD_FIELDS), "relabeling": {}, "placeholders": placeholders}
 
 
 def connection_form_widgets() -> dict[str, Any]:
     """What the hook's ``get_connection_form_widgets()`` returns, for Airflow 3.0 and 3.1.
 
-    wtforms fields with flask_appbuilder widgets (secrets as password fields), imported here: they
-    exist only where the ``fab`` provider is installed, and Airflow's UI swaps in its own stand-ins
-    for these names when it reads the form.
+    wtforms fields with flask_appbuilder widgets, imported here: they exist only where the ``fab``
+    provider is installed, and Airflow's UI swaps in its own stand-ins for these names.
     """
     from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
     from flask_babel import lazy_gettext
@@ -170,23 +171,15 @@ def connection_form_widgets() -> dict[str, Any]:
 
     widgets = {}
     for field in FORM_FIELDS:
-        validators = [Optional(), any_of(list(field.choices))] if field.choices else [Optional()]
-        if field.secret:
-            widgets[field.name] = PasswordField(
-                lazy_gettext(field.label), validators, description=field.help, widget=BS3PasswordFieldWidget()
-            )
-        else:  # numbers too: the config reads "0.5" as 0.5, and IntegerField would refuse it
-            default = field.default if isinstance(field.default, str) else None
-            widgets[field.name] = StringField(
-                lazy_gettext(field.label),
-                validators,
-                description=field.help,
-                default=default,
-                widget=BS3TextFieldWidget(),
-            )
+        # numbers too are strings: the config reads "0.5" as 0.5, where an IntegerField would refuse it
+        field_class, widget = (
+            (PasswordField, BS3PasswordFieldWidget) if field.secret else (StringField, BS3TextFieldWidget)
+        )
+        widgets[field.name] = field_class(
+            lazy_gettext(field.label),
+            [Optional(), any_of(list(field.choices))] if field.choices else [Optional()],
+            description=field.help,
+            default=field.default if isinstance(field.default, str) else None,
+            widget=widget(),
+        )
     return widgets
-
-
-def ui_field_behaviour() -> dict[str, Any]:
-    """What the hook's ``get_ui_field_behaviour()`` returns, for Airflow 3.0 and 3.1."""
-    return {"hidden_fields": list(HIDDEN_STANDARD_FIELDS), "relabeling": {}, "placeholders": _placeholders()}

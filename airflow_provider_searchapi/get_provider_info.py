@@ -5,15 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_searchapi import __version__
-from airflow_provider_searchapi.connection_fields import conn_fields, declarative_ui_field_behaviour
-
-CONNECTION_TYPE: dict[str, Any] = {
-    "hook-class-name": "airflow_provider_searchapi.hooks.searchapi.SearchApiHook",
-    "hook-name": "Yandex Cloud Search API",
-    "connection-type": "yandex_searchapi",
-    "conn-fields": conn_fields(),
-    "ui-field-behaviour": declarative_ui_field_behaviour(),
-}
+from airflow_provider_searchapi.connection_fields import conn_fields, ui_field_behaviour
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -42,5 +34,13 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_searchapi.operators.search_by_image"],
             }
         ],
-        "connection-types": [CONNECTION_TYPE],
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_provider_searchapi.hooks.searchapi.SearchApiHook",
+                "hook-name": "Yandex Cloud Search API",
+                "connection-type": "yandex_searchapi",
+                "conn-fields": conn_fields(),
+                "ui-field-behaviour": ui_field_behaviour(declarative=True),
+            }
+        ],
     }

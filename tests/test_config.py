@@ -22,7 +22,9 @@ def _secret_free(text: str) -> bool:
 
 
 def test_authorized_key_json_with_defaults():
-    config = SearchApiConfig.from_extras({"folder_id": "b1g", "service_account_json": json.dumps(KEY)})
+    config = SearchApiConfig.from_connection(
+        "yandex_searchapi", {"folder_id": "b1g", "service_account_json": json.dumps(KEY)}
+    )
     assert config.credential is CredentialKind.AUTHORIZED_KEY
     assert config.authorized_key.id == KEY["id"]
     assert config.authorized_key.service_account_id == KEY["service_account_id"]
@@ -32,28 +34,39 @@ def test_authorized_key_json_with_defaults():
 
 def test_the_yc_comment_line_is_stripped_before_the_pem():
     assert KEY["private_key"].startswith("PLEASE DO NOT REMOVE THIS LINE!")
-    config = SearchApiConfig.from_extras({"folder_id": "b1g", "service_account_json": json.dumps(KEY)})
+    config = SearchApiConfig.from_connection(
+        "yandex_searchapi", {"folder_id": "b1g", "service_account_json": json.dumps(KEY)}
+    )
     pem = config.authorized_key.private_key.get_secret_value()
     assert pem.startswith("-----BEGIN PRIVATE KEY-----")
     config.authorized_key.load_private_key()
 
 
 def test_key_as_a_json_object_and_from_a_path(tmp_path):
-    by_object = SearchApiConfig.from_extras({"folder_id": "b1g", "service_account_json": KEY})
+    by_object = SearchApiConfig.from_connection("yandex_searchapi", {"folder_id": "b1g", "service_account_json": KEY})
     path = tmp_path / "key.json"
     path.write_text(json.dumps(KEY))
-    by_path = SearchApiConfig.from_extras({"folder_id": "b1g", "service_account_json_path": str(path)})
+    by_path = SearchApiConfig.from_connection(
+        "yandex_searchapi", {"folder_id": "b1g", "service_account_json_path": str(path)}
+    )
     assert by_object.authorized_key == by_path.authorized_key
 
 
 def test_other_credentials_and_none_means_metadata():
-    assert SearchApiConfig.from_extras({"folder_id": "f", "api_key": "AQVNsecret"}).credential is CredentialKind.API_KEY
-    assert SearchApiConfig.from_extras({"folder_id": "f", "iam_token": "t1.x"}).credential is CredentialKind.IAM_TOKEN
-    assert SearchApiConfig.from_extras({"folder_id": "f"}).credential is CredentialKind.METADATA
+    assert (
+        SearchApiConfig.from_connection("yandex_searchapi", {"folder_id": "f", "api_key": "AQVNsecret"}).credential
+        is CredentialKind.API_KEY
+    )
+    assert (
+        SearchApiConfig.from_connection("yandex_searchapi", {"folder_id": "f", "iam_token": "t1.x"}).credential
+        is CredentialKind.IAM_TOKEN
+    )
+    assert SearchApiConfig.from_connection("yandex_searchapi", {"folder_id": "f"}).credential is CredentialKind.METADATA
 
 
 def test_form_values_arrive_as_strings_and_empty_strings_count_as_absent():
-    config = SearchApiConfig.from_extras(
+    config = SearchApiConfig.from_connection(
+        "yandex_searchapi",
         {
             "folder_id": "f",
             "api_key": "AQVNsecret",
@@ -62,16 +75,19 @@ def test_form_values_arrive_as_strings_and_empty_strings_count_as_absent():
             "requests_per_second": "3",
             "verify_tls": "false",
             "endpoint": "http://127.0.0.1:1/",
-        }
+        },
     )
     assert (config.timeout, config.requests_per_second, config.verify_tls) == (12.5, 3.0, False)
     assert config.endpoint == "http://127.0.0.1:1"
     for text, value in (("yes", True), ("Off", False), ("1", True), (False, False)):
-        assert SearchApiConfig.from_extras({"folder_id": "f", "verify_tls": text}).verify_tls is value
+        assert (
+            SearchApiConfig.from_connection("yandex_searchapi", {"folder_id": "f", "verify_tls": text}).verify_tls
+            is value
+        )
 
 
 def test_config_is_immutable():
-    config = SearchApiConfig.from_extras({"folder_id": "f", "api_key": "AQVNsecret"})
+    config = SearchApiConfig.from_connection("yandex_searchapi", {"folder_id": "f", "api_key": "AQVNsecret"})
     with pytest.raises(ValueError):
         config.folder_id = "other"
 
@@ -99,7 +115,7 @@ def test_config_is_immutable():
 )
 def test_bad_settings_name_the_field(extras, field, words):
     with pytest.raises(SearchApiConfigError) as info:
-        SearchApiConfig.from_extras(extras)
+        SearchApiConfig.from_connection("yandex_searchapi", extras)
     assert info.value.field == field
     assert words in str(info.value)
     assert _secret_free(str(info.value))
@@ -108,7 +124,9 @@ def test_bad_settings_name_the_field(extras, field, words):
 def test_missing_key_field_is_named_without_showing_the_key():
     broken = {k: v for k, v in KEY.items() if k != "service_account_id"}
     with pytest.raises(SearchApiConfigError) as info:
-        SearchApiConfig.from_extras({"folder_id": "f", "service_account_json": json.dumps(broken)})
+        SearchApiConfig.from_connection(
+            "yandex_searchapi", {"folder_id": "f", "service_account_json": json.dumps(broken)}
+        )
     assert info.value.field == "service_account_json.service_account_id"
     assert _secret_free(str(info.value)) and _secret_free(repr(info.value))
 
@@ -116,7 +134,9 @@ def test_missing_key_field_is_named_without_showing_the_key():
 def test_non_pem_private_key_is_refused_without_echo():
     broken = {**KEY, "private_key": "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQ" + PEM_BODY_LINE}
     with pytest.raises(SearchApiConfigError) as info:
-        SearchApiConfig.from_extras({"folder_id": "f", "service_account_json": json.dumps(broken)})
+        SearchApiConfig.from_connection(
+            "yandex_searchapi", {"folder_id": "f", "service_account_json": json.dumps(broken)}
+        )
     assert info.value.field == "service_account_json.private_key"
     assert "not a PEM" in str(info.value)
     assert _secret_free(str(info.value))
@@ -126,7 +146,9 @@ def test_corrupt_pem_is_refused_without_echo():
     pem = KEY["private_key"]
     broken = {**KEY, "private_key": pem.replace(PEM_BODY_LINE, PEM_BODY_LINE[::-1])}
     with pytest.raises(SearchApiConfigError) as info:
-        SearchApiConfig.from_extras({"folder_id": "f", "service_account_json": json.dumps(broken)})
+        SearchApiConfig.from_connection(
+            "yandex_searchapi", {"folder_id": "f", "service_account_json": json.dumps(broken)}
+        )
     assert "could not be loaded" in str(info.value)
     assert PEM_BODY_LINE[::-1] not in str(info.value)
 
@@ -134,23 +156,32 @@ def test_corrupt_pem_is_refused_without_echo():
 def test_invalid_json_error_does_not_echo_the_content():
     text = json.dumps(KEY)[:-5]  # cut short: invalid JSON holding the whole PEM
     with pytest.raises(SearchApiConfigError) as info:
-        SearchApiConfig.from_extras({"folder_id": "f", "service_account_json": text})
+        SearchApiConfig.from_connection("yandex_searchapi", {"folder_id": "f", "service_account_json": text})
     assert _secret_free(str(info.value))
 
 
 def test_repr_of_config_hides_secrets():
-    config = SearchApiConfig.from_extras({"folder_id": "f", "service_account_json": json.dumps(KEY)})
+    config = SearchApiConfig.from_connection(
+        "yandex_searchapi", {"folder_id": "f", "service_account_json": json.dumps(KEY)}
+    )
     assert _secret_free(repr(config)) and _secret_free(str(config))
-    assert "AQVNsecret" not in repr(SearchApiConfig.from_extras({"folder_id": "f", "api_key": "AQVNsecret"}))
+    assert "AQVNsecret" not in repr(
+        SearchApiConfig.from_connection("yandex_searchapi", {"folder_id": "f", "api_key": "AQVNsecret"})
+    )
 
 
 def test_transport_and_grpc_endpoint():
-    config = SearchApiConfig.from_extras({"folder_id": "f", "api_key": "AQVNsecret", "transport": "grpc"})
+    config = SearchApiConfig.from_connection(
+        "yandex_searchapi", {"folder_id": "f", "api_key": "AQVNsecret", "transport": "grpc"}
+    )
     assert (config.transport, config.grpc_endpoint) == ("grpc", "searchapi.api.cloud.yandex.net:443")
-    assert SearchApiConfig.from_extras({"folder_id": "f", "api_key": "AQVNsecret"}).transport == "rest"
+    assert (
+        SearchApiConfig.from_connection("yandex_searchapi", {"folder_id": "f", "api_key": "AQVNsecret"}).transport
+        == "rest"
+    )
     for bad, field in (({"transport": "soap"}, "transport"), ({"grpc_endpoint": "no-port"}, "grpc_endpoint")):
         with pytest.raises(SearchApiConfigError) as info:
-            SearchApiConfig.from_extras({"folder_id": "f", "api_key": "AQVNsecret", **bad})
+            SearchApiConfig.from_connection("yandex_searchapi", {"folder_id": "f", "api_key": "AQVNsecret", **bad})
         assert info.value.field == field
 
 
@@ -159,7 +190,7 @@ def test_transport_and_grpc_endpoint():
 def test_credentials_with_characters_http_refuses_are_named_not_shown(field, inside):
     secret = f"AQVNsecretpart1{inside}secretpart2"
     with pytest.raises(SearchApiConfigError) as info:
-        SearchApiConfig.from_extras({"folder_id": "f", field: f"  {secret}\n"})
+        SearchApiConfig.from_connection("yandex_searchapi", {"folder_id": "f", field: f"  {secret}\n"})
     assert info.value.field == field and "line break" in str(info.value)
     assert "secretpart" not in str(info.value) and "secretpart" not in repr(info.value)
 
@@ -167,15 +198,17 @@ def test_credentials_with_characters_http_refuses_are_named_not_shown(field, ins
 def test_secret_values_mask_every_credential_as_given_and_inside_json_text():
     from airflow.sdk.log import _secrets_masker, mask_secret
 
-    keyed = SearchApiConfig.from_extras({"folder_id": "f", "service_account_json": json.dumps(KEY)})
-    plain = SearchApiConfig.from_extras({"folder_id": "f", "api_key": 'AQVNsecret"quoted'})
+    keyed = SearchApiConfig.from_connection(
+        "yandex_searchapi", {"folder_id": "f", "service_account_json": json.dumps(KEY)}
+    )
+    plain = SearchApiConfig.from_connection("yandex_searchapi", {"folder_id": "f", "api_key": 'AQVNsecret"quoted'})
     oauth = SearchApiConfig.from_connection("yandexcloud", {"folder_id": "f", "oauth": "y0_secret"})
     for config in (keyed, plain, oauth):
         for value in config.secret_values():
             mask_secret(value)
     assert len(keyed.secret_values()) == 4 and len(plain.secret_values()) == 2
     assert oauth.secret_values() == ["y0_secret"]
-    assert SearchApiConfig.from_extras({"folder_id": "f"}).secret_values() == []
+    assert SearchApiConfig.from_connection("yandex_searchapi", {"folder_id": "f"}).secret_values() == []
     masker = _secrets_masker()
     pem = keyed.authorized_key.private_key.get_secret_value()
     body = "\n".join(pem.splitlines()[1:-1])  # as a tool that strips the PEM's frame would print it

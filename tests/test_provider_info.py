@@ -42,7 +42,7 @@ def test_connection_type_and_declarative_form_fields():
 def test_every_field_is_a_setting_the_config_knows_and_nothing_else_is():
     samples = {"timeout": "5", "requests_per_second": "5", "transport": "grpc", "grpc_endpoint": "127.0.0.1:1"}
     samples |= {"verify_tls": "false", "folder_id": "b1g"}
-    defaults = SearchApiConfig.from_extras({"folder_id": "f", "api_key": "AQVN-test-key"})
+    defaults = SearchApiConfig.from_connection("yandex_searchapi", {"folder_id": "f", "api_key": "AQVN-test-key"})
     for field in FIELDS:
         if field.secret or field.name == "service_account_json_path":
             continue
@@ -51,9 +51,13 @@ def test_every_field_is_a_setting_the_config_knows_and_nothing_else_is():
             "api_key": "AQVN-test-key",
             field.name: samples.get(field.name, "http://127.0.0.1:1"),
         }
-        assert getattr(SearchApiConfig.from_extras(extras), field.name) != getattr(defaults, field.name), field.name
+        assert getattr(SearchApiConfig.from_connection("yandex_searchapi", extras), field.name) != getattr(
+            defaults, field.name
+        ), field.name
     with pytest.raises(ValueError, match="'oauth'.*not a setting"):
-        SearchApiConfig.from_extras({"folder_id": "f", "oauth": "y0_token"})  # yandexcloud connections only
+        SearchApiConfig.from_connection(
+            "yandex_searchapi", {"folder_id": "f", "oauth": "y0_token"}
+        )  # yandexcloud connections only
 
 
 def _airflow_ui_stand_ins(monkeypatch) -> type:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -41,14 +42,12 @@ class SearchByImageError(Exception):
 class SearchByImageOperator(BaseOperator):
     """Search Yandex Images for every image of a dataset and store what is found.
 
-    Images are read from object storage (``source``) or given as public URLs (``image_urls``). Each
-    image ends as result rows, an error row, or skipped because the output already holds it (resume).
-    The return value (XCom) is a small summary of counts and output locations.
+    Images come from object storage (``source``) or as public URLs (``image_urls``). Each ends as result
+    rows, an error row, or skipped as already done (resume). Returns (XCom) a summary of counts and outputs.
 
-    :param source: an ``ObjectStoragePath`` URL (``s3://bucket/images/``), a glob
-        (``s3://bucket/images/**/*.jpg``), a single file, or a list of file URLs (a shard). Templated.
-    :param source_conn_id: the storage connection of ``source`` (e.g. an ``aws`` connection, whose
-        extra ``endpoint_url`` reaches Yandex Object Storage or any S3-compatible store).
+    :param source: an ``ObjectStoragePath`` URL (``s3://bucket/images/``), a glob, a single file, or a
+        list of file URLs (a shard). Templated.
+    :param source_conn_id: the storage connection of ``source`` (e.g. an ``aws`` one). Templated.
     :param image_urls: public image URLs, sent as they are instead of ``source``. Templated.
     :param searchapi_conn_id: the ``yandex_searchapi`` connection, or a ``yandexcloud`` one.
     :param folder_id: the folder billed for searches, when the connection names none. Templated.
@@ -56,37 +55,30 @@ class SearchByImageOperator(BaseOperator):
     :param site: only results from this site. Templated.
     :param family_mode: adult-content filter: ``none``, ``moderate`` or ``strict``.
     :param max_concurrency: images read and searched at once (bounds memory and open requests).
-    :param requests_per_second: the cap on calls per second, overriding the connection's: the quota
-        with a shared limit (``rate_limit_conn_id``), else this task's share of it.
-    :param rate_limit_conn_id: an Airflow ``redis`` connection where every task using the folder shares
-        one limit, overriding the connection's (``""``: none, each task limits itself). Templated.
-    :param max_seconds_per_image: how long each search of an image (one per result page) may go on
-        retrying, 429 waits included; a 429 never fails an image sooner.
+    :param requests_per_second: the cap on calls per second, overriding the connection's.
+    :param rate_limit_conn_id: a ``redis`` connection sharing one limit between every task using the
+        folder, overriding the connection's (``""``: none). Templated.
+    :param max_seconds_per_image: how long each search of an image may go on retrying, 429 waits included.
     :param max_images: search at most this many images in this run (already-done ones not counted).
     :param max_error_ratio: fail the task when failed ÷ processed exceeds this (after committing).
     :param output: ``"xcom"`` to return the rows in the summary (at most 500 images).
     :param output_path: an ``ObjectStoragePath`` prefix for JSON Lines parts. Templated.
-    :param output_conn_id: the storage connection of ``output_path``.
-    :param sql_conn_id: a SQL connection (any ``DbApiHook``: SQLite, PostgreSQL…) to insert rows into.
+    :param output_conn_id: the storage connection of ``output_path``. Templated.
+    :param sql_conn_id: a SQL connection (any ``DbApiHook``) to insert rows into. Templated.
     :param sql_table: the results table (errors go to ``<sql_table>_errors``). Templated.
     :param create_table: create the tables when missing.
     :param downscale_oversized: shrink images over 3 MiB with Pillow instead of recording an error.
+    :param commit_every: commit once this many images are finished (default half of ``max_concurrency``).
     :param allow_empty: succeed when ``source`` matches no file (by default the task fails, naming it).
-    :param follow_symlinks: follow local links out of the source folder (and into linked folders).
-    :param commit_every: commit rows once this many images are finished (at most ``max_concurrency``;
-        default half of it). A crash repeats at most ``max_concurrency + 2 * commit_every`` searches;
-        smaller values repeat fewer and write more, smaller part files.
+    :param follow_symlinks: follow local links out of the source folder.
     :param state_path: an ``ObjectStoragePath`` prefix for the ledger of done images kept across runs
-        (default: the static part of ``output_path``, before any ``{{``, plus ``_state/``; with only
-        a SQL output, its tables serve as the ledger; otherwise none). Templated.
+        (default: ``_state/`` under the untemplated part of ``output_path``; with only a SQL output,
+        its tables). Templated.
     :param state_conn_id: the storage connection of ``state_path`` (default ``output_conn_id``). Templated.
-    :param reprocess: which sources the ledger holds are searched again: ``"changed"`` (their ETag, or
-        size and modification time, changed; and retryable errors), ``"never"`` (only retryable
-        errors), ``"all"`` (everything, ignoring the ledger and the outputs) or ``"failed"`` (only
-        retryable errors, no new source). Templated.
-    :param html_report: write a page of what the run found beside its manifest
-        (``_manifest/<run_id>.html`` under ``output_path``) and return its URI as ``"report"``;
-        default: on when ``output_path`` is given.
+    :param reprocess: which images the ledger holds are searched again: ``"changed"``, ``"never"``,
+        ``"all"`` or ``"failed"`` (see ``Reprocess``). Templated.
+    :param html_report: write a page of the run beside its manifest and return its URI as ``"report"``
+        (default: when ``output_path`` is given).
     """
 
     template_fields: Sequence[str] = (
@@ -169,12 +161,9 @@ class SearchByImageOperator(BaseOperator):
         self.folder_id = folder_id
         self.max_pages = max_pages
         self.site = site
-        self.family_mode = family_mode
-        self.max_concurrency = max_concurrency
         self.requests_per_second = requests_per_second
         self.rate_limit_conn_id = rate_limit_conn_id
         self.max_seconds_per_image = max_seconds_per_image
-        self.max_images = max_images
         self.max_error_ratio = max_error_ratio
         self.output_mode = output  # "output" itself is BaseOperator's XComArg property
         self.output_path = output_path
@@ -182,14 +171,20 @@ class SearchByImageOperator(BaseOperator):
         self.sql_conn_id = sql_conn_id
         self.sql_table = sql_table
         self.create_table = create_table
-        self.downscale_oversized = downscale_oversized
-        self.commit_every = commit_every
         self.allow_empty = allow_empty
-        self.follow_symlinks = follow_symlinks
         self.state_path = state_path if state_path is not None else (f"{prefix}/_state/" if prefix else None)
         self.state_conn_id = state_conn_id
         self.reprocess = reprocess
         self.html_report = bool(output_path) if html_report is None else html_report
+        #: the engine's settings that are not templated (checked now); the templated ones join at execute
+        self.settings = EnrichmentSettings(
+            family_mode=family_mode,
+            max_concurrency=max_concurrency,
+            max_images=max_images,
+            downscale_oversized=downscale_oversized,
+            commit_every=commit_every,
+            follow_symlinks=follow_symlinks,
+        )
 
     @cached_property
     def hook(self) -> SearchApiHook:
@@ -200,20 +195,12 @@ class SearchByImageOperator(BaseOperator):
             requests_per_second=self.requests_per_second,
             rate_limit_conn_id=self.rate_limit_conn_id,
             retry_policy=RetryPolicy(max_total_seconds=self.max_seconds_per_image),
-            max_connections=max(10, self.max_concurrency),
+            max_connections=max(10, self.settings.max_concurrency),
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
-        settings = EnrichmentSettings(
-            max_pages=int(self.max_pages),
-            site=self.site or None,
-            family_mode=self.family_mode,
-            max_concurrency=self.max_concurrency,
-            max_images=self.max_images,
-            downscale_oversized=self.downscale_oversized,
-            commit_every=self.commit_every,
-            follow_symlinks=self.follow_symlinks,
-            reprocess=self.reprocess,
+        settings = replace(
+            self.settings, max_pages=int(self.max_pages), site=self.site or None, reprocess=self.reprocess
         )
         sources = self._sources()
         xcom_sink = XComSink() if self.output_mode == "xcom" else None
@@ -257,7 +244,7 @@ class SearchByImageOperator(BaseOperator):
                 self.source,
                 conn_id=self.source_conn_id or None,
                 allow_empty=self.allow_empty,
-                follow_symlinks=self.follow_symlinks,
+                follow_symlinks=self.settings.follow_symlinks,
             )
         return images_from_paths(self.source or [], conn_id=self.source_conn_id or None)
 

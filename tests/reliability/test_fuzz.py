@@ -95,7 +95,7 @@ secret_values = (
 @given(st.dictionaries(plain_names, plain_values, max_size=5), st.dictionaries(secret_names, secret_values, max_size=3))
 def test_any_extras_give_a_config_or_a_named_error_without_the_secret(plain, secret):
     try:
-        config = SearchApiConfig.from_extras({**plain, **secret})
+        config = SearchApiConfig.from_connection("yandex_searchapi", {**plain, **secret})
     except SearchApiConfigError as err:
         assert err.field
         assert SECRET not in str(err) and SECRET not in repr(err)
