@@ -1,82 +1,74 @@
 """Protobuf messages of ``yandex.cloud.searchapi.v2.ImageSearchService/SearchByImage``, built at import.
 
-The messages are described here field by field (``proto/img_search.proto`` is the same description as
-a ``.proto`` file) and turned into classes by protobuf's own descriptor pool. No ``protoc`` output is
-shipped: generated modules are tied to the protobuf major version that generated them, while this
-works with whatever protobuf the Airflow install has (5.x to 7.x).
+The messages are described below in protobuf's text format of a ``FileDescriptorProto`` (the same
+description as ``proto/img_search.proto``) and turned into classes by protobuf's own descriptor pool.
+No ``protoc`` output is shipped: generated modules are tied to the protobuf major version that
+generated them, while this works with whatever protobuf the Airflow install has (checked on 4.22, 5, 6 and 7).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 
-from airflow_provider_searchapi.models import FamilyMode, ImageFormat, ImageSearchResult, SearchRequest
+from airflow_provider_searchapi.models import FamilyMode, ImageSearchResult, SearchRequest
 
 PACKAGE = "yandex.cloud.searchapi.v2"
 METHOD = f"/{PACKAGE}.ImageSearchService/SearchByImage"
 
-_F = descriptor_pb2.FieldDescriptorProto
-#: Each message's fields in field-number order (1, 2, ...): a scalar type, or the name of an enum or
-#: a message of the package.
-_MESSAGES: dict[str, dict[str, int | str]] = {
-    "ImageSearchByImageRequest": {
-        "site": _F.TYPE_STRING,
-        "folder_id": _F.TYPE_STRING,
-        "url": _F.TYPE_STRING,
-        "data": _F.TYPE_BYTES,
-        "id": _F.TYPE_STRING,
-        "page": _F.TYPE_INT64,
-        "family_mode": "FamilyMode",
-    },
-    "ImageInfo": {
-        "url": _F.TYPE_STRING,
-        "format": "ImageFormat",
-        "width": _F.TYPE_INT64,
-        "height": _F.TYPE_INT64,
-        "passage": _F.TYPE_STRING,
-        "host": _F.TYPE_STRING,
-        "page_title": _F.TYPE_STRING,
-        "page_url": _F.TYPE_STRING,
-    },
-    "ImageSearchByImageResponse": {
-        "images": "ImageInfo",  # repeated: the only message-typed field
-        "page": _F.TYPE_INT64,
-        "max_page": _F.TYPE_INT64,
-        "id": _F.TYPE_STRING,
-    },
+_DESCRIPTOR = """
+name: "airflow_provider_searchapi/img_search.proto"
+package: "yandex.cloud.searchapi.v2"
+syntax: "proto3"
+enum_type {
+  name: "FamilyMode"
+  value { name: "FAMILY_MODE_UNSPECIFIED" number: 0 }
+  value { name: "FAMILY_MODE_NONE" number: 1 }
+  value { name: "FAMILY_MODE_MODERATE" number: 2 }
+  value { name: "FAMILY_MODE_STRICT" number: 3 }
 }
-#: The request's ``oneof source``: where the image comes from.
-_SOURCE = ("url", "data", "id")
-_ENUMS = {"FamilyMode": list(FamilyMode), "ImageFormat": list(ImageFormat)}
+enum_type {
+  name: "ImageFormat"
+  value { name: "IMAGE_FORMAT_UNSPECIFIED" number: 0 }
+  value { name: "IMAGE_FORMAT_JPEG" number: 1 }
+  value { name: "IMAGE_FORMAT_GIF" number: 2 }
+  value { name: "IMAGE_FORMAT_PNG" number: 3 }
+}
+message_type {
+  name: "ImageSearchByImageRequest"
+  field { name: "site" number: 1 type: TYPE_STRING }
+  field { name: "folder_id" number: 2 type: TYPE_STRING }
+  field { name: "url" number: 3 type: TYPE_STRING oneof_index: 0 }
+  field { name: "data" number: 4 type: TYPE_BYTES oneof_index: 0 }
+  field { name: "id" number: 5 type: TYPE_STRING oneof_index: 0 }
+  field { name: "page" number: 6 type: TYPE_INT64 }
+  field { name: "family_mode" number: 7 type: TYPE_ENUM type_name: "FamilyMode" }
+  oneof_decl { name: "source" }
+}
+message_type {
+  name: "ImageInfo"
+  field { name: "url" number: 1 type: TYPE_STRING }
+  field { name: "format" number: 2 type: TYPE_ENUM type_name: "ImageFormat" }
+  field { name: "width" number: 3 type: TYPE_INT64 }
+  field { name: "height" number: 4 type: TYPE_INT64 }
+  field { name: "passage" number: 5 type: TYPE_STRING }
+  field { name: "host" number: 6 type: TYPE_STRING }
+  field { name: "page_title" number: 7 type: TYPE_STRING }
+  field { name: "page_url" number: 8 type: TYPE_STRING }
+}
+message_type {
+  name: "ImageSearchByImageResponse"
+  field { name: "images" number: 1 label: LABEL_REPEATED type: TYPE_MESSAGE type_name: "ImageInfo" }
+  field { name: "page" number: 2 type: TYPE_INT64 }
+  field { name: "max_page" number: 3 type: TYPE_INT64 }
+  field { name: "id" number: 4 type: TYPE_STRING }
+}
+"""
 
-
-def _file_descriptor() -> descriptor_pb2.FileDescriptorProto:
-    file = descriptor_pb2.FileDescriptorProto(
-        name="airflow_provider_searchapi/img_search.proto", package=PACKAGE, syntax="proto3"
-    )
-    for enum_name, members in _ENUMS.items():
-        enum = file.enum_type.add(name=enum_name)
-        for number, member in enumerate(members):
-            enum.value.add(name=member.value, number=number)
-    for message_name, fields in _MESSAGES.items():
-        message = file.message_type.add(name=message_name)
-        for number, (name, kind) in enumerate(fields.items(), start=1):
-            field = message.field.add(name=name, number=number, label=_F.LABEL_OPTIONAL)
-            if isinstance(kind, int):
-                field.type = kind
-            elif kind in _ENUMS:
-                field.type, field.type_name = _F.TYPE_ENUM, f".{PACKAGE}.{kind}"
-            else:
-                field.type, field.type_name, field.label = _F.TYPE_MESSAGE, f".{PACKAGE}.{kind}", _F.LABEL_REPEATED
-            if message_name == "ImageSearchByImageRequest" and name in _SOURCE:
-                field.oneof_index = 0
-    file.message_type[0].oneof_decl.add(name="source")
-    return file
-
-
-_classes = message_factory.GetMessages([_file_descriptor()], pool=descriptor_pool.DescriptorPool())
+_classes = message_factory.GetMessages(
+    [text_format.Parse(_DESCRIPTOR, descriptor_pb2.FileDescriptorProto())], pool=descriptor_pool.DescriptorPool()
+)
 ImageSearchByImageRequest: Any = _classes[f"{PACKAGE}.ImageSearchByImageRequest"]
 ImageSearchByImageResponse: Any = _classes[f"{PACKAGE}.ImageSearchByImageResponse"]
 
@@ -93,7 +85,7 @@ def request_message(request: SearchRequest) -> Any:
     if request.site:
         message.site = request.site
     if request.family_mode is not None:
-        message.family_mode = _ENUMS["FamilyMode"].index(request.family_mode)
+        message.family_mode = list(FamilyMode).index(request.family_mode)
     return message
 
 
