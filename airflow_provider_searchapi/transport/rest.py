@@ -56,16 +56,15 @@ class RestTransport:
         self._auth = auth
         self._caller = caller
         self._timeout = timeout
-        settings: dict[str, Any] = {
+        self._settings: dict[str, Any] = {
             "auth": auth,
             "timeout": timeout,
             "verify": verify_tls,
             "headers": {"User-Agent": "airflow-provider-searchapi", "Content-Type": "application/json"},
         }
-        self._settings = settings
         self._max_connections = max_connections
         self._client: httpx.Client | None = None
-        self._async_clients = PerEventLoop(lambda: _AsyncClients(settings, max_connections))
+        self._async_clients = PerEventLoop(lambda: _AsyncClients(self._settings, max_connections))
 
     def search(self, request: SearchRequest) -> ImageSearchResult:
         """Send one request (with retries) and return the parsed page."""
