@@ -14,8 +14,18 @@ from typing import Any
 
 import httpx
 
-from airflow_provider_searchapi.auth import RefreshingTokenAuth, aauthorization_header, authorization_header
 from airflow_provider_searchapi.exceptions import SearchApiConfigError, SearchApiHTTPError, SearchApiResponseError
+
+try:
+    import google.protobuf  # noqa: F401 - needed by grpc_messages
+    import grpc
+    import grpc.aio
+except ImportError as err:  # pragma: no cover - exercised only without the extra
+    raise SearchApiConfigError(
+        "transport", "grpc needs the grpc extra: pip install 'airflow-provider-searchapi[grpc]'"
+    ) from err
+
+from airflow_provider_searchapi.auth import RefreshingTokenAuth, aauthorization_header, authorization_header
 from airflow_provider_searchapi.models import ImageSearchResult, SearchRequest
 from airflow_provider_searchapi.retry import Caller, retry_after_seconds
 from airflow_provider_searchapi.transport import PerEventLoop
@@ -27,12 +37,6 @@ from airflow_provider_searchapi.transport.grpc_messages import (
     result_from_message,
 )
 from airflow_provider_searchapi.transport.rest import MAX_RESPONSE_BYTES
-
-try:
-    import grpc
-    import grpc.aio
-except ImportError:  # pragma: no cover - exercised only without the extra
-    grpc = None
 
 #: gRPC status code name → the HTTP status of the same meaning (what REST would answer).
 HTTP_STATUS_OF = {
@@ -67,10 +71,6 @@ class GrpcTransport:
     def __init__(
         self, *, endpoint: str, auth: httpx.Auth, caller: Caller, timeout: float, verify_tls: bool = True
     ) -> None:
-        if grpc is None:
-            raise SearchApiConfigError(
-                "transport", "grpc needs the grpc extra: pip install 'airflow-provider-searchapi[grpc]'"
-            )
         self._secure = not endpoint.startswith("http://")  # plaintext: a local emulator
         self.target = endpoint.removeprefix("http://").removeprefix("https://").rstrip("/")
         if self._secure and not verify_tls:
