@@ -1,15 +1,13 @@
 """Wire types of Yandex Cloud Search API v2 *search by image*.
 
 The REST API speaks proto3 JSON: fields at their default value are omitted, int64 values travel as
-strings and unknown fields may appear. The models here parse that leniently into plain Python types.
-They know nothing of Airflow, HTTP or storage.
+strings and unknown fields may appear. The models parse that leniently into plain Python types.
 """
 
 from __future__ import annotations
 
 import base64
 import enum
-import json
 from typing import Annotated, Any
 
 from pydantic import (
@@ -17,22 +15,21 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     ValidationError,
     ValidatorFunctionWrapHandler,
     WrapValidator,
-    field_validator,
 )
 from pydantic_core import PydanticCustomError
 
-#: Largest image the API accepts in ``data``, in raw bytes (``img_search_service.proto``).
+#: Largest image the API accepts in ``data``, in raw bytes.
 MAX_IMAGE_BYTES = 3 * 1024 * 1024
 #: Longest ``url``, ``id`` and ``site`` the API accepts.
 MAX_TEXT_FIELD_CHARS = 1024
 #: Longest ``folderId`` the API accepts.
 MAX_FOLDER_ID_CHARS = 50
-#: Most images accepted in one page of results. The API sends at most 40; the bound is 25 times
-#: that, so it never refuses a real answer, yet stops a small (e.g. gzip) answer from unpacking
-#: into millions of results.
+#: Most images accepted in one page of results: the API sends at most 40, and a small (e.g. gzip)
+#: answer must not unpack into millions of results.
 MAX_IMAGES_PER_PAGE = 1_000
 
 
@@ -58,21 +55,24 @@ class FamilyMode(str, enum.Enum):
 
 
 class ImageFormat(str, enum.Enum):
-    """Format of a found image (``ImageInfo.ImageFormat``)."""
+    """Format of a found image (``ImageInfo.ImageFormat``): by wire name or proto number; any other
+    value (a format this version does not know) is ``UNSPECIFIED``."""
 
     UNSPECIFIED = "IMAGE_FORMAT_UNSPECIFIED"
     JPEG = "IMAGE_FORMAT_JPEG"
     GIF = "IMAGE_FORMAT_GIF"
     PNG = "IMAGE_FORMAT_PNG"
 
-
-class _WireModel(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+    @classmethod
+    def _missing_(cls, value: object) -> ImageFormat:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(cls):
+            return list(cls)[value]
+        return cls.UNSPECIFIED
 
 
 def _int64(value: Any, handler: ValidatorFunctionWrapHandler) -> int:
-    """Proto3 JSON int64: pydantic's lax int (a number or a string of digits); missing or empty is 0;
-    booleans and fractions are refused with one message."""
+    """Pydantic's lax int (a number or a string of digits); missing or empty is 0; booleans and
+    fractions are refused with one message."""
     if value is None or value == "":
         return 0
     if not isinstance(value, bool):
@@ -83,29 +83,19 @@ def _int64(value: Any, handler: ValidatorFunctionWrapHandler) -> int:
     raise PydanticCustomError("int64_parsing", "expected a whole number (an int64, as a number or a string of digits)")
 
 
-def _image_format(value: Any) -> Any:
-    """``ImageInfo.ImageFormat`` by wire name or proto number; anything else is ``UNSPECIFIED``."""
-    if isinstance(value, str):
-        try:
-            return ImageFormat(value)
-        except ValueError:
-            return ImageFormat.UNSPECIFIED
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(ImageFormat):
-        return list(ImageFormat)[value]
-    return ImageFormat.UNSPECIFIED
-
-
 #: Proto3 JSON int64: an integer, or a string of digits (how the API sends them); missing means 0.
 Int64 = Annotated[int, WrapValidator(_int64)]
-#: ``ImageInfo.ImageFormat``; names this version does not know are ``UNSPECIFIED``.
-Format = Annotated[ImageFormat, BeforeValidator(_image_format)]
+
+
+class _WireModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
 
 
 class FoundImage(_WireModel):
     """One image found by the search (``ImageInfo``).
 
     :param url: address of the found image.
-    :param format: its format, as the API names it; unknown names are kept as ``UNSPECIFIED``.
+    :param format: its format; unknown ones are ``UNSPECIFIED``.
     :param width: width in pixels (0 when not reported).
     :param height: height in pixels (0 when not reported).
     :param passage: text snippet of the page the image is on.
@@ -115,7 +105,7 @@ class FoundImage(_WireModel):
     """
 
     url: str = ""
-    format: Format = ImageFormat.UNSPECIFIED
+    format: ImageFormat = ImageFormat.UNSPECIFIED
     width: Int64 = 0
     height: Int64 = 0
     passage: str = ""
@@ -127,23 +117,22 @@ class FoundImage(_WireModel):
 class ImageSearchResult(_WireModel):
     """One page of results (``ImageSearchByImageResponse``).
 
-    :param images: the images found on this page (empty past the last page); an answer with more than
-        :data:`MAX_IMAGES_PER_PAGE` fails validation.
+    :param images: the images found on this page (empty past the last page); at most
+        :data:`MAX_IMAGES_PER_PAGE`.
     :param page: zero-based index of this page.
-    :param max_page: last page index as reported by the API; deprecated upstream and not meaningful,
-        kept for information only. Paginate until a page comes back empty.
+    :param max_page: last page index as reported by the API; deprecated upstream and not meaningful.
+        Paginate until a page comes back empty.
     :param cbir_id: CBIR id of the query image; send it with a later ``page`` instead of the bytes.
     """
 
-    images: tuple[FoundImage, ...] = Field(default=(), max_length=MAX_IMAGES_PER_PAGE)
+    images: Annotated[
+        tuple[FoundImage, ...],
+        BeforeValidator(lambda value: () if value is None else value),
+        Field(max_length=MAX_IMAGES_PER_PAGE),
+    ] = ()
     page: Int64 = 0
     max_page: Int64 | None = Field(default=None, alias="maxPage")
     cbir_id: str = Field(default="", alias="id")
-
-    @field_validator("images", mode="before")
-    @classmethod
-    def _none_is_empty(cls, value: Any) -> Any:
-        return () if value is None else value
 
 
 class SearchRequest(BaseModel):
@@ -158,15 +147,18 @@ class SearchRequest(BaseModel):
     :param family_mode: adult-content filter.
     """
 
+    # Serialized as the REST body: camelCase names, bytes in base64, int64 as a string, defaults left out.
     model_config = ConfigDict(frozen=True)
 
-    folder_id: str
-    image: bytes | None = None
+    folder_id: str = Field(serialization_alias="folderId")
+    image: Annotated[bytes | None, PlainSerializer(lambda data: base64.b64encode(data).decode("ascii"))] = Field(
+        default=None, serialization_alias="data"
+    )
     url: str | None = None
-    cbir_id: str | None = None
-    page: int = 0
+    cbir_id: str | None = Field(default=None, serialization_alias="id")
+    page: Annotated[int, PlainSerializer(str)] = 0
     site: str | None = None
-    family_mode: FamilyMode | None = None
+    family_mode: FamilyMode | None = Field(default=None, serialization_alias="familyMode")
 
     @classmethod
     def build(
@@ -191,33 +183,15 @@ class SearchRequest(BaseModel):
                 raise ValueError(f"{name} must be 1 to {MAX_TEXT_FIELD_CHARS} characters long")
         if not folder_id or len(folder_id) > MAX_FOLDER_ID_CHARS:
             raise ValueError(f"folder_id must be 1 to {MAX_FOLDER_ID_CHARS} characters long")
+        family_mode = FamilyMode.parse(family_mode)
         return cls(
-            folder_id=folder_id,
-            image=image,
-            url=url,
-            cbir_id=cbir_id,
-            page=page,
-            site=site,
-            family_mode=FamilyMode.parse(family_mode),
+            folder_id=folder_id, image=image, url=url, cbir_id=cbir_id, page=page, site=site, family_mode=family_mode
         )
 
-    def encode(self) -> bytes:
-        """The REST body as JSON bytes (:meth:`to_json`, compact)."""
-        return json.dumps(self.to_json(), separators=(",", ":")).encode()
-
     def to_json(self) -> dict[str, Any]:
-        """The REST body: camelCase names, bytes in base64, int64 as a string."""
-        body: dict[str, Any] = {"folderId": self.folder_id}
-        if self.image is not None:
-            body["data"] = base64.b64encode(self.image).decode("ascii")
-        elif self.url is not None:
-            body["url"] = self.url
-        else:
-            body["id"] = self.cbir_id
-        if self.page:
-            body["page"] = str(self.page)
-        if self.site:
-            body["site"] = self.site
-        if self.family_mode is not None:
-            body["familyMode"] = self.family_mode.value
-        return body
+        """The REST body as a dict."""
+        return self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+
+    def encode(self) -> bytes:
+        """The REST body as compact JSON bytes."""
+        return self.model_dump_json(by_alias=True, exclude_defaults=True).encode()

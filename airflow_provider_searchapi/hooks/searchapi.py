@@ -27,11 +27,9 @@ class SearchApiHook(BaseHook):
     """Calls Yandex Cloud Search API v2 *search by image* with a ``yandex_searchapi`` connection (or the
     ``yandexcloud`` connection of Yandex's managed Airflow).
 
-    Nothing touches the network until the first call. Calls are retried when that is safe, held to the
-    connection's ``requests_per_second`` across every hook of the connection in the process (or across
-    every process using the folder, with a Redis connection in ``rate_limit_conn_id``), and
-    authenticated with the connection's credential (an IAM token minted from an authorized key is
-    cached and shared by the whole process).
+    Nothing touches the network until the first call. Calls are retried when that is safe and held to
+    the connection's ``requests_per_second`` across every hook of the connection in the process (or,
+    with a Redis ``rate_limit_conn_id``, across every process using the folder).
 
     :param searchapi_conn_id: the ``yandex_searchapi`` or ``yandexcloud`` connection to use.
     :param folder_id: the folder billed for searches, when the connection names none.
@@ -63,7 +61,7 @@ class SearchApiHook(BaseHook):
         self._folder_id = folder_id or None
         self._requests_per_second = requests_per_second
         self._rate_limit_conn_id = rate_limit_conn_id
-        self._retry_policy = retry_policy
+        self._retry_policy = retry_policy or RetryPolicy()
         self._max_connections = max_connections
         self._config: SearchApiConfig | None = None
         #: counters of this hook's calls: attempts sent, failures by status, 429s
@@ -79,7 +77,6 @@ class SearchApiHook(BaseHook):
         """Hidden standard fields and placeholders of the form on Airflow 3.0/3.1."""
         return connection_fields.ui_field_behaviour()
 
-    # -- configuration ------------------------------------------------------------------------
     @property
     def config(self) -> SearchApiConfig:
         """The validated connection settings (read once, on first use)."""
@@ -95,10 +92,9 @@ class SearchApiHook(BaseHook):
         if self._config is None:
             conn = await get_async_connection(self.searchapi_conn_id, hook=self)
             config = self._load_config(conn.conn_type, conn.extra_dejson)
-            # Masking talks to the task supervisor: do it off the event loop's thread.
-            await asyncio.to_thread(_mask_credentials, config)
+            await asyncio.to_thread(_mask_credentials, config)  # talks to the task supervisor
             self._config = config
-        if "limiter" not in self.__dict__:  # reads the Redis connection: off the event loop's thread too
+        if "limiter" not in self.__dict__:  # may read a Redis connection
             await asyncio.to_thread(lambda: self.limiter)
         return self._config
 
@@ -119,13 +115,13 @@ class SearchApiHook(BaseHook):
                     name,
                     url,
                 )
+        overrides: dict[str, Any] = {}
         if self._requests_per_second is not None:
-            config = config.model_copy(update={"requests_per_second": float(self._requests_per_second)})
+            overrides["requests_per_second"] = float(self._requests_per_second)
         if self._rate_limit_conn_id is not None:
-            config = config.model_copy(update={"rate_limit_conn_id": self._rate_limit_conn_id or None})
-        return config
+            overrides["rate_limit_conn_id"] = self._rate_limit_conn_id or None
+        return config.model_copy(update=overrides)
 
-    # -- plumbing -----------------------------------------------------------------------------
     @cached_property
     def auth(self) -> httpx.Auth:
         """The ``httpx.Auth`` of the connection's credential."""
@@ -147,41 +143,31 @@ class SearchApiHook(BaseHook):
     def transport(self) -> SearchTransport:
         """The transport that carries requests: REST, or gRPC when the connection says so."""
         config = self.config
-        caller = Caller(self.limiter, self._retry_policy or RetryPolicy(), self.stats)
+        common: dict[str, Any] = {
+            "auth": self.auth,
+            "caller": Caller(self.limiter, self._retry_policy, self.stats),
+            "timeout": config.timeout,
+            "verify_tls": config.verify_tls,
+        }
         if config.transport == "grpc":
             from airflow_provider_searchapi.transport.grpc import GrpcTransport
 
-            return GrpcTransport(
-                endpoint=config.grpc_endpoint,
-                auth=self.auth,
-                caller=caller,
-                timeout=config.timeout,
-                verify_tls=config.verify_tls,
-            )
-        return RestTransport(
-            endpoint=config.endpoint,
-            auth=self.auth,
-            caller=caller,
-            timeout=config.timeout,
-            verify_tls=config.verify_tls,
-            max_connections=self._max_connections,
-        )
+            return GrpcTransport(endpoint=config.grpc_endpoint, **common)
+        return RestTransport(endpoint=config.endpoint, max_connections=self._max_connections, **common)
 
     def get_conn(self) -> SearchTransport:
         """Return the transport (Airflow's conventional accessor)."""
         return self.transport
 
-    def _request(self, **kwargs: Any) -> SearchRequest:
-        image = kwargs.get("image")
-        if image is not None:
-            check_image(image)
+    def _request(self, **query: Any) -> SearchRequest:
+        if query.get("image") is not None:
+            check_image(query["image"])
         folder_id = self.config.folder_id  # a bad connection raises its own, named error
         try:
-            return SearchRequest.build(folder_id=folder_id, **kwargs)
+            return SearchRequest.build(folder_id=folder_id, **query)
         except ValueError as err:
             raise SearchApiError(f"invalid search request: {err}") from None
 
-    # -- searching ----------------------------------------------------------------------------
     def search_by_image(
         self,
         *,
@@ -217,7 +203,7 @@ class SearchApiHook(BaseHook):
         site: str | None = None,
         family_mode: FamilyMode | str | None = None,
     ) -> ImageSearchResult:
-        """Async twin of :meth:`search_by_image` (same request, retries and rate limit), over async connections."""
+        """Async twin of :meth:`search_by_image`, over async connections."""
         await self.aget_config()
         request = self._request(image=image, url=url, cbir_id=cbir_id, page=page, site=site, family_mode=family_mode)
         return await self.transport.asearch(request)
@@ -233,6 +219,7 @@ class SearchApiHook(BaseHook):
         max_pages: int | None = None,
     ) -> Iterator[ImageSearchResult]:
         """Yield page 0, then later pages by CBIR id (no re-upload), until a page comes back empty.
+        Should the CBIR id expire (404), the image or URL is sent again.
 
         :param max_pages: stop after this many pages (``None``: until the results run out).
         Other parameters as in :meth:`search_by_image`.
@@ -240,7 +227,12 @@ class SearchApiHook(BaseHook):
         first = self.search_by_image(image=image, url=url, cbir_id=cbir_id, site=site, family_mode=family_mode)
         yield first
         for page in _later_pages(first, max_pages):
-            result = self._next_page(first, page, image=image, url=url, site=site, family_mode=family_mode)
+            try:
+                result = self.search_by_image(cbir_id=first.cbir_id, page=page, site=site, family_mode=family_mode)
+            except SearchApiHTTPError as err:
+                if not _cbir_id_expired(err, image, url):
+                    raise
+                result = self.search_by_image(image=image, url=url, page=page, site=site, family_mode=family_mode)
             if not result.images:
                 return
             yield result
@@ -256,44 +248,28 @@ class SearchApiHook(BaseHook):
         max_pages: int | None = None,
     ) -> AsyncIterator[ImageSearchResult]:
         """Async twin of :meth:`iter_pages`."""
-        first = await self.asearch_by_image(image=image, url=url, cbir_id=cbir_id, site=site, family_mode=family_mode)
+        search = self.asearch_by_image
+        first = await search(image=image, url=url, cbir_id=cbir_id, site=site, family_mode=family_mode)
         yield first
         for page in _later_pages(first, max_pages):
-            result = await self._anext_page(first, page, image=image, url=url, site=site, family_mode=family_mode)
+            try:
+                result = await search(cbir_id=first.cbir_id, page=page, site=site, family_mode=family_mode)
+            except SearchApiHTTPError as err:
+                if not _cbir_id_expired(err, image, url):
+                    raise
+                result = await search(image=image, url=url, page=page, site=site, family_mode=family_mode)
             if not result.images:
                 return
             yield result
 
-    def _next_page(self, first: ImageSearchResult, page: int, **query: Any) -> ImageSearchResult:
-        try:
-            return self.search_by_image(
-                cbir_id=first.cbir_id, page=page, site=query["site"], family_mode=query["family_mode"]
-            )
-        except SearchApiHTTPError as err:
-            if err.status != 404 or (query["image"] is None and query["url"] is None):
-                raise
-            # The CBIR id expired: send the image again for this page.
-            return self.search_by_image(page=page, **query)
-
-    async def _anext_page(self, first: ImageSearchResult, page: int, **query: Any) -> ImageSearchResult:
-        try:
-            return await self.asearch_by_image(
-                cbir_id=first.cbir_id, page=page, site=query["site"], family_mode=query["family_mode"]
-            )
-        except SearchApiHTTPError as err:
-            if err.status != 404 or (query["image"] is None and query["url"] is None):
-                raise
-            return await self.asearch_by_image(page=page, **query)
-
-    # -- lifecycle and checks -----------------------------------------------------------------
     def close(self) -> None:
-        """Close the sync HTTP client (the async one closes with :meth:`aclose`)."""
+        """Close the sync connections (the async ones close with :meth:`aclose`)."""
         if "transport" in self.__dict__:
             self.transport.close()
 
     async def aclose(self) -> None:
-        """Close the running event loop's async connections (each loop has its own; those of a loop
-        that ended without this are dropped when another loop first searches)."""
+        """Close the running event loop's async connections (those of a loop that ended without this
+        are dropped when another loop first searches)."""
         if "transport" in self.__dict__:
             await self.transport.aclose()
         aclose_limiter = getattr(self.__dict__.get("limiter"), "aclose", None)
@@ -301,10 +277,8 @@ class SearchApiHook(BaseHook):
             await aclose_limiter()
 
     def test_connection(self) -> tuple[bool, str]:
-        """Authenticate for real and make one cheap search; say what failed, without secrets.
-
-        Used by the *Test connection* button of the Airflow UI.
-        """
+        """Authenticate for real and make one cheap search; say what failed, without secrets
+        (the *Test connection* button of the Airflow UI)."""
         try:
             config = self.config
             if isinstance(self.auth, RefreshingTokenAuth):
@@ -334,8 +308,12 @@ def _later_pages(first: ImageSearchResult, max_pages: int | None) -> range:
         raise ValueError(f"max_pages must be >= 1 (got {max_pages})")
     if not first.images or not first.cbir_id:
         return range(0)
-    last = max_pages if max_pages is not None else 1_000_000
-    return range(first.page + 1, first.page + last)
+    return range(first.page + 1, first.page + (max_pages or 1_000_000))
+
+
+def _cbir_id_expired(err: SearchApiHTTPError, image: bytes | None, url: str | None) -> bool:
+    """Whether a later page can be asked for again with the image: its CBIR id is unknown (expired)."""
+    return err.status == 404 and (image is not None or url is not None)
 
 
 # A 1x1 PNG: the smallest valid image, to test a connection at the price of one search.

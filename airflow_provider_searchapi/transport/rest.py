@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -23,12 +23,10 @@ from airflow_provider_searchapi.auth import RefreshingTokenAuth
 from airflow_provider_searchapi.exceptions import SearchApiHTTPError, SearchApiResponseError, certificate_refused
 from airflow_provider_searchapi.models import ImageSearchResult, SearchRequest
 from airflow_provider_searchapi.retry import Caller, retry_after_seconds
+from airflow_provider_searchapi.transport import PerEventLoop
 
-SEARCH_BY_IMAGE_PATH = "/v2/image/search_by_image"
-#: An answer larger than this (once decompressed) is refused: a page of 40 results is a few tens of KiB,
-#: and parsing a hostile megabyte of ``{}`` items costs ~40 ms and ~35 MB before it is refused.
+#: A larger answer (once decompressed) is refused: a page of 40 results is a few tens of KiB.
 MAX_RESPONSE_BYTES = 1024 * 1024
-_USER_AGENT = "airflow-provider-searchapi"
 #: Connections of one async client at most (see :class:`_AsyncClients`).
 CONNECTIONS_PER_CLIENT = 8
 
@@ -54,54 +52,74 @@ class RestTransport:
         verify_tls: bool = True,
         max_connections: int = 100,
     ) -> None:
-        self.url = endpoint.rstrip("/") + SEARCH_BY_IMAGE_PATH
-        self._host = httpx.URL(self.url).host
+        self.url = endpoint.rstrip("/") + "/v2/image/search_by_image"
         self._auth = auth
         self._caller = caller
         self._timeout = timeout
-        self._client_kwargs: dict[str, Any] = {
+        self._settings: dict[str, Any] = {
             "auth": auth,
             "timeout": timeout,
             "verify": verify_tls,
-            "limits": httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            "headers": {"User-Agent": _USER_AGENT, "Content-Type": "application/json"},
+            "headers": {"User-Agent": "airflow-provider-searchapi", "Content-Type": "application/json"},
         }
-        self._client: httpx.Client | None = None
-        # Async clients' connections belong to the event loop that opened them: clients per loop, so
-        # that a hook used by successive asyncio.run() calls (or loops in several threads) never reuses
-        # a connection of a loop that has ended.
-        self._async_clients: dict[asyncio.AbstractEventLoop, _AsyncClients] = {}
         self._max_connections = max_connections
-        self._lock = threading.Lock()
+        self._client: httpx.Client | None = None
+        self._async_clients = PerEventLoop(lambda: _AsyncClients(self._settings, max_connections))
 
-    # -- sync ---------------------------------------------------------------------------------
     def search(self, request: SearchRequest) -> ImageSearchResult:
         """Send one request (with retries) and return the parsed page."""
         body = request.encode()
         return self._caller.call(self._prepare, lambda _: self._send(body))
 
+    async def asearch(self, request: SearchRequest) -> ImageSearchResult:
+        """Send one request (with retries) without blocking the event loop."""
+        body = request.encode()
+        return await self._caller.acall(self._aprepare, lambda _: self._asend(body))
+
     def _prepare(self) -> None:
+        """Get the token before the rate limiter's slot (the auth flow then finds it cached)."""
         if isinstance(self._auth, RefreshingTokenAuth):
-            self._auth.get_token()  # the auth flow then finds it cached
+            self._auth.get_token()
+
+    async def _aprepare(self) -> None:
+        if isinstance(self._auth, RefreshingTokenAuth) and self._auth.cached_token() is None:
+            await asyncio.to_thread(self._auth.get_token)
 
     def _send(self, body: bytes) -> ImageSearchResult:
         if self._client is None:
-            self._client = httpx.Client(**self._client_kwargs)
+            self._client = httpx.Client(**self._settings, limits=_limits(self._max_connections))
         request_id = str(uuid.uuid4())
-        deadline = time.monotonic() + self._timeout
+        deadline = time.monotonic() + self._timeout  # httpx's timeout is per read, this one for the whole
         try:
             with self._client.stream("POST", self.url, content=body, headers=_headers(request_id)) as response:
-                capped = _CappedBody(response.status_code)
+                content = _CappedBody(response.status_code)
                 try:
                     for chunk in response.iter_bytes():
-                        capped.add(chunk)
+                        content.add(chunk)
                         if time.monotonic() > deadline:
                             raise httpx.ReadTimeout("deadline passed")
                 except httpx.DecodingError as err:
-                    capped.undecodable(err)
+                    content.undecodable(err)
         except httpx.HTTPError as err:
             raise self._transport_error(err, request_id) from None
-        return _parse(response, capped.content(), request_id)
+        return _parse(response, bytes(content), request_id)
+
+    async def _asend(self, body: bytes) -> ImageSearchResult:
+        request_id = str(uuid.uuid4())
+        try:
+            async with asyncio.timeout(self._timeout), self._async_clients.get().lend() as client:
+                async with client.stream("POST", self.url, content=body, headers=_headers(request_id)) as response:
+                    content = _CappedBody(response.status_code)
+                    try:
+                        async for chunk in response.aiter_bytes():
+                            content.add(chunk)
+                    except httpx.DecodingError as err:
+                        content.undecodable(err)
+        except TimeoutError:
+            raise self._transport_error(httpx.ReadTimeout("deadline passed"), request_id) from None
+        except httpx.HTTPError as err:
+            raise self._transport_error(err, request_id) from None
+        return _parse(response, bytes(content), request_id)
 
     def close(self) -> None:
         """Close the sync client."""
@@ -109,54 +127,13 @@ class RestTransport:
             self._client.close()
             self._client = None
 
-    # -- async --------------------------------------------------------------------------------
-    async def asearch(self, request: SearchRequest) -> ImageSearchResult:
-        """Send one request (with retries) without blocking the event loop."""
-        body = request.encode()
-        return await self._caller.acall(self._aprepare, lambda _: self._asend(body))
-
-    async def _aprepare(self) -> None:
-        if isinstance(self._auth, RefreshingTokenAuth) and self._auth.cached_token() is None:
-            await asyncio.to_thread(self._auth.get_token)
-
-    async def _asend(self, body: bytes) -> ImageSearchResult:
-        clients = self._async_client()
-        request_id = str(uuid.uuid4())
-        try:
-            async with asyncio.timeout(self._timeout), clients.lend() as client:
-                async with client.stream("POST", self.url, content=body, headers=_headers(request_id)) as response:
-                    capped = _CappedBody(response.status_code)
-                    try:
-                        async for chunk in response.aiter_bytes():
-                            capped.add(chunk)
-                    except httpx.DecodingError as err:
-                        capped.undecodable(err)
-        except TimeoutError:
-            raise self._transport_error(httpx.ReadTimeout("deadline passed"), request_id) from None
-        except httpx.HTTPError as err:
-            raise self._transport_error(err, request_id) from None
-        return _parse(response, capped.content(), request_id)
-
-    def _async_client(self) -> _AsyncClients:
-        """The running event loop's clients. Those of closed loops are dropped: their sockets cannot be
-        closed through a closed loop (``aclose()`` before the loop ends closes them at once)."""
-        loop = asyncio.get_running_loop()
-        clients = self._async_clients.get(loop)
-        if clients is None:
-            with self._lock:
-                for ended in [other for other in self._async_clients if other.is_closed()]:
-                    del self._async_clients[ended]
-                clients = self._async_clients.get(loop) or _AsyncClients(self._client_kwargs, self._max_connections)
-                self._async_clients[loop] = clients
-        return clients
-
     async def aclose(self) -> None:
         """Close the running event loop's async clients."""
-        clients = self._async_clients.pop(asyncio.get_running_loop(), None)
+        clients = self._async_clients.pop()
         if clients is not None:
-            await clients.aclose()
+            for client in clients.clients:
+                await client.aclose()
 
-    # -- failures -----------------------------------------------------------------------------
     def _transport_error(self, err: httpx.HTTPError, request_id: str) -> SearchApiHTTPError:
         """No answer: a timeout or a connection failure (retried), or a refused certificate or a
         request that cannot be sent (final). The underlying message is not passed on: it may quote
@@ -174,7 +151,7 @@ class RestTransport:
         if certificate_refused(err):
             return SearchApiHTTPError(
                 0,
-                f"TLS certificate of {self._host} could not be verified; fix the server's "
+                f"TLS certificate of {httpx.URL(self.url).host} could not be verified; fix the server's "
                 "certificate or the CA bundle (verify_tls=false turns checking off, at your own risk)",
                 request_id=request_id,
                 retryable=False,
@@ -182,69 +159,61 @@ class RestTransport:
         return SearchApiHTTPError(0, f"connection failed: {type(err).__name__}", request_id=request_id)
 
 
-class _AsyncClients:
-    r"""``httpx.AsyncClient``\ s of at most :data:`CONNECTIONS_PER_CLIENT` connections each, the least busy
-    lent to each request. httpcore's pool looks at each of its connections for every request, so its
-    cost grows with the square of the connections in use: one client of 64 connections took 17 ms of
-    CPU per request at 64 in flight, eight clients of 8 take a small fraction of that.
+def _limits(connections: int) -> httpx.Limits:
+    return httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
 
-    :param kwargs: the clients' settings (their ``limits`` are replaced).
+
+class _AsyncClients:
+    r"""``httpx.AsyncClient``\ s of at most :data:`CONNECTIONS_PER_CLIENT` connections each, the least
+    busy lent to each request: httpcore's pool looks at each of its connections for every request, so
+    its CPU cost grows with the square of the connections in use.
+
+    :param settings: the clients' settings, but their ``limits``.
     :param max_connections: connections open at most, over all the clients.
     """
 
-    def __init__(self, kwargs: dict[str, Any], max_connections: int) -> None:
+    def __init__(self, settings: dict[str, Any], max_connections: int) -> None:
         size = min(max_connections, CONNECTIONS_PER_CLIENT)
-        count = -(-max_connections // size)
-        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        self._clients = [httpx.AsyncClient(**{**kwargs, "limits": limits}) for _ in range(count)]
-        self._busy = [0] * count
+        self.clients = [httpx.AsyncClient(**settings, limits=_limits(size)) for _ in range(-(-max_connections // size))]
+        self._busy = [0] * len(self.clients)
 
     @contextlib.asynccontextmanager
     async def lend(self) -> AsyncIterator[httpx.AsyncClient]:
         index = self._busy.index(min(self._busy))
         self._busy[index] += 1
         try:
-            yield self._clients[index]
+            yield self.clients[index]
         finally:
             self._busy[index] -= 1
-
-    async def aclose(self) -> None:
-        for client in self._clients:
-            await client.aclose()
 
 
 def _headers(request_id: str) -> dict[str, str]:
     return {"x-client-request-id": request_id}
 
 
-class _CappedBody:
+class _CappedBody(bytearray):
     """An answer's decompressed bytes, refusing more than :data:`MAX_RESPONSE_BYTES`.
 
     :param status: the answer's HTTP status, for messages.
     """
 
     def __init__(self, status: int) -> None:
-        self._status = status
-        self._chunks: list[bytes] = []
-        self._size = 0
+        super().__init__()
+        self.status = status
 
     def add(self, chunk: bytes) -> None:
-        self._size += len(chunk)
-        if self._size > MAX_RESPONSE_BYTES:
+        if len(self) + len(chunk) > MAX_RESPONSE_BYTES:
             raise SearchApiResponseError(
-                f"answer with HTTP {self._status} is larger than {MAX_RESPONSE_BYTES:,} bytes; not read"
+                f"answer with HTTP {self.status} is larger than {MAX_RESPONSE_BYTES:,} bytes; not read"
             )
-        self._chunks.append(chunk)
+        self.extend(chunk)
 
     def undecodable(self, err: httpx.DecodingError) -> None:
         """A body that does not decompress: an error for a 200; an error answer keeps its status (429 and
         503 are still retried), without its body."""
-        if self._status == 200:
+        if self.status == 200:
             raise SearchApiResponseError(f"answer with HTTP 200 does not decompress: {err}") from None
-        self._chunks.clear()
-
-    def content(self) -> bytes:
-        return b"".join(self._chunks)
+        self.clear()
 
 
 def _parse(response: httpx.Response, content: bytes, client_request_id: str) -> ImageSearchResult:
@@ -266,7 +235,7 @@ def _http_error(response: httpx.Response, content: bytes, client_request_id: str
     grpc_code = None
     request_id = _server_request_id(response.headers)
     try:
-        body = httpx.Response(200, content=content).json()
+        body = json.loads(content)
     except ValueError:
         body = None
     if isinstance(body, dict):

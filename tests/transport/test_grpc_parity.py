@@ -147,7 +147,8 @@ def test_one_hook_serves_successive_and_parallel_event_loops(hook_over):
 
     for _ in range(3):
         assert asyncio.run(two_searches()) == [expected] * 2
-    per_loop = getattr(hook.transport, "_async_clients", None) or hook.transport._achannels
+    transport = hook.transport
+    per_loop = transport._async_clients if hasattr(transport, "_async_clients") else transport._achannels
     assert len(per_loop) == 1  # those of the loops closed before were dropped
     in_threads: list = []
     threads = [threading.Thread(target=lambda: in_threads.extend(asyncio.run(two_searches()))) for _ in range(2)]
