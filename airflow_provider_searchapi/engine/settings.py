@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from airflow_provider_searchapi.engine.ledger import Reprocess
+from airflow_provider_searchapi.engine.ledger import Plan, Reprocess
 from airflow_provider_searchapi.models import FamilyMode
 
 
@@ -88,6 +88,17 @@ class RunSummary:
     outputs: list[dict[str, Any]] = field(default_factory=list)
     #: failed sources by cause (``403 "folder … not found"``, ``invalid image: the file is empty``…)
     failure_causes: dict[str, int] = field(default_factory=dict)
+
+    def count_plan(self, decision: Plan) -> None:
+        """Count a listed source that is skipped, or searched again."""
+        if decision is Plan.SKIP_DONE:
+            self.skipped_done += 1
+        elif decision is Plan.SKIP_UNSEEN:
+            self.skipped_unseen += 1
+        elif decision is Plan.CHANGED:
+            self.changed += 1
+        elif decision is Plan.RETRY:
+            self.retried += 1
 
     def count_failure(self, cause: str) -> None:
         self.failed += 1

@@ -8,11 +8,12 @@ retryable error is searched again by the next run.
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -40,6 +41,42 @@ class Batch:
             errors=[row for row in self.errors if row["source_uri"] not in done],
             sources=self.sources,
         )
+
+
+class Batches:
+    """Finished sources in batches of ``size`` waiting to be committed, and the batch filling up.
+
+    :param size: sources per batch.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.full: collections.deque[Batch] = collections.deque()
+        self.filling = Batch()
+        self.since = time.monotonic()  # when the filling batch got its first source
+
+    def add(self, results: Iterable[dict[str, Any]] = (), errors: Iterable[dict[str, Any]] = ()) -> bool:
+        """Add one source's rows; return whether that filled a batch."""
+        if not self.filling.sources:
+            self.since = time.monotonic()
+        self.filling.results.extend(results)
+        self.filling.errors.extend(errors)
+        self.filling.sources += 1
+        if self.filling.sources < self.size:
+            return False
+        self.full.append(self.filling)
+        self.filling = Batch()
+        return True
+
+    def take(self, max_age: float) -> Batch | None:
+        """The next batch to commit: a full one, else the one filling up once its first source waited
+        ``max_age`` seconds."""
+        if self.full:
+            return self.full.popleft()
+        if self.filling.sources and time.monotonic() - self.since >= max_age:
+            batch, self.filling = self.filling, Batch()
+            return batch
+        return None
 
 
 class Sink(Protocol):
