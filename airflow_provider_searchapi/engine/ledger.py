@@ -102,34 +102,6 @@ def _fingerprint(etag: str | None, size: int | None, mtime: str | None) -> str |
     return None
 
 
-def plan(entry: Entry | None, current: str | None, reprocess: Reprocess, *, held: bool) -> Plan:
-    """Decide for one source.
-
-    :param entry: the ledger's entry of the source, if any.
-    :param current: the source's fingerprint now.
-    :param reprocess: the run's rule.
-    :param held: every output of this run already holds the source.
-    """
-    if reprocess is Reprocess.ALL:
-        return Plan.SEARCH
-    if entry is None:
-        if held:
-            return Plan.SKIP_DONE
-        return Plan.SKIP_UNSEEN if reprocess is Reprocess.FAILED else Plan.SEARCH
-    if entry.outcome == FAILED:
-        return Plan.RETRY
-    changed = current is not None and entry.fingerprint is not None and current != entry.fingerprint
-    return Plan.CHANGED if reprocess is Reprocess.CHANGED and changed else Plan.SKIP_DONE
-
-
-def outcomes(batch: Batch) -> Iterator[tuple[str, str]]:
-    """``(source_uri, outcome)`` of every source of a committed batch."""
-    for uri in dict.fromkeys(row["source_uri"] for row in batch.results):
-        yield uri, SEARCHED
-    for row in batch.errors:
-        yield row["source_uri"], REFUSED if row.get("retryable") == 0 else FAILED
-
-
 class BaseLedger:
     """The entries in memory and what a run has yet to record of its sources; blocking methods are
     called from worker threads, one at a time."""
@@ -143,18 +115,36 @@ class BaseLedger:
         return self.entries.get(uri)
 
     def plan(self, source: SourceImage, reprocess: Reprocess, *, held: bool) -> Plan:
-        """Decide for one listed source (see :func:`plan`) and note what to record of it."""
+        """Decide for one listed source, and note what to record of it.
+
+        :param source: the source as listed now.
+        :param reprocess: the run's rule.
+        :param held: every output of this run already holds the source.
+        """
         entry, current = self.entries.get(source.uri), fingerprint(source)
         if held and entry is None:  # committed before the ledger knew it (a crash between the two)
             self.held.append((source.uri, current, SEARCHED))
-        decision = plan(entry, current, reprocess, held=held)
+        if reprocess is Reprocess.ALL:
+            decision = Plan.SEARCH
+        elif entry is None and held:
+            decision = Plan.SKIP_DONE
+        elif entry is None:
+            decision = Plan.SKIP_UNSEEN if reprocess is Reprocess.FAILED else Plan.SEARCH
+        elif entry.outcome == FAILED:
+            decision = Plan.RETRY
+        elif reprocess is Reprocess.CHANGED and current and entry.fingerprint not in (None, current):
+            decision = Plan.CHANGED
+        else:
+            decision = Plan.SKIP_DONE
         if not decision.skips:
             self._searching[source.uri] = current
         return decision
 
     def rows(self, batch: Batch) -> list[Row]:
         """The rows to record of a committed batch, and of the held sources noted since the last call."""
-        rows = [(uri, self._searching.pop(uri, None), outcome) for uri, outcome in outcomes(batch)]
+        ended = {row["source_uri"]: SEARCHED for row in batch.results}
+        ended.update((row["source_uri"], REFUSED if row.get("retryable") == 0 else FAILED) for row in batch.errors)
+        rows = [(uri, self._searching.pop(uri, None), outcome) for uri, outcome in ended.items()]
         rows += self.held
         self.held = []
         return rows

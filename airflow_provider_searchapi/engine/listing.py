@@ -15,6 +15,7 @@ from typing import Any
 from airflow.sdk import ObjectStoragePath
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.utils import glob_translate
 
 from airflow_provider_searchapi.engine.sources import SourceImage, source_from_info, stable_uri
 
@@ -47,7 +48,10 @@ def list_images(
         if not allow_empty:
             raise FileNotFoundError(f"source {source!r} matched no files: {stable_uri(root)} does not exist")
         return
-    matcher = _glob_regex(pattern) if pattern else None
+    try:
+        matcher = re.compile(glob_translate(pattern)) if pattern else None
+    except ValueError as err:  # "**" inside a name
+        raise ValueError(f"source {source!r}: {err}") from None
     depth = None if pattern is None or "**" in pattern else pattern.count("/") + 1
     base = root.path.rstrip("/")
     found = 0
@@ -103,37 +107,6 @@ def _walk_s3(fs: Any, base: str) -> Iterator[tuple[str, dict[str, Any]]]:
             return
         if info.get("type") != "directory":
             yield info["name"], info
-
-
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """A regex for a glob relative to its root: ``**`` spans folders, ``*`` and ``?`` stay in one."""
-    out, i = [], 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:[^/]+/)*")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        elif pattern[i] == "[":
-            end = pattern.find("]", i + 2)
-            if end == -1:
-                out.append(re.escape(pattern[i]))
-                i += 1
-            else:
-                body = pattern[i + 1 : end].replace("\\", "\\\\")
-                out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
-                i = end + 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out) + r"\Z")
 
 
 def _split_glob(url: str) -> tuple[str, str | None]:

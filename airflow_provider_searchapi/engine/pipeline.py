@@ -20,14 +20,7 @@ from collections.abc import Iterable
 
 from airflow_provider_searchapi.engine.ledger import BaseLedger, Plan, Reprocess
 from airflow_provider_searchapi.engine.progress import Progress
-from airflow_provider_searchapi.engine.records import (
-    STAGE_API,
-    STAGE_READ,
-    SetupBreaker,
-    error_row,
-    failure_cause,
-    result_rows,
-)
+from airflow_provider_searchapi.engine.records import STAGE_API, STAGE_READ, SetupBreaker, error_row, result_rows
 from airflow_provider_searchapi.engine.settings import EnrichmentSettings, RunSummary
 from airflow_provider_searchapi.engine.sinks import Batch, Batches, Sink
 from airflow_provider_searchapi.engine.sources import SourceImage, read_image
@@ -68,6 +61,7 @@ class Enricher:
             raise ValueError("reprocess='failed' needs a ledger (state_path) that remembers the failures")
         self.summary = RunSummary()
         self._progress = Progress(self.summary, hook.stats, interval=self.settings.progress_seconds)
+        self._queue: asyncio.Queue[SourceImage | None] = asyncio.Queue(maxsize=self.settings.max_concurrency)
         self._batches = Batches(self.settings.batch_size)
         self._commit_due = asyncio.Event()
         self._searching_ended = False
@@ -114,12 +108,11 @@ class Enricher:
         return self.summary
 
     async def _run(self, sources: Iterable[SourceImage], done: set[str]) -> None:
-        queue: asyncio.Queue[SourceImage | None] = asyncio.Queue(maxsize=self.settings.max_concurrency)
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._list(sources, done, queue))
+                group.create_task(self._list(sources, done))
                 committer = group.create_task(self._commit_loop())
-                workers = [group.create_task(self._work(queue)) for _ in range(self.settings.max_concurrency)]
+                workers = [group.create_task(self._work()) for _ in range(self.settings.max_concurrency)]
                 await asyncio.wait(workers)
                 self._searching_ended = True
                 self._commit_due.set()
@@ -135,9 +128,7 @@ class Enricher:
         if self._listing_error is not None:
             raise self._listing_error
 
-    async def _list(
-        self, sources: Iterable[SourceImage], done: set[str], queue: asyncio.Queue[SourceImage | None]
-    ) -> None:
+    async def _list(self, sources: Iterable[SourceImage], done: set[str]) -> None:
         """Feed the workers from the listing, read in threads a chunk at a time, skipping done sources.
 
         A listing that fails ends the feed; the run fails with its error once what was listed before is
@@ -158,12 +149,12 @@ class Enricher:
                     self.summary.listed += 1
                 else:
                     left -= 1
-                    await queue.put(source)
+                    await self._queue.put(source)
             if self.ledger is not None and len(self.ledger.held) >= HELD_RECORD_CHUNK:
                 await self._record(Batch())
         self._progress.listing_complete = True
         for _ in range(self.settings.max_concurrency):
-            await queue.put(None)
+            await self._queue.put(None)
 
     def _plan(self, source: SourceImage, done: set[str]) -> Plan:
         """Skip or search ``source``, and count why."""
@@ -178,8 +169,8 @@ class Enricher:
                 already.discard(source.uri)
         return decision
 
-    async def _work(self, queue: asyncio.Queue[SourceImage | None]) -> None:
-        while (source := await queue.get()) is not None:
+    async def _work(self) -> None:
+        while (source := await self._queue.get()) is not None:
             await self._places.acquire()  # released once the source's rows are committed
             self.summary.listed += 1
             await self._search(source)
@@ -202,7 +193,7 @@ class Enricher:
         except Exception as err:  # noqa: BLE001 - every failure is recorded against its source
             if self._batches.add(errors=[error_row(source, stage, err)]):
                 self._commit_due.set()
-            self.summary.count_failure(failure_cause(err))
+            self.summary.count_failure(err)
             self._breaker.check(err, searched=self.summary.searched, config=self.hook.config)
         else:
             rows = result_rows(source, pages, size)
@@ -233,15 +224,11 @@ class Enricher:
             self._progress.maybe_log()
             ended = self._searching_ended
             while (batch := self._batches.take(0 if ended else self.settings.commit_seconds)) is not None:
-                await self._commit_through(batch)
+                # in a task that a cancelled committer leaves to finish: never dropped half-way
+                self._committing = asyncio.create_task(self._commit(batch))
+                await asyncio.shield(self._committing)
             if ended:
                 return
-
-    async def _commit_through(self, batch: Batch) -> None:
-        """Commit ``batch`` in a task that a cancelled committer leaves to finish: a batch taken off the
-        queue is committed whole (or its commit fails), never dropped half-way."""
-        self._committing = asyncio.create_task(self._commit(batch))
-        await asyncio.shield(self._committing)
 
     async def _commit(self, batch: Batch) -> None:
         for sink, already in zip(self.sinks, self._done_per_sink, strict=True):

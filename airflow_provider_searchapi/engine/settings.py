@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from airflow_provider_searchapi.engine.ledger import Plan, Reprocess
+from airflow_provider_searchapi.engine.records import failure_cause
 from airflow_provider_searchapi.models import FamilyMode
 
 
@@ -100,7 +101,9 @@ class RunSummary:
         elif decision is Plan.RETRY:
             self.retried += 1
 
-    def count_failure(self, cause: str) -> None:
+    def count_failure(self, err: BaseException) -> None:
+        """Count a failed source under its cause."""
+        cause = failure_cause(err)
         self.failed += 1
         self.failure_causes[cause] = self.failure_causes.get(cause, 0) + 1
 
