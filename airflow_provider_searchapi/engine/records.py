@@ -63,11 +63,8 @@ def utc_now() -> str:
 
 
 def result_rows(source: SourceImage, pages: Sequence[ImageSearchResult], size: int | None) -> list[dict[str, Any]]:
-    """Rows for one searched source; a single row with empty result columns when nothing was found.
-
-    ``rank`` counts found images across pages from 0.
-    """
-    searched_at = utc_now()
+    """Rows for one searched source, ``rank`` counting found images across pages from 0; a single row
+    with empty result columns when nothing was found."""
     head = {
         "source_uri": source.uri,
         "source_size": size if size is not None else source.size,
@@ -75,34 +72,13 @@ def result_rows(source: SourceImage, pages: Sequence[ImageSearchResult], size: i
         "source_mtime": source.mtime,
         "cbir_id": pages[0].cbir_id if pages else None,
     }
-    rows = []
-    for page in pages:
-        for image in page.images:
-            rows.append(
-                {
-                    **head,
-                    "page": page.page,
-                    "rank": len(rows),
-                    "url": image.url,
-                    "format": image.format.value,
-                    "width": image.width,
-                    "height": image.height,
-                    "passage": image.passage,
-                    "host": image.host,
-                    "page_title": image.page_title,
-                    "page_url": image.page_url,
-                    "searched_at": searched_at,
-                }
-            )
-    if not rows:
-        empty = dict.fromkeys(RESULT_COLUMNS)
-        rows.append({**empty, **head, "searched_at": searched_at})
-    return rows
-
-
-def is_permanent(stage: str, err: BaseException) -> bool:
-    """Whether searching the source again cannot help: the image itself is refused."""
-    return stage == STAGE_VALIDATE or (isinstance(err, SearchApiHTTPError) and err.status == 400)
+    searched_at = utc_now()
+    found = [(page.page, image) for page in pages for image in page.images]
+    rows = [
+        {**head, "page": number, "rank": rank, **image.model_dump(mode="json"), "searched_at": searched_at}
+        for rank, (number, image) in enumerate(found)
+    ]
+    return rows or [{**dict.fromkeys(RESULT_COLUMNS), **head, "searched_at": searched_at}]
 
 
 def failure_cause(err: BaseException) -> str:
@@ -134,7 +110,7 @@ def error_row(source: SourceImage, stage: str, err: BaseException) -> dict[str, 
         "http_status": status,
         "message": message[:2000],
         "request_id": request_id,
-        "retryable": 0 if is_permanent(stage, err) else 1,
+        "retryable": 0 if stage == STAGE_VALIDATE or status == 400 else 1,
         "failed_at": utc_now(),
     }
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import pydantic
+from pydantic import Field, field_validator
+
 from airflow_provider_searchapi.engine.ledger import Plan, Reprocess
 from airflow_provider_searchapi.engine.records import failure_cause
 from airflow_provider_searchapi.models import FamilyMode
 
 
-@dataclass(frozen=True)
+@pydantic.dataclasses.dataclass(frozen=True)
 class EnrichmentSettings:
     """How the pipeline searches and commits.
 
@@ -30,30 +33,28 @@ class EnrichmentSettings:
         ``failed`` (see :class:`~airflow_provider_searchapi.engine.ledger.Reprocess`).
     """
 
-    max_pages: int = 1
+    max_pages: int = Field(1, ge=1)
     site: str | None = None
-    family_mode: FamilyMode | str | None = None
-    max_concurrency: int = 16
-    max_images: int | None = None
+    family_mode: FamilyMode | None = None
+    max_concurrency: int = Field(16, ge=1)
+    max_images: int | None = Field(None, ge=0)
     downscale_oversized: bool = False
-    commit_every: int | None = None
+    commit_every: int | None = Field(None, ge=1)
     commit_seconds: float = 5.0
     progress_seconds: float = 10.0
     read_timeout: float = 300.0
     follow_symlinks: bool = False
-    reprocess: Reprocess | str = Reprocess.CHANGED
+    reprocess: Reprocess = Reprocess.CHANGED
 
-    def __post_init__(self) -> None:
-        if self.max_pages < 1:
-            raise ValueError(f"max_pages must be >= 1 (got {self.max_pages})")
-        if self.max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1 (got {self.max_concurrency})")
-        if self.max_images is not None and self.max_images < 0:
-            raise ValueError(f"max_images must be >= 0 (got {self.max_images})")
-        if self.commit_every is not None and self.commit_every < 1:
-            raise ValueError(f"commit_every must be >= 1 (got {self.commit_every})")
-        FamilyMode.parse(self.family_mode)
-        object.__setattr__(self, "reprocess", Reprocess.parse(self.reprocess))
+    @field_validator("family_mode", mode="before")
+    @classmethod
+    def _family_mode(cls, value: FamilyMode | str | None) -> FamilyMode | None:
+        return FamilyMode.parse(value)
+
+    @field_validator("reprocess", mode="before")
+    @classmethod
+    def _reprocess(cls, value: Reprocess | str) -> Reprocess:
+        return Reprocess.parse(value)
 
     @property
     def batch_size(self) -> int:
