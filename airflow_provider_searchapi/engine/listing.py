@@ -7,6 +7,7 @@ come in the store's own order (S3: key order; a local folder: the order the OS g
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Iterator
@@ -133,9 +134,5 @@ def shard_images(
     """
     if shards < 1:
         raise ValueError(f"shards must be >= 1 (got {shards})")
-    buckets: list[list[str]] = [[] for _ in range(shards)]
-    for index, image in enumerate(list_images(source, conn_id=conn_id)):
-        if max_images is not None and index >= max_images:
-            break
-        buckets[index % shards].append(image.uri)
-    return [bucket for bucket in buckets if bucket]
+    uris = [image.uri for image in itertools.islice(list_images(source, conn_id=conn_id), max_images)]
+    return [uris[start::shards] for start in range(min(shards, len(uris)))]
