@@ -1,20 +1,10 @@
 """The ledger of done sources kept across runs: which version of each was searched, and how it ended.
 
-It lets a daily run that writes to a new output partition skip what an earlier day paid for, and
-search again an object overwritten with a new picture.
-
-Layout under the state prefix::
-
-    parts/<UTC time>-<random>.jsonl   committed parts: {"source_uri", "fingerprint", "outcome"} a line
-    _tmp/                             parts being written (never read)
-
-A part is written under ``_tmp/`` and moved into place once its batch is committed to every output.
-Parts are read in name (time) order; a source's last line wins. Over ``compact_parts`` parts (at the
-start of a run, and at its end if it wrote that many), one part holding each source's last line
-replaces them, named to sort right after the newest one it replaces, so that parts other runs write
-meanwhile still come after it.
-
-:class:`SqlLedger` reads the same from a SQL sink's tables, for runs whose only output is SQL.
+Its parts (``parts/<UTC time>-<random>.jsonl``, one ``{"source_uri", "fingerprint", "outcome"}`` line
+per source; see ``docs/operator.md``) are written under ``_tmp/`` and moved into place once their batch
+is in every output, and read in name order: a source's last line wins. Past ``compact_parts`` parts,
+one holding each source's last line replaces them, named to sort right after the newest one it
+replaces, so that the parts other runs write meanwhile still come after it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
-"""Listing a storage URL (a file, a folder or a glob) as a stream of sources.
+"""Listing a storage URL (a file, a folder or a glob) as a stream of sources, in the store's order.
 
-Listings stream: a local folder is read with ``os.scandir`` entry by entry, an S3 prefix page by page,
-so memory does not grow with the number of objects and the first search starts at once. Entries
-come in the store's own order (S3: key order; a local folder: the order the OS gives).
+A local folder is read with ``os.scandir`` entry by entry, an S3 prefix page by page: memory does not
+grow with the number of objects, and the first search starts at once.
 """
 
 from __future__ import annotations
