@@ -1,20 +1,10 @@
-"""The ledger of done images, kept across runs: which version of each source was searched, and how it ended.
+"""The ledger of done sources kept across runs: which version of each was searched, and how it ended.
 
-It lets a scheduled run that writes each day to a new output partition skip what an earlier day
-already paid for, and search again an object overwritten with a new picture.
-
-Layout under the state prefix::
-
-    parts/<UTC time>-<random>.jsonl   committed parts: {"source_uri", "fingerprint", "outcome"} a line
-    _tmp/                             parts being written (never read)
-
-A part is written whole under ``_tmp/`` and then moved into place, once the batch it records is
-committed to every output. Parts are read in name (time) order and a source's last line wins. When
-a listing finds more than ``compact_parts`` parts (at the start of a run, and at its end if it wrote
-that many), one part holding the last line of each source replaces them. It is named to sort right
-after the newest part it replaces, so parts that other runs write meanwhile still come after it.
-
-:class:`SqlLedger` reads the same from a SQL sink's tables instead, for runs whose only output is SQL.
+Its parts (``parts/<UTC time>-<random>.jsonl``, one ``{"source_uri", "fingerprint", "outcome"}`` line
+per source; see ``docs/operator.md``) are written under ``_tmp/`` and moved into place once their batch
+is in every output, and read in name order: a source's last line wins. Past ``compact_parts`` parts,
+one holding each source's last line replaces them, named to sort right after the newest one it
+replaces, so that the parts other runs write meanwhile still come after it.
 """
 
 from __future__ import annotations
@@ -23,12 +13,13 @@ import json
 import logging
 import secrets
 from collections.abc import Iterable, Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from datetime import datetime, timezone
 from enum import Enum
-from typing import NamedTuple
+from typing import NamedTuple, TextIO
 
 from airflow.sdk import ObjectStoragePath
+from tenacity import retry, retry_if_exception_type, stop_after_attempt
 
 from airflow_provider_searchapi.engine.sinks import Batch, SqlSink
 from airflow_provider_searchapi.engine.sources import SourceImage, stable_uri
@@ -40,8 +31,8 @@ SEARCHED, REFUSED, FAILED = "searched", "refused", "failed"
 _OUTCOMES = {SEARCHED: SEARCHED, REFUSED: REFUSED, FAILED: FAILED}  # one string object each in memory
 #: Parts at most before they are compacted into one.
 COMPACT_PARTS = 64
-#: Lines written per call while compacting.
-_WRITE_CHUNK = 10_000
+
+Row = tuple[str, str | None, str]  # (source_uri, fingerprint, outcome)
 
 
 class Reprocess(str, Enum):
@@ -101,36 +92,67 @@ def _fingerprint(etag: str | None, size: int | None, mtime: str | None) -> str |
     return None
 
 
-def plan(entry: Entry | None, current: str | None, reprocess: Reprocess, *, held: bool) -> Plan:
-    """Decide for one source.
+class BaseLedger:
+    """The entries in memory and what a run has yet to record of its sources; blocking methods are
+    called from worker threads, one at a time."""
 
-    :param entry: the ledger's entry of the source, if any.
-    :param current: the source's fingerprint now.
-    :param reprocess: the run's rule.
-    :param held: every output of this run already holds the source.
-    """
-    if reprocess is Reprocess.ALL:
-        return Plan.SEARCH
-    if entry is None:
-        if held:
-            return Plan.SKIP_DONE
-        return Plan.SKIP_UNSEEN if reprocess is Reprocess.FAILED else Plan.SEARCH
-    if entry.outcome == FAILED:
-        return Plan.RETRY
-    changed = current is not None and entry.fingerprint is not None and current != entry.fingerprint
-    return Plan.CHANGED if reprocess is Reprocess.CHANGED and changed else Plan.SKIP_DONE
+    def __init__(self) -> None:
+        self.entries: dict[str, Entry] = {}
+        self._searching: dict[str, str | None] = {}  # fingerprints of the sources being searched
+        self.held: list[Row] = []  # sources every output holds that the ledger does not know yet
+
+    def get(self, uri: str) -> Entry | None:
+        return self.entries.get(uri)
+
+    def plan(self, source: SourceImage, reprocess: Reprocess, *, held: bool) -> Plan:
+        """Decide for one listed source, and note what to record of it.
+
+        :param source: the source as listed now.
+        :param reprocess: the run's rule.
+        :param held: every output of this run already holds the source.
+        """
+        entry, current = self.entries.get(source.uri), fingerprint(source)
+        if held and entry is None:  # committed before the ledger knew it (a crash between the two)
+            self.held.append((source.uri, current, SEARCHED))
+        if reprocess is Reprocess.ALL:
+            decision = Plan.SEARCH
+        elif entry is None and held:
+            decision = Plan.SKIP_DONE
+        elif entry is None:
+            decision = Plan.SKIP_UNSEEN if reprocess is Reprocess.FAILED else Plan.SEARCH
+        elif entry.outcome == FAILED:
+            decision = Plan.RETRY
+        elif reprocess is Reprocess.CHANGED and current and entry.fingerprint not in (None, current):
+            decision = Plan.CHANGED
+        else:
+            decision = Plan.SKIP_DONE
+        if not decision.skips:
+            self._searching[source.uri] = current
+        return decision
+
+    def rows(self, batch: Batch) -> list[Row]:
+        """The rows to record of a committed batch, and of the held sources noted since the last call."""
+        ended = {row["source_uri"]: SEARCHED for row in batch.results}
+        ended.update((row["source_uri"], REFUSED if row.get("retryable") == 0 else FAILED) for row in batch.errors)
+        rows = [(uri, self._searching.pop(uri, None), outcome) for uri, outcome in ended.items()]
+        rows += self.held
+        self.held = []
+        return rows
+
+    def load(self) -> None:
+        """Read the entries."""
+
+    def record(self, rows: Iterable[Row]) -> None:
+        """Note rows the outputs have committed."""
+        for uri, fp, outcome in rows:
+            self.entries[uri] = Entry(fp, _OUTCOMES[outcome])
+
+    def finish(self) -> None:
+        """Tidy up at the end of a run."""
 
 
-def outcomes(batch: Batch) -> Iterator[tuple[str, str]]:
-    """``(source_uri, outcome)`` of every source of a committed batch."""
-    for uri in dict.fromkeys(row["source_uri"] for row in batch.results):
-        yield uri, SEARCHED
-    for row in batch.errors:
-        yield row["source_uri"], REFUSED if row.get("retryable") == 0 else FAILED
-
-
-class Ledger:
-    """The ledger in object storage. Blocking: the engine calls it from worker threads, one call at a time.
+class Ledger(BaseLedger):
+    """The ledger in object storage.
 
     :param prefix: the state folder (an ``ObjectStoragePath`` with its connection).
     :param compact_parts: parts at most before they are compacted into one.
@@ -139,48 +161,46 @@ class Ledger:
     def __init__(self, prefix: ObjectStoragePath, *, compact_parts: int = COMPACT_PARTS) -> None:
         if ".." in prefix.path.split("/"):
             raise ValueError(f"state_path {stable_uri(prefix)!r} has a '..' segment: give the state folder itself")
+        super().__init__()
         self.prefix = prefix
         self.compact_parts = compact_parts
-        self.entries: dict[str, Entry] = {}
         self._base = prefix.path.rstrip("/")
         self._parts: list[str] = []  # the committed parts last listed
         self._written = 0  # parts this object wrote
 
-    def get(self, uri: str) -> Entry | None:
-        return self.entries.get(uri)
-
     def load(self) -> None:
         """Read every part (streamed, line by line); compact them when there are many."""
-        for attempt in range(3):
-            try:
-                self.entries, self._parts = {}, self._list_parts()
-                for part in self._parts:
-                    self._read(part)
-                break
-            except FileNotFoundError:  # another run compacted the parts meanwhile: read the new ones
-                if attempt == 2:
-                    raise
+        self._read_parts()
         log.info("Ledger %s: %d sources in %d parts", self.location(), len(self.entries), len(self._parts))
         self.compact_if_many()
 
-    def record(self, rows: Iterable[tuple[str, str | None, str]]) -> None:
-        """Commit ``(source_uri, fingerprint, outcome)`` rows as one part; call it only once the
-        outputs hold them."""
+    # Another run may compact the parts while they are read: read the new ones.
+    @retry(retry=retry_if_exception_type(FileNotFoundError), stop=stop_after_attempt(3), reraise=True)
+    def _read_parts(self) -> None:
+        self.entries, self._parts = {}, self._list_parts()
+        for part in self._parts:
+            with self.prefix.fs.open(part, "rt", encoding="utf-8") as handle:
+                for number, line in enumerate(handle, 1):
+                    try:
+                        if line.strip():
+                            row = json.loads(line)
+                            self.entries[row["source_uri"]] = Entry(row["fingerprint"], _OUTCOMES[row["outcome"]])
+                    except (ValueError, KeyError, TypeError) as err:
+                        raise ValueError(f"ledger part {part} line {number}: not a ledger row ({err!r})") from None
+
+    def record(self, rows: Iterable[Row]) -> None:
+        """Commit rows as one part; call it only once the outputs hold them."""
         rows = list(rows)
         if not rows:
             return
-        fs = self.prefix.fs
-        final = self._new_part_name()
-        temporary = self._temporary(final)
-        fs.pipe_file(temporary, "".join(_line(*row) for row in rows).encode())
-        fs.mv(temporary, final)
+        now = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        with self._writing(f"{self._base}/parts/{now}-{secrets.token_hex(3)}.jsonl") as handle:
+            handle.writelines(_line(*row) for row in rows)
         self._written += 1
-        for uri, fp, outcome in rows:
-            self.entries[uri] = Entry(fp, _OUTCOMES[outcome])
+        super().record(rows)
 
     def finish(self) -> None:
-        """At the end of a run that wrote more than ``compact_parts`` parts: list and read the parts
-        again, and compact them."""
+        """After a run that wrote more than ``compact_parts`` parts: read the parts again and compact them."""
         if self._written > self.compact_parts:
             self._written = 0
             self.load()
@@ -190,20 +210,12 @@ class Ledger:
         than ``compact_parts``."""
         if len(self._parts) <= self.compact_parts:
             return
-        fs = self.prefix.fs
         final = self._parts[-1].removesuffix(".jsonl") + "~compacted.jsonl"  # sorts right after it
-        temporary = self._temporary(final)
-        with fs.open(temporary, "wb") as handle:
-            chunk: list[str] = []
-            for uri, entry in self.entries.items():
-                chunk.append(_line(uri, entry.fingerprint, entry.outcome))
-                if len(chunk) >= _WRITE_CHUNK:
-                    handle.write("".join(chunk).encode())
-                    chunk.clear()
-            handle.write("".join(chunk).encode())
-        fs.mv(temporary, final)
+        with self._writing(final) as handle:
+            handle.writelines(_line(uri, entry.fingerprint, entry.outcome) for uri, entry in self.entries.items())
         # The new part sorts after every part it replaces: removing those is safe at any moment, and
         # another run may be removing them too.
+        fs = self.prefix.fs
         try:
             fs.rm(self._parts)
         except FileNotFoundError:
@@ -225,36 +237,26 @@ class Ledger:
             return []
         return sorted(name for name in names if name.endswith(".jsonl"))
 
-    def _read(self, part: str) -> None:
-        entries = self.entries
-        with self.prefix.fs.open(part, "rt", encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    entries[row["source_uri"]] = Entry(row["fingerprint"], _OUTCOMES[row["outcome"]])
-                except (ValueError, KeyError, TypeError) as err:
-                    raise ValueError(f"ledger part {part} line {number}: not a ledger row ({err!r})") from None
-
-    def _new_part_name(self) -> str:
-        now = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        return f"{self._base}/parts/{now}-{secrets.token_hex(3)}.jsonl"
-
-    def _temporary(self, final: str) -> str:
+    @contextmanager
+    def _writing(self, final: str) -> Iterator[TextIO]:
+        """A text file written under ``_tmp/`` and moved to ``final`` once whole."""
         fs = self.prefix.fs
         fs.makedirs(f"{self._base}/_tmp", exist_ok=True)
         fs.makedirs(f"{self._base}/parts", exist_ok=True)
-        return f"{self._base}/_tmp/{final.rsplit('/', 1)[1]}.{secrets.token_hex(4)}"
+        temporary = f"{self._base}/_tmp/{final.rsplit('/', 1)[1]}.{secrets.token_hex(4)}"
+        with fs.open(temporary, "wt", encoding="utf-8") as handle:
+            yield handle
+        fs.mv(temporary, final)
 
 
 def _line(uri: str, fp: str | None, outcome: str) -> str:
     return json.dumps({"source_uri": uri, "fingerprint": fp, "outcome": outcome}, ensure_ascii=False) + "\n"
 
 
-class SqlLedger:
+class SqlLedger(BaseLedger):
     """The ledger read from a :class:`SqlSink`'s tables: each source's latest version searched (its
-    ``source_etag``, ``source_size``, ``source_mtime``) or error, by time. The sink writes it.
+    ``source_etag``, ``source_size``, ``source_mtime``) or error, by time. The sink's commit of a
+    batch is its record.
 
     :param sink: the SQL output of the run.
     """
@@ -263,11 +265,8 @@ class SqlLedger:
     FETCH = 10_000
 
     def __init__(self, sink: SqlSink) -> None:
+        super().__init__()
         self.sink = sink
-        self.entries: dict[str, Entry] = {}
-
-    def get(self, uri: str) -> Entry | None:
-        return self.entries.get(uri)
 
     def load(self) -> None:
         """Stream one row per source version and per error kind, oldest first; the latest wins."""
@@ -285,14 +284,6 @@ class SqlLedger:
                 for uri, etag, size, mtime, kind, _at in rows:
                     self.entries[uri] = Entry(_fingerprint(etag, size, mtime), kinds[kind])
         log.info("Ledger %s: %d sources", self.location(), len(self.entries))
-
-    def record(self, rows: Iterable[tuple[str, str | None, str]]) -> None:
-        """Nothing to write: the sink's commit of the batch is the record."""
-        for uri, fp, outcome in rows:
-            self.entries[uri] = Entry(fp, _OUTCOMES[outcome])
-
-    def finish(self) -> None:
-        pass
 
     def location(self) -> str:
         return f"sql {self.sink.conn_id}: {self.sink.table}, {self.sink.errors_table}"

@@ -1,12 +1,12 @@
-"""Listing a storage URL (a file, a folder or a glob) as a stream of sources.
+"""Listing a storage URL (a file, a folder or a glob) as a stream of sources, in the store's order.
 
-Listings stream: a local folder is read with ``os.scandir`` entry by entry, an S3 prefix page by page,
-so memory does not grow with the number of objects and the first search starts at once. Entries
-come in the store's own order (S3: key order; a local folder: the order the OS gives).
+A local folder is read with ``os.scandir`` entry by entry, an S3 prefix page by page: memory does not
+grow with the number of objects, and the first search starts at once.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Iterator
@@ -15,6 +15,7 @@ from typing import Any
 from airflow.sdk import ObjectStoragePath
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.utils import glob_translate
 
 from airflow_provider_searchapi.engine.sources import SourceImage, source_from_info, stable_uri
 
@@ -47,7 +48,10 @@ def list_images(
         if not allow_empty:
             raise FileNotFoundError(f"source {source!r} matched no files: {stable_uri(root)} does not exist")
         return
-    matcher = _glob_regex(pattern) if pattern else None
+    try:
+        matcher = re.compile(glob_translate(pattern)) if pattern else None
+    except ValueError as err:  # "**" inside a name
+        raise ValueError(f"source {source!r}: {err}") from None
     depth = None if pattern is None or "**" in pattern else pattern.count("/") + 1
     base = root.path.rstrip("/")
     found = 0
@@ -105,37 +109,6 @@ def _walk_s3(fs: Any, base: str) -> Iterator[tuple[str, dict[str, Any]]]:
             yield info["name"], info
 
 
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """A regex for a glob relative to its root: ``**`` spans folders, ``*`` and ``?`` stay in one."""
-    out, i = [], 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:[^/]+/)*")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        elif pattern[i] == "[":
-            end = pattern.find("]", i + 2)
-            if end == -1:
-                out.append(re.escape(pattern[i]))
-                i += 1
-            else:
-                body = pattern[i + 1 : end].replace("\\", "\\\\")
-                out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
-                i = end + 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out) + r"\Z")
-
-
 def _split_glob(url: str) -> tuple[str, str | None]:
     """Split ``s3://b/images/**/*.jpg`` into the folder to walk and the pattern below it."""
     match = _GLOB_CHARS.search(url)
@@ -160,9 +133,5 @@ def shard_images(
     """
     if shards < 1:
         raise ValueError(f"shards must be >= 1 (got {shards})")
-    buckets: list[list[str]] = [[] for _ in range(shards)]
-    for index, image in enumerate(list_images(source, conn_id=conn_id)):
-        if max_images is not None and index >= max_images:
-            break
-        buckets[index % shards].append(image.uri)
-    return [bucket for bucket in buckets if bucket]
+    uris = [image.uri for image in itertools.islice(list_images(source, conn_id=conn_id), max_images)]
+    return [uris[start::shards] for start in range(min(shards, len(uris)))]

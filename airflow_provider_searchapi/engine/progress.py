@@ -7,21 +7,20 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from airflow_provider_searchapi.engine.pipeline import RunSummary
+    from airflow_provider_searchapi.engine.settings import RunSummary
     from airflow_provider_searchapi.retry import CallStats
 
 log = logging.getLogger("airflow_provider_searchapi.progress")
 
 
 def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 class Progress:
-    """Logs a line every ``interval`` seconds (when asked) and a last one at the end.
+    """Keeps a run's summary up to date with the hook's counters and the time, and logs it.
 
     :param summary: the run's counters.
     :param stats: the hook's call counters (attempts sent, 429s).
@@ -31,26 +30,27 @@ class Progress:
     def __init__(self, summary: RunSummary, stats: CallStats, *, interval: float = 10.0) -> None:
         self.summary = summary
         self.stats = stats
-        self._attempts_before, self._throttled_before = stats.attempts, stats.throttled
         self.interval = interval
-        self.started = time.monotonic()
-        self.last = self.started
+        self._attempts_before, self._throttled_before = stats.attempts, stats.throttled
+        self.started = self.last = time.monotonic()
         self.listing_complete = False
 
-    def listing_done(self) -> None:
-        self.listing_complete = True
+    def count(self) -> None:
+        """Set the summary's requests, 429s and elapsed time."""
+        self.summary.requests = self.stats.attempts - self._attempts_before
+        self.summary.throttled_429 = self.stats.throttled - self._throttled_before
+        self.summary.elapsed_seconds = round(time.monotonic() - self.started, 3)
 
     def maybe_log(self) -> None:
         if time.monotonic() - self.last >= self.interval:
             self.log()
 
     def log(self, *, final: bool = False) -> None:
-        now = time.monotonic()
-        self.last = now
+        self.count()
+        self.last = time.monotonic()
         s = self.summary
-        elapsed = max(now - self.started, 1e-9)
         done, to_do = s.processed, s.listed - s.skipped_done
-        rate = done / elapsed
+        rate = done / max(s.elapsed_seconds, 1e-3)
         if self.listing_complete:
             total = f"{to_do:,}"
             eta = _duration((to_do - done) / rate) if rate > 0 and not final else "-"
@@ -64,11 +64,11 @@ class Progress:
             total,
             rate,
             eta,
-            _duration(elapsed),
+            _duration(s.elapsed_seconds),
             s.failed,
             f" ({s.top_causes()})" if s.failure_causes else "",
             s.skipped_done,
             s.result_rows,
-            self.stats.attempts - self._attempts_before,
-            self.stats.throttled - self._throttled_before,
+            s.requests,
+            s.throttled_429,
         )

@@ -7,11 +7,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_searchapi.engine.sources import SourceImage
-from airflow_provider_searchapi.exceptions import InvalidImageError, SearchApiError, SearchApiHTTPError
+from airflow_provider_searchapi.exceptions import (
+    InvalidImageError,
+    SearchApiAuthError,
+    SearchApiError,
+    SearchApiHTTPError,
+    SearchApiSetupError,
+    is_setup_failure,
+    status_hint,
+)
 from airflow_provider_searchapi.models import ImageSearchResult
+
+if TYPE_CHECKING:
+    from airflow_provider_searchapi.config import SearchApiConfig
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "source_uri",
@@ -52,11 +63,8 @@ def utc_now() -> str:
 
 
 def result_rows(source: SourceImage, pages: Sequence[ImageSearchResult], size: int | None) -> list[dict[str, Any]]:
-    """Rows for one searched source; a single row with empty result columns when nothing was found.
-
-    ``rank`` counts found images across pages from 0.
-    """
-    searched_at = utc_now()
+    """Rows for one searched source, ``rank`` counting found images across pages from 0; a single row
+    with empty result columns when nothing was found."""
     head = {
         "source_uri": source.uri,
         "source_size": size if size is not None else source.size,
@@ -64,34 +72,13 @@ def result_rows(source: SourceImage, pages: Sequence[ImageSearchResult], size: i
         "source_mtime": source.mtime,
         "cbir_id": pages[0].cbir_id if pages else None,
     }
-    rows = []
-    for page in pages:
-        for image in page.images:
-            rows.append(
-                {
-                    **head,
-                    "page": page.page,
-                    "rank": len(rows),
-                    "url": image.url,
-                    "format": image.format.value,
-                    "width": image.width,
-                    "height": image.height,
-                    "passage": image.passage,
-                    "host": image.host,
-                    "page_title": image.page_title,
-                    "page_url": image.page_url,
-                    "searched_at": searched_at,
-                }
-            )
-    if not rows:
-        empty = dict.fromkeys(RESULT_COLUMNS)
-        rows.append({**empty, **head, "searched_at": searched_at})
-    return rows
-
-
-def is_permanent(stage: str, err: BaseException) -> bool:
-    """Whether searching the source again cannot help: the image itself is refused."""
-    return stage == STAGE_VALIDATE or (isinstance(err, SearchApiHTTPError) and err.status == 400)
+    searched_at = utc_now()
+    found = [(page.page, image) for page in pages for image in page.images]
+    rows = [
+        {**head, "page": number, "rank": rank, **image.model_dump(mode="json"), "searched_at": searched_at}
+        for rank, (number, image) in enumerate(found)
+    ]
+    return rows or [{**dict.fromkeys(RESULT_COLUMNS), **head, "searched_at": searched_at}]
 
 
 def failure_cause(err: BaseException) -> str:
@@ -106,11 +93,13 @@ def failure_cause(err: BaseException) -> str:
 
 
 def error_row(source: SourceImage, stage: str, err: BaseException) -> dict[str, Any]:
-    """The row recording why a source failed; the message never holds a credential.
+    """The row recording why a source failed at ``stage`` (``validate`` for an image refused by its
+    content); the message never holds a credential.
 
     ``retryable`` is 1 when a later run should search the source again (transient or configuration
     trouble), 0 when the image itself is refused (such a source counts as done).
     """
+    stage = STAGE_VALIDATE if isinstance(err, InvalidImageError) else stage
     status = err.status if isinstance(err, SearchApiHTTPError) else None
     request_id = err.request_id if isinstance(err, SearchApiHTTPError) else None
     message = str(err) if isinstance(err, (SearchApiError, OSError, ValueError)) else f"{type(err).__name__}: {err}"
@@ -121,6 +110,35 @@ def error_row(source: SourceImage, stage: str, err: BaseException) -> dict[str, 
         "http_status": status,
         "message": message[:2000],
         "request_id": request_id,
-        "retryable": 0 if is_permanent(stage, err) else 1,
+        "retryable": 0 if stage == STAGE_VALIDATE or status == 400 else 1,
         "failed_at": utc_now(),
     }
+
+
+#: A run whose first images fail this many times for a reason of the setup (and none succeed) stops.
+SETUP_FAILURES_TO_STOP = 5
+
+
+class SetupBreaker:
+    """Stops a run whose first images all fail for a reason of the setup (credential, folder, endpoint)."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+
+    def check(self, err: Exception, *, searched: int, config: SearchApiConfig) -> None:
+        """Count ``err`` if it is the setup's and nothing was searched yet; at the limit, raise
+        :class:`~airflow_provider_searchapi.exceptions.SearchApiSetupError`."""
+        if searched or not is_setup_failure(err):
+            return
+        self.failures += 1
+        if self.failures < SETUP_FAILURES_TO_STOP:
+            return
+        assert isinstance(err, SearchApiHTTPError)  # what is_setup_failure holds
+        endpoint = config.grpc_endpoint if config.transport == "grpc" else config.endpoint
+        where = "" if isinstance(err, SearchApiAuthError) else f" (endpoint {endpoint}, folder {config.folder_id})"
+        raise SearchApiSetupError(
+            f"Stopped: the first {self.failures} images all failed and none succeeded, so the setup is at "
+            f"fault, not the images: {err}{where}{status_hint(err.status)} What finished is committed; "
+            "re-run once the connection is fixed.",
+            err,
+        ) from None

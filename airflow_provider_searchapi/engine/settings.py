@@ -5,11 +5,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from airflow_provider_searchapi.engine.ledger import Reprocess
+import pydantic
+from pydantic import Field, field_validator
+
+from airflow_provider_searchapi.engine.ledger import Plan, Reprocess
+from airflow_provider_searchapi.engine.records import failure_cause
 from airflow_provider_searchapi.models import FamilyMode
 
 
-@dataclass(frozen=True)
+@pydantic.dataclasses.dataclass(frozen=True)
 class EnrichmentSettings:
     """How the pipeline searches and commits.
 
@@ -29,30 +33,28 @@ class EnrichmentSettings:
         ``failed`` (see :class:`~airflow_provider_searchapi.engine.ledger.Reprocess`).
     """
 
-    max_pages: int = 1
+    max_pages: int = Field(1, ge=1)
     site: str | None = None
-    family_mode: FamilyMode | str | None = None
-    max_concurrency: int = 16
-    max_images: int | None = None
+    family_mode: FamilyMode | None = None
+    max_concurrency: int = Field(16, ge=1)
+    max_images: int | None = Field(None, ge=0)
     downscale_oversized: bool = False
-    commit_every: int | None = None
+    commit_every: int | None = Field(None, ge=1)
     commit_seconds: float = 5.0
     progress_seconds: float = 10.0
     read_timeout: float = 300.0
     follow_symlinks: bool = False
-    reprocess: Reprocess | str = Reprocess.CHANGED
+    reprocess: Reprocess = Reprocess.CHANGED
 
-    def __post_init__(self) -> None:
-        if self.max_pages < 1:
-            raise ValueError(f"max_pages must be >= 1 (got {self.max_pages})")
-        if self.max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1 (got {self.max_concurrency})")
-        if self.max_images is not None and self.max_images < 0:
-            raise ValueError(f"max_images must be >= 0 (got {self.max_images})")
-        if self.commit_every is not None and self.commit_every < 1:
-            raise ValueError(f"commit_every must be >= 1 (got {self.commit_every})")
-        FamilyMode.parse(self.family_mode)
-        object.__setattr__(self, "reprocess", Reprocess.parse(self.reprocess))
+    @field_validator("family_mode", mode="before")
+    @classmethod
+    def _family_mode(cls, value: FamilyMode | str | None) -> FamilyMode | None:
+        return FamilyMode.parse(value)
+
+    @field_validator("reprocess", mode="before")
+    @classmethod
+    def _reprocess(cls, value: Reprocess | str) -> Reprocess:
+        return Reprocess.parse(value)
 
     @property
     def batch_size(self) -> int:
@@ -89,7 +91,20 @@ class RunSummary:
     #: failed sources by cause (``403 "folder … not found"``, ``invalid image: the file is empty``…)
     failure_causes: dict[str, int] = field(default_factory=dict)
 
-    def count_failure(self, cause: str) -> None:
+    def count_plan(self, decision: Plan) -> None:
+        """Count a listed source that is skipped, or searched again."""
+        if decision is Plan.SKIP_DONE:
+            self.skipped_done += 1
+        elif decision is Plan.SKIP_UNSEEN:
+            self.skipped_unseen += 1
+        elif decision is Plan.CHANGED:
+            self.changed += 1
+        elif decision is Plan.RETRY:
+            self.retried += 1
+
+    def count_failure(self, err: BaseException) -> None:
+        """Count a failed source under its cause."""
+        cause = failure_cause(err)
         self.failed += 1
         self.failure_causes[cause] = self.failure_causes.get(cause, 0) + 1
 

@@ -8,11 +8,12 @@ retryable error is searched again by the next run.
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -42,11 +43,49 @@ class Batch:
         )
 
 
+class Batches:
+    """Finished sources in batches of ``size`` waiting to be committed, and the batch filling up.
+
+    :param size: sources per batch.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.full: collections.deque[Batch] = collections.deque()
+        self.filling = Batch()
+        self.since = time.monotonic()  # when the filling batch got its first source
+
+    def add(self, results: Iterable[dict[str, Any]] = (), errors: Iterable[dict[str, Any]] = ()) -> bool:
+        """Add one source's rows; return whether that filled a batch."""
+        if not self.filling.sources:
+            self.since = time.monotonic()
+        self.filling.results.extend(results)
+        self.filling.errors.extend(errors)
+        self.filling.sources += 1
+        if self.filling.sources < self.size:
+            return False
+        self.full.append(self.filling)
+        self.filling = Batch()
+        return True
+
+    def take(self, max_age: float) -> Batch | None:
+        """The next batch to commit: a full one, else the one filling up once its first source waited
+        ``max_age`` seconds."""
+        if self.full:
+            return self.full.popleft()
+        if self.filling.sources and time.monotonic() - self.since >= max_age:
+            batch, self.filling = self.filling, Batch()
+            return batch
+        return None
+
+
 class Sink(Protocol):
-    """What the engine needs of an output. The engine calls it from worker threads, one call at a time."""
+    """What the engine needs of an output, called from worker threads one call at a time. A sink
+    that subclasses it inherits the defaults: nothing done yet, nothing to finish."""
 
     def done_sources(self) -> set[str]:
         """URIs of the sources whose results are already committed here."""
+        return set()
 
     def write(self, batch: Batch) -> None:
         """Commit a batch (all of it or nothing)."""
@@ -58,28 +97,22 @@ class Sink(Protocol):
         """Where the rows are, for the summary."""
 
 
-class XComSink:
+class XComSink(Sink):
     """Keeps the rows in memory, to be returned through XCom (small runs only)."""
 
     def __init__(self) -> None:
         self.results: list[dict[str, Any]] = []
         self.errors: list[dict[str, Any]] = []
 
-    def done_sources(self) -> set[str]:
-        return set()
-
     def write(self, batch: Batch) -> None:
         self.results.extend(batch.results)
         self.errors.extend(batch.errors)
-
-    def finish(self, summary: dict[str, Any]) -> None:
-        pass
 
     def location(self) -> dict[str, Any]:
         return {"xcom": "return value: records, errors"}
 
 
-class JsonLinesSink:
+class JsonLinesSink(Sink):
     """JSON Lines part files under a prefix, committed by writing a temporary object and renaming it.
 
     Layout: ``results/part-<run>-<n>.jsonl``, ``errors/part-<run>-<n>.jsonl``, ``_manifest/<run>.json``
@@ -107,11 +140,10 @@ class JsonLinesSink:
         done: set[str] = set()
         for kind in ("results", "errors"):
             folder = self.prefix / kind
-            if not folder.exists():
-                continue
-            for part in sorted(folder.iterdir(), key=str):
-                if part.name.endswith(".jsonl"):
-                    done.update(_done_in_part(part, errors=kind == "errors"))
+            for part in folder.iterdir() if folder.exists() else ():
+                if part.name.endswith(".jsonl"):  # read whole: Airflow 3.0's open files do not iterate
+                    rows = (json.loads(line) for line in part.read_text(encoding="utf-8").splitlines() if line.strip())
+                    done.update(row["source_uri"] for row in rows if kind == "results" or row.get("retryable") == 0)
         return done
 
     def write(self, batch: Batch) -> None:
@@ -151,33 +183,18 @@ class JsonLinesSink:
         }
 
 
-def _done_in_part(part: ObjectStoragePath, *, errors: bool) -> Iterator[str]:
-    for line in part.read_text(encoding="utf-8").splitlines():  # Airflow 3.0's open files do not iterate
-        if line.strip():
-            row = json.loads(line)
-            if not errors or row.get("retryable") == 0:
-                yield row["source_uri"]
-
-
 def _jsonl(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> bytes:
     """One JSON object per line, keys in the order of ``columns``, UTF-8."""
-    lines = [json.dumps({c: row.get(c) for c in columns}, ensure_ascii=False) for row in rows]
-    return "".join(line + "\n" for line in lines).encode()
+    return "".join(json.dumps({c: row.get(c) for c in columns}, ensure_ascii=False) + "\n" for row in rows).encode()
 
 
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 
-_RESULT_TYPES = {
-    "source_size": "BIGINT",
-    "page": "INTEGER",
-    "rank": "INTEGER",
-    "width": "INTEGER",
-    "height": "INTEGER",
-}
+_RESULT_TYPES = {"source_size": "BIGINT", "page": "INTEGER", "rank": "INTEGER", "width": "INTEGER", "height": "INTEGER"}
 _ERROR_TYPES = {"http_status": "INTEGER", "retryable": "INTEGER"}
 
 
-class SqlSink:
+class SqlSink(Sink):
     """Rows in a SQL table (and errors in ``<table>_errors``) through common-sql's ``DbApiHook``.
 
     Each batch is one transaction holding its results and its errors.
@@ -224,21 +241,16 @@ class SqlSink:
         return {row[0] for row in done} | {row[0] for row in refused}
 
     def write(self, batch: Batch) -> None:
-        placeholder = self.hook.placeholder
-        with closing(self.hook.get_conn()) as conn:
-            with closing(conn.cursor()) as cursor:
-                for table, rows, columns in (
-                    (self.table, batch.results, RESULT_COLUMNS),
-                    (self.errors_table, batch.errors, ERROR_COLUMNS),
-                ):
-                    if rows:
-                        values = ", ".join([placeholder] * len(columns))
-                        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})"
-                        cursor.executemany(sql, [tuple(row.get(c) for c in columns) for row in rows])
+        with closing(self.hook.get_conn()) as conn, closing(conn.cursor()) as cursor:
+            for table, rows, columns in (
+                (self.table, batch.results, RESULT_COLUMNS),
+                (self.errors_table, batch.errors, ERROR_COLUMNS),
+            ):
+                if rows:
+                    values = ", ".join([self.hook.placeholder] * len(columns))
+                    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})"
+                    cursor.executemany(sql, [tuple(row.get(c) for c in columns) for row in rows])
             conn.commit()
-
-    def finish(self, summary: dict[str, Any]) -> None:
-        pass
 
     def location(self) -> dict[str, Any]:
         return {"sql_conn_id": self.conn_id, "table": self.table, "errors_table": self.errors_table}

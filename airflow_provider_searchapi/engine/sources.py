@@ -7,7 +7,9 @@ the image URL itself.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -26,6 +28,8 @@ from airflow_provider_searchapi.models import MAX_IMAGE_BYTES
 
 #: Largest object read for downscaling; anything larger is refused unread.
 MAX_READ_BYTES_FOR_DOWNSCALE = 64 * 1024 * 1024
+#: The surrogates that stand for the bytes of a local name that are not UTF-8.
+_UNDECODED = re.compile("[\udc80-\udcff]")
 
 
 @dataclass(frozen=True)
@@ -75,9 +79,7 @@ def stable_uri(path: ObjectStoragePath) -> str:
 def _text(path: str) -> str:
     """A path as text that any output can store: the bytes of a local name that is not valid UTF-8
     (which Python carries as surrogates) are percent-encoded, ``caf\\xe9.jpg`` → ``caf%E9.jpg``."""
-    if not any("\udc80" <= character <= "\udcff" for character in path):
-        return path
-    return "".join(f"%{ord(c) - 0xDC00:02X}" if "\udc80" <= c <= "\udcff" else c for c in path)
+    return _UNDECODED.sub(lambda match: f"%{ord(match[0]) - 0xDC00:02X}", path)
 
 
 def _mtime(info: dict[str, Any]) -> str | None:
@@ -110,10 +112,8 @@ def source_from_info(root: ObjectStoragePath, info: dict[str, Any], *, key: str 
 def images_from_paths(paths: Iterable[str], *, conn_id: str | None = None) -> Iterator[SourceImage]:
     """Sources for explicit paths (what a mapped shard receives); nothing is listed.
 
-    Like a listing, it makes one ``ObjectStoragePath`` per store (``s3://bucket/``, ``file:///``) and
-    names each file by its key in that store's filesystem, as the filesystem itself parses it: a path
-    object per file cost more than reading a small file. Local files are looked up (``os.stat``) for
-    their size and time, as a listing gives them, so that small ones are read as cheaply as listed ones.
+    Like a listing, it makes one ``ObjectStoragePath`` per store (one per file costs more than reading
+    a small file) and looks local files up for their size and time.
 
     :param paths: storage URLs (``s3://bucket/images/cat.jpg``, ``file:///data/cat.jpg``).
     :param conn_id: the storage connection of every path.
@@ -135,11 +135,8 @@ def images_from_paths(paths: Iterable[str], *, conn_id: str | None = None) -> It
         key = fs._strip_protocol(url)  # what ObjectStoragePath(url).path is
         info: dict[str, Any] = {}
         if isinstance(fs, LocalFileSystem):
-            try:
+            with contextlib.suppress(OSError):  # a missing file is left to the read, which records why
                 status = os.stat(key)
-            except OSError:
-                pass  # reading it will fail, and record why
-            else:
                 info = {"size": status.st_size, "mtime": status.st_mtime}
         yield source_from_info(root, info, key=key)
 

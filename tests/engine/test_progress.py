@@ -37,7 +37,7 @@ def test_progress_line_while_listing_and_after(lines):
     progress.started -= 10.0  # ten seconds into the run
     progress.log()
     assert "50/100+ (listing) images" in lines[-1] and "ETA ?" in lines[-1]
-    progress.listing_done()
+    progress.listing_complete = True
     progress.log()
     line = lines[-1]
     assert line.startswith("Progress: 50/100 images (5.0/s, ETA 0m10s")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from airflow.sdk import ObjectStoragePath
+from fsspec.utils import glob_translate
 
-from airflow_provider_searchapi.engine.listing import _glob_regex, list_images, shard_images
+from airflow_provider_searchapi.engine.listing import list_images, shard_images
 from airflow_provider_searchapi.engine.sources import images_from_paths, images_from_urls, stable_uri
 from tests.conftest import make_jpeg
 
@@ -29,7 +31,7 @@ from tests.conftest import make_jpeg
     ],
 )
 def test_glob_patterns(pattern, path, matches):
-    assert bool(_glob_regex(pattern).match(path)) is matches
+    assert bool(re.match(glob_translate(pattern), path)) is matches  # what list_images matches with
 
 
 @pytest.fixture
@@ -187,3 +189,8 @@ def test_shard_paths_name_and_read_what_path_objects_do_in_s3(bucket, s3_conn_id
 def test_urls_are_sources_as_they_are():
     (source,) = list(images_from_urls(["https://example.com/cat.jpg"]))
     assert source.is_url and source.uri == "https://example.com/cat.jpg"
+
+
+def test_a_double_star_inside_a_name_is_refused_with_the_source(tree):
+    with pytest.raises(ValueError, match=r"source .*x\*\*y\.jpg"):
+        list(list_images(f"file://{tree}/x**y.jpg"))

@@ -15,7 +15,7 @@ from airflow_provider_searchapi.engine import (
     XComSink,
     list_images,
 )
-from airflow_provider_searchapi.engine.pipeline import SETUP_FAILURES_TO_STOP
+from airflow_provider_searchapi.engine.records import SETUP_FAILURES_TO_STOP
 from airflow_provider_searchapi.exceptions import SearchApiSetupError
 from tests.conftest import make_jpeg
 
