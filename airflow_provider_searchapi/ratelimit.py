@@ -65,7 +65,7 @@ class RateLimiter:
         self._min_rate = max(min_share * rate, 1e-3)
         self._lock = threading.Lock()
         self._next = 0.0  # when the next free slot is due
-        self._updated = time.monotonic()  # when the rate last changed
+        self._updated = time.monotonic()  # when the rate was last brought up to date
         self._last_cut = -1e9
         self._generation = 0  # changes when a 429 voids the slots taken so far
 
@@ -98,7 +98,7 @@ class RateLimiter:
         """Wait, without blocking the event loop, until the caller may start a request."""
         while True:
             generation, (taken, delay) = self._generation, self._reserve()
-            if delay > 0:
+            if delay > 0:  # a slot due now is used at once: yielding first lets the starts bunch
                 await asyncio.sleep(delay)
             if taken and generation == self._generation:
                 return
