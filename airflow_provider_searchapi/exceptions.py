@@ -24,22 +24,26 @@ class SearchApiConfigError(SearchApiError, ValueError):
 
 
 class InvalidImageError(SearchApiError, ValueError):
-    """An image that the API would refuse: empty, too large or of an unsupported format.
+    """An image the API would refuse (empty, too large, not an accepted format); raised before any request."""
 
-    Raised before any request is spent.
-    """
+
+class SearchApiResponseError(SearchApiError):
+    """The API answered 200 with a body we cannot read as a search result."""
+
+
+#: HTTP statuses worth a retry: no answer (0), quota (429), transient server trouble.
+_RETRYABLE_STATUSES = frozenset({0, 429, 500, 502, 503, 504})
 
 
 class SearchApiHTTPError(SearchApiError):
-    """The Search API answered with an error.
+    """The Search API answered with an error, or did not answer.
 
     :param status: HTTP status of the answer (0 when there was no answer, e.g. a timeout).
-    :param message: the API's own message, or a description of the transport failure.
-    :param request_id: the request id to quote to support, when the API gave one; else our own
-        ``x-client-request-id``.
+    :param message: the API's own message, or a description of the transport failure (redacted).
+    :param request_id: the request id to quote to support: the API's, else our ``x-client-request-id``.
     :param grpc_code: the gRPC status code carried in the error body, when present.
     :param retry_after: seconds the server asked to wait (``Retry-After``).
-    :param retryable: override of the status-based decision (e.g. a certificate failure is final).
+    :param retryable: whether trying again later may succeed; by default, from the status.
     """
 
     #: the service that failed, as error messages name it
@@ -55,27 +59,19 @@ class SearchApiHTTPError(SearchApiError):
         retry_after: float | None = None,
         retryable: bool | None = None,
     ) -> None:
-        message = redact(message)
         self.status = status
-        self._retryable = retryable
-        self.message = message
+        self.message = redact(message)
         self.request_id = request_id
         self.grpc_code = grpc_code
         self.retry_after = retry_after
+        self.retryable = status in _RETRYABLE_STATUSES if retryable is None else retryable
         where = f" (request id {request_id})" if request_id else ""
-        super().__init__(f"{self.service} error {status}: {message}{where}")
-
-    @property
-    def retryable(self) -> bool:
-        """Whether trying the same request again later may succeed."""
-        if self._retryable is not None:
-            return self._retryable
-        return self.status in RETRYABLE_STATUSES or self.status == 0
+        super().__init__(f"{self.service} error {status}: {self.message}{where}")
 
 
 class SearchApiAuthError(SearchApiHTTPError):
-    """Getting a credential failed: the IAM token exchange or the VM metadata service refused, or could
-    not be reached (status 0). Retried like the Search API's own failures."""
+    """Getting a credential failed: IAM or the VM metadata service refused, or could not be reached
+    (status 0). Retried like the Search API's own failures."""
 
     service = "IAM"
 
@@ -84,6 +80,7 @@ class SearchApiSetupError(SearchApiError):
     """A run was stopped early: its first images all failed for a reason of the setup (credential,
     folder, endpoint), not of the images.
 
+    :param message: what stopped the run.
     :param cause: the last such failure.
     """
 
@@ -98,11 +95,20 @@ def is_setup_failure(err: BaseException) -> bool:
     return isinstance(err, SearchApiHTTPError) and err.status in (0, 401, 403, 404)
 
 
-#: HTTP statuses that are worth a retry (quota, transient server trouble).
-RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+_STATUS_HINTS = {
+    0: " — is the endpoint right and reachable from the worker?",
+    401: " — the credential was refused: check the key, API key or token (expired?).",
+    403: " — permission denied: check folder_id and that the service account has the Search API role on it.",
+    404: " — check the endpoint URL.",
+}
 
 
-#: What credentials look like in text: IAM tokens, API keys, OAuth tokens, Authorization values, PEM keys.
+def status_hint(status: int) -> str:
+    """A short hint at the likely fix for a failed call's HTTP status (empty when there is none)."""
+    return _STATUS_HINTS.get(status, "")
+
+
+#: What credentials look like in text: PEM keys, Authorization values, IAM tokens, API keys, OAuth tokens.
 _CREDENTIAL_LIKE = re.compile(
     r"-----BEGIN[^-]*PRIVATE KEY-----.*?(-----END[^-]*PRIVATE KEY-----|$)"
     r"|\b(Bearer|Api-Key)\s+\S+"
@@ -114,33 +120,15 @@ _CREDENTIAL_LIKE = re.compile(
 
 
 def redact(text: str) -> str:
-    """``text`` with anything that looks like a credential replaced by ``[redacted]`` (a server may
-    quote what it was sent in its error messages; those end up in logs and error rows)."""
+    """``text`` with whatever looks like a credential replaced by ``[redacted]`` (a server may quote what
+    it was sent in its error messages, which end up in logs and error rows)."""
     return _CREDENTIAL_LIKE.sub("[redacted]", text)
 
 
-def status_hint(status: int) -> str:
-    """A short hint at the likely fix for a failed call's HTTP status (empty when there is none)."""
-    return _STATUS_HINTS.get(status, "")
-
-
-_STATUS_HINTS = {
-    0: " — is the endpoint right and reachable from the worker?",
-    401: " — the credential was refused: check the key, API key or token (expired?).",
-    403: " — permission denied: check folder_id and that the service account has the Search API role on it.",
-    404: " — check the endpoint URL.",
-}
-
-
-class SearchApiResponseError(SearchApiError):
-    """The API answered 200 with a body we cannot read as a search result."""
-
-
-def certificate_refused(err: BaseException) -> bool:
+def certificate_refused(err: BaseException | None) -> bool:
     """Whether a connection failed because the server's TLS certificate could not be verified."""
-    seen: BaseException | None = err
-    while seen is not None:
-        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
+    while err is not None:
+        if isinstance(err, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(err):
             return True
-        seen = seen.__cause__ or seen.__context__
+        err = err.__cause__ or err.__context__
     return False

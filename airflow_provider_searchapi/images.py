@@ -12,56 +12,44 @@ from PIL import Image
 from airflow_provider_searchapi.exceptions import InvalidImageError
 from airflow_provider_searchapi.models import MAX_IMAGE_BYTES
 
-#: Images of more pixels than this are refused, unsent and undecoded: a few KiB can declare a
-#: "decompression bomb" of gigapixels. The value is Pillow's default ``Image.MAX_IMAGE_PIXELS``
-#: (a 256 MiB RGB canvas; a 48 MP camera photo is about half of it), so Pillow's own guard, which
-#: warns above that value and refuses twice it, never lets through what this package refuses.
+#: Images of more pixels are refused undecoded: a few KiB can declare a "decompression bomb" of
+#: gigapixels. It is Pillow's default ``Image.MAX_IMAGE_PIXELS``, so Pillow's own guard (a warning
+#: above it, an error above twice it) never lets through what this check refuses.
 MAX_PIXELS = 89_478_485
 
-#: Pillow's names of the formats the API accepts, with ours (an MPO is a JPEG with extra frames).
-_FORMATS = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp"}
-_PILLOW_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP")
+#: Pillow's names of the formats the API accepts, and ours.
+_FORMATS = {"JPEG": "jpeg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp"}
+_DISPLAY = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WebP", "bmp": "BMP"}
 _ACCEPTED = "a JPEG, PNG, GIF, WebP or BMP image"
 
-#: Leading bytes of the image formats the API accepts.
-_IMAGE_SIGNATURES: tuple[tuple[str, bytes, int], ...] = (
-    ("jpeg", b"\xff\xd8\xff", 0),
-    ("png", b"\x89PNG\r\n\x1a\n", 0),
-    ("gif", b"GIF87a", 0),
-    ("gif", b"GIF89a", 0),
-    ("bmp", b"BM", 0),
-    ("webp", b"WEBP", 8),
-)
-_DISPLAY = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WebP", "bmp": "BMP"}
+#: Leading bytes of the accepted formats (but WebP: ``RIFF``, 4 bytes of size, ``WEBP``).
+_SIGNATURES = {b"\xff\xd8\xff": "jpeg", b"\x89PNG\r\n\x1a\n": "png", b"GIF87a": "gif", b"GIF89a": "gif", b"BM": "bmp"}
 
 #: Leading bytes of common files the API does not take, to say what a refused file is.
-_OTHER_SIGNATURES: tuple[tuple[bytes, str], ...] = (
-    (b"%PDF-", "a PDF document"),
-    (b"PK\x03\x04", "a ZIP archive (or an office document, which is one)"),
-    (b"\x1f\x8b", "a gzip archive"),
-    (b"II*\x00", "a TIFF image"),
-    (b"MM\x00*", "a TIFF image"),
-)
+_OTHER_SIGNATURES = {
+    b"%PDF-": "a PDF document",
+    b"PK\x03\x04": "a ZIP archive (or an office document, which is one)",
+    b"\x1f\x8b": "a gzip archive",
+    b"II*\x00": "a TIFF image",
+    b"MM\x00*": "a TIFF image",
+}
 
 
 def sniff_format(data: bytes) -> str | None:
     """Return ``jpeg``, ``png``, ``gif``, ``webp`` or ``bmp`` from the leading bytes, or ``None``."""
-    for name, magic, offset in _IMAGE_SIGNATURES:
-        if data[offset : offset + len(magic)] == magic:
-            if name == "webp" and data[:4] != b"RIFF":
-                continue
-            return name
-    return None
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return next((kind for magic, kind in _SIGNATURES.items() if data.startswith(magic)), None)
 
 
 def _describe(sample: bytes) -> str:
     """What kind of file ``sample`` (its first bytes) looks like: "a PDF document", "a text file" …"""
-    for magic, kind in _OTHER_SIGNATURES:
+    for magic, kind in _OTHER_SIGNATURES.items():
         if sample.startswith(magic):
             return kind
     if sample[4:8] == b"ftyp":
         return "an ISO media file (HEIC or AVIF image, MP4 or MOV video)"
-    try:  # a character cut at the end of the sample is not an error
+    try:  # incremental: a character cut at the end of the sample is not an error
         text = codecs.getincrementaldecoder("utf-8")().decode(sample).removeprefix("\ufeff")
     except UnicodeDecodeError:
         return "unknown binary data"
@@ -88,19 +76,16 @@ def _unreadable(data: bytes, name: str) -> InvalidImageError:
 
 @contextmanager
 def open_image(data: bytes, *, name: str) -> Iterator[Image.Image]:
-    """Open ``data`` with Pillow lazily: the header is read (format, size), pixels are decoded only
-    when the caller asks for them.
-
-    Besides :data:`MAX_PIXELS`, Pillow's own ``Image.MAX_IMAGE_PIXELS`` guard applies as the process
-    has it set.
+    """Open ``data`` with Pillow lazily: the header (format, size) is read, the pixels only when asked for.
+    Pillow's own ``Image.MAX_IMAGE_PIXELS`` guard applies too, as the process has it set.
 
     :param data: the image bytes.
     :param name: what to call the image in errors (a file name or URI).
-    :raises InvalidImageError: not one of the formats the API accepts, a damaged header, or more
-        than :data:`MAX_PIXELS` pixels.
+    :raises InvalidImageError: not a format the API accepts, a damaged header, or more than
+        :data:`MAX_PIXELS` pixels.
     """
     try:
-        image = Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS)
+        image = Image.open(io.BytesIO(data), formats=tuple(_FORMATS))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         reason = str(err).rstrip(".")
         raise InvalidImageError(f"{name}: refused by Pillow's decompression bomb guard ({reason})") from None
@@ -124,13 +109,12 @@ def check_image(data: bytes, *, name: str = "image") -> str:
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise InvalidImageError(f"{name}: image must be bytes, got {type(data).__name__}")
-    size = len(data)
-    if size == 0:
+    if not data:
         raise InvalidImageError(f"{name}: the file is empty (0 bytes)")
-    if size > MAX_IMAGE_BYTES:
+    if len(data) > MAX_IMAGE_BYTES:
         raise InvalidImageError(
-            f"{name}: {size:,} bytes is over the API's limit of {MAX_IMAGE_BYTES:,} bytes (3 MiB); "
+            f"{name}: {len(data):,} bytes is over the API's limit of {MAX_IMAGE_BYTES:,} bytes (3 MiB); "
             "downscale it first (SearchByImageOperator(downscale_oversized=True) does so)"
         )
     with open_image(data, name=name) as image:
-        return _FORMATS[image.format]
+        return "jpeg" if image.format == "MPO" else _FORMATS[image.format]  # an MPO: a JPEG with more frames

@@ -1,15 +1,12 @@
 """One rate limit shared by every process and worker that searches with a folder, kept in Redis.
 
-The limiter is pyrate-limiter's ``RedisBucket`` (its own Lua script checks and records a start in one
-step) under one key per folder, ``searchapi:rate:<folder_id>``, with a single rate: one start per
-``1 / requests_per_second`` seconds. So the starts of all processes together are spaced evenly at the
-connection's ``requests_per_second``, and never come in bursts. pyrate-limiter rather than ``limits``:
-its rates take millisecond intervals, which is what spaces the starts; the smallest window of
-``limits`` is a second, which lets a second's worth of starts go out together at a window's edge.
+pyrate-limiter's ``RedisBucket`` (its Lua script checks and records a start in one step) under the key
+``searchapi:rate:<folder_id>`` allows one start per ``1 / requests_per_second`` seconds, so the starts of
+all processes together are evenly spaced, never in bursts.
 
-When Redis cannot be reached, a warning is logged once and the process goes on with its own adaptive
-limiter (:class:`~airflow_provider_searchapi.ratelimit.AdaptiveRateLimiter`); Redis is tried again
-every ``RETRY_REDIS_SECONDS``, and its return is logged too. Nothing waiting for a slot is lost.
+When Redis cannot be reached, one warning is logged and the process goes on with its own
+:class:`~airflow_provider_searchapi.ratelimit.RateLimiter`; Redis is tried again every
+``RETRY_REDIS_SECONDS``, and its return is logged too.
 """
 
 from __future__ import annotations
@@ -23,7 +20,7 @@ import weakref
 from typing import Any
 
 from airflow_provider_searchapi.exceptions import SearchApiConfigError
-from airflow_provider_searchapi.ratelimit import AdaptiveRateLimiter
+from airflow_provider_searchapi.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +28,9 @@ log = logging.getLogger(__name__)
 REDIS_TIMEOUT_SECONDS = 2.0
 #: Seconds between tries to reach Redis again after it failed.
 RETRY_REDIS_SECONDS = 30.0
-#: Seconds between removals of the starts older than the rate's interval from the bucket.
+#: Seconds between removals of the bucket's past starts (the key would grow otherwise).
 LEAK_SECONDS = 10.0
 
-_INSTALL_HINT = "needs the redis extra: pip install 'airflow-provider-searchapi[redis]'"
 #: What a Redis connection's client carries over to the async client (as the redis provider reads it).
 _CLIENT_SETTINGS = ("host", "port", "db", "username", "password")
 _SSL_SETTINGS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_keyfile", "ssl_certfile", "ssl_check_hostname")
@@ -42,13 +38,17 @@ _SSL_SETTINGS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_keyfile", "ssl_certfile",
 
 def redis_client_settings(redis_conn_id: str) -> dict[str, Any]:
     """The settings of a ``redis`` connection, read by the redis provider's ``RedisHook``, as keyword
-    arguments of ``redis.Redis`` and ``redis.asyncio.Redis`` (with short timeouts added)."""
+    arguments of ``redis.Redis`` and ``redis.asyncio.Redis`` (with short timeouts added).
+
+    :param redis_conn_id: the Airflow ``redis`` connection (a single server, not a cluster).
+    """
     try:
         import pyrate_limiter  # noqa: F401
         import redis
         from airflow.providers.redis.hooks.redis import RedisHook
     except ImportError:
-        raise SearchApiConfigError("rate_limit_conn_id", _INSTALL_HINT) from None
+        hint = "needs the redis extra: pip install 'airflow-provider-searchapi[redis]'"
+        raise SearchApiConfigError("rate_limit_conn_id", hint) from None
     hook = RedisHook(redis_conn_id)
     if hook.get_connection(redis_conn_id).extra_dejson.get("cluster"):
         raise SearchApiConfigError(
@@ -65,9 +65,8 @@ def redis_client_settings(redis_conn_id: str) -> dict[str, Any]:
 class RedisRateLimiter:
     """Starts at ``rate`` per second across every process that uses the same Redis and folder.
 
-    Build it with :func:`shared_redis_limiter` (one per process). It has the methods of a
-    :class:`~airflow_provider_searchapi.ratelimit.RateLimiter`; the Redis clients are made on first
-    use (one per event loop for async callers).
+    Build it with :func:`shared_redis_limiter` (one per process). The Redis clients are made on first
+    use, one per event loop for async callers.
 
     :param redis_conn_id: the Airflow ``redis`` connection.
     :param folder_id: the folder whose quota the limit is (the key in Redis).
@@ -75,7 +74,7 @@ class RedisRateLimiter:
     :param fallback: the limiter used while Redis cannot be reached; also told about 429s.
     """
 
-    def __init__(self, redis_conn_id: str, folder_id: str, rate: float, fallback: AdaptiveRateLimiter) -> None:
+    def __init__(self, redis_conn_id: str, folder_id: str, rate: float, fallback: RateLimiter) -> None:
         from pyrate_limiter import Rate
 
         self.redis_conn_id = redis_conn_id
@@ -84,12 +83,11 @@ class RedisRateLimiter:
         self._rate = Rate(1, max(1, math.ceil(1000 / rate)))  # one start per interval, in ms
         self._settings = redis_client_settings(redis_conn_id)
         self._lock = threading.Lock()
-        self._sync: Any = None  # (pyrate Limiter, bucket), made on first use
+        self._sync: Any = None  # (pyrate Limiter, bucket)
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._down_since: float | None = None
         self._leaked = 0.0
 
-    # -- the two ways in --------------------------------------------------------------------
     def acquire(self) -> None:
         """Block the calling thread until it may start a request."""
         if self._redis_usable():
@@ -107,7 +105,7 @@ class RedisRateLimiter:
         """Wait, without blocking the event loop, until the caller may start a request."""
         if self._redis_usable():
             try:
-                limiter, bucket = await self._async_limiter()
+                limiter, bucket, _ = await self._async_limiter()
                 if self._due_leak():
                     await bucket.leak(bucket.now())
                 if await limiter.try_acquire_async(self.key):
@@ -126,7 +124,6 @@ class RedisRateLimiter:
         if made is not None:
             await made[2].aclose()
 
-    # -- clients and health -----------------------------------------------------------------
     def _sync_limiter(self) -> Any:
         with self._lock:
             if self._sync is None:
@@ -142,8 +139,7 @@ class RedisRateLimiter:
 
     async def _async_limiter(self) -> Any:
         loop = asyncio.get_running_loop()
-        made = self._async.get(loop)
-        if made is None:
+        if loop not in self._async:
             import redis.asyncio
             from pyrate_limiter import RedisBucket
             from redis.asyncio.retry import Retry
@@ -152,11 +148,11 @@ class RedisRateLimiter:
             # One quick retry: a lost Redis must cost a moment, not redis-py's default backoff.
             client = redis.asyncio.Redis(**self._settings, retry=Retry(NoBackoff(), 1))
             bucket = await RedisBucket.init([self._rate], client, self.key)
-            made = self._async.setdefault(loop, (_limiter(bucket), bucket, client))
-        return made[0], made[1]
+            self._async.setdefault(loop, (_limiter(bucket), bucket, client))
+        return self._async[loop]
 
     def _due_leak(self) -> bool:
-        """Whether this process should now drop the bucket's old starts (the key would grow otherwise)."""
+        """Whether this process should now drop the bucket's past starts."""
         now = time.monotonic()
         if now - self._leaked < LEAK_SECONDS:
             return False
@@ -164,8 +160,7 @@ class RedisRateLimiter:
         return True
 
     def _redis_usable(self) -> bool:
-        down = self._down_since
-        return down is None or time.monotonic() - down >= RETRY_REDIS_SECONDS
+        return self._down_since is None or time.monotonic() - self._down_since >= RETRY_REDIS_SECONDS
 
     def _down(self, err: Exception) -> None:
         with self._lock:
@@ -192,7 +187,7 @@ class RedisRateLimiter:
 
 
 def _limiter(bucket: Any) -> Any:
-    """A pyrate-limiter ``Limiter`` over ``bucket`` that waits exactly for the next free slot; old
+    """A pyrate-limiter ``Limiter`` over ``bucket`` that waits exactly for the next free slot; past
     starts are removed by the calls themselves, not by a background thread or task."""
     from pyrate_limiter import Limiter, SingleBucketFactory
 
@@ -203,13 +198,16 @@ _shared: dict[tuple[str, str, float], RedisRateLimiter] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_redis_limiter(
-    redis_conn_id: str, folder_id: str, rate: float, fallback: AdaptiveRateLimiter
-) -> RedisRateLimiter:
-    """One :class:`RedisRateLimiter` per (Redis connection, folder, rate) in this process."""
+def shared_redis_limiter(redis_conn_id: str, folder_id: str, rate: float, fallback: RateLimiter) -> RedisRateLimiter:
+    """One :class:`RedisRateLimiter` per (Redis connection, folder, rate) in this process.
+
+    :param redis_conn_id: the Airflow ``redis`` connection.
+    :param folder_id: the folder whose quota the limit is.
+    :param rate: starts per second, all processes together.
+    :param fallback: the limiter used while Redis cannot be reached.
+    """
+    key = (redis_conn_id, folder_id, rate)
     with _shared_lock:
-        limiter = _shared.get((redis_conn_id, folder_id, rate))
-        if limiter is None:
-            limiter = RedisRateLimiter(redis_conn_id, folder_id, rate, fallback)
-            _shared[(redis_conn_id, folder_id, rate)] = limiter
-        return limiter
+        if key not in _shared:
+            _shared[key] = RedisRateLimiter(redis_conn_id, folder_id, rate, fallback)
+        return _shared[key]

@@ -49,7 +49,7 @@ def test_invalid_rates_are_refused():
     with pytest.raises(ValueError):
         RateLimiter(0)
     with pytest.raises(ValueError):
-        RateLimiter(5, burst=0)
+        RateLimiter(5, decrease=1)
 
 
 def test_limiters_are_shared_per_name_and_rate():
@@ -84,9 +84,7 @@ def test_64_concurrent_callers_stay_within_the_limit_at_the_server(make_hook, se
 
 
 def test_adaptive_limiter_slows_once_per_burst_of_429s_and_climbs_back(caplog):
-    from airflow_provider_searchapi.ratelimit import AdaptiveRateLimiter
-
-    limiter = AdaptiveRateLimiter(10, recovery=0.5)  # +5 requests/s per second without 429
+    limiter = RateLimiter(10, recovery=0.5)  # +5 requests/s per second without 429
     with caplog.at_level("INFO", logger="airflow_provider_searchapi.ratelimit"):
         limiter.throttled(None)
         limiter.throttled(None)  # the same burst: counted once
@@ -103,9 +101,7 @@ def test_adaptive_limiter_slows_once_per_burst_of_429s_and_climbs_back(caplog):
 
 
 def test_retry_after_holds_every_start_of_the_process():
-    from airflow_provider_searchapi.ratelimit import AdaptiveRateLimiter
-
-    limiter = AdaptiveRateLimiter(100)
+    limiter = RateLimiter(100)
     limiter.acquire()
     limiter.throttled(0.5)
     started = time.monotonic()

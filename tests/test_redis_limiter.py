@@ -16,7 +16,7 @@ fakeredis = pytest.importorskip("fakeredis", reason="LOUD SKIP: fakeredis is not
 pytest.importorskip("lupa", reason="LOUD SKIP: lupa (fakeredis[lua]) is not installed (the test extra)")
 
 from airflow_provider_searchapi.exceptions import SearchApiConfigError  # noqa: E402
-from airflow_provider_searchapi.ratelimit import AdaptiveRateLimiter  # noqa: E402
+from airflow_provider_searchapi.ratelimit import RateLimiter  # noqa: E402
 from airflow_provider_searchapi.redis_limiter import RedisRateLimiter, redis_client_settings  # noqa: E402
 from tests.test_ratelimit import _max_in_window  # noqa: E402
 
@@ -36,7 +36,7 @@ def fake_redis(monkeypatch):
 
 
 def _limiter(conn_id: str, folder: str = "b1gfolder", rate: float = 20.0) -> RedisRateLimiter:
-    return RedisRateLimiter(conn_id, folder, rate, AdaptiveRateLimiter(rate))
+    return RedisRateLimiter(conn_id, folder, rate, RateLimiter(rate))
 
 
 def test_the_redis_connection_is_read_by_the_redis_provider(monkeypatch):
@@ -151,7 +151,6 @@ def test_a_redis_cluster_connection_is_refused(monkeypatch):
 
 
 def test_the_hook_uses_the_connections_redis_limit_unless_told_otherwise(make_hook, fake_redis):
-    from airflow_provider_searchapi.ratelimit import AdaptiveRateLimiter
     from tests.conftest import make_jpeg
 
     hook = make_hook("api_key", rate_limit_conn_id=fake_redis)
@@ -161,4 +160,4 @@ def test_the_hook_uses_the_connections_redis_limit_unless_told_otherwise(make_ho
     without = make_hook(
         "api_key", conn_id="searchapi_other", rate_limit_conn_id=fake_redis, hook_kwargs={"rate_limit_conn_id": ""}
     )
-    assert isinstance(without.limiter, AdaptiveRateLimiter)
+    assert isinstance(without.limiter, RateLimiter)

@@ -10,7 +10,8 @@ from tenacity import RetryCallState, Retrying
 
 from airflow_provider_searchapi.exceptions import SearchApiHTTPError
 from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
-from airflow_provider_searchapi.retry import RetryPolicy, is_retryable, wait_retry_after
+from airflow_provider_searchapi.ratelimit import RateLimiter
+from airflow_provider_searchapi.retry import Caller, CallStats, RetryPolicy, is_retryable, wait_retry_after
 from tests.conftest import make_jpeg
 
 
@@ -183,8 +184,8 @@ def test_retryable_statuses(status, expected):
 
 
 def test_backoff_grows_and_stays_under_the_cap():
-    policy = RetryPolicy(backoff_base=0.5, backoff_max=4)
-    wait = policy._kwargs()["wait"]
+    caller = Caller(RateLimiter(1), RetryPolicy(backoff_base=0.5, backoff_max=4), CallStats())
+    wait = caller._retrying(Retrying).wait
     waits = [wait(_state_after(SearchApiHTTPError(503, "x"), attempt)) for attempt in range(1, 12) for _ in range(20)]
     assert all(0 <= w <= 4 for w in waits)
     assert max(waits) > 1  # it does grow
