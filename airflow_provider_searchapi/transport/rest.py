@@ -59,7 +59,8 @@ class RestTransport:
         self._settings: dict[str, Any] = {
             "auth": auth,
             "timeout": timeout,
-            "verify": verify_tls,
+            # One TLS context for every client: each would otherwise load the CA bundle again.
+            "verify": httpx.create_ssl_context(verify=verify_tls),
             "headers": {"User-Agent": "airflow-provider-searchapi", "Content-Type": "application/json"},
         }
         self._max_connections = max_connections
