@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import jwt
-from pydantic import AwareDatetime, BaseModel, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, Field, SecretStr, ValidationError
 
 from airflow_provider_searchapi.config import IAM_AUDIENCE, AuthorizedKey, SearchApiConfig
 from airflow_provider_searchapi.exceptions import SearchApiAuthError, certificate_refused
@@ -168,7 +168,7 @@ class _IamAnswer(BaseModel):
 
 
 def fetch_iam_token(
-    credential: AuthorizedKey | str, iam_endpoint: str, *, timeout: float, verify_tls: bool = True
+    credential: AuthorizedKey | SecretStr, iam_endpoint: str, *, timeout: float, verify_tls: bool = True
 ) -> IamToken:
     """Exchange a credential for an IAM token at ``POST {iam_endpoint}``: a JWT signed with a service
     account's authorized key, or a user's OAuth token.
@@ -184,7 +184,7 @@ def fetch_iam_token(
         body = {"jwt": sign_jwt(credential, now=started)}
         named = f"the authorized key {credential.id} of service account {credential.service_account_id}"
     else:
-        body, named = {"yandexPassportOauthToken": credential}, "the OAuth token"
+        body, named = {"yandexPassportOauthToken": credential.get_secret_value()}, "the OAuth token"
     try:
         with httpx.Client(timeout=timeout, verify=verify_tls) as client:
             response = client.post(iam_endpoint, json=body, headers={"x-client-request-id": request_id})
@@ -272,7 +272,7 @@ def build_auth(config: SearchApiConfig) -> httpx.Auth:
     if config.iam_token is not None:
         return StaticTokenAuth(config.iam_token.get_secret_value())
     fetch: Callable[[], IamToken]
-    credential = config.authorized_key or (config.oauth_token and config.oauth_token.get_secret_value())
+    credential = config.authorized_key or config.oauth_token  # kept secret: a partial's repr shows its arguments
     if credential:
         endpoint = config.iam_endpoint
         fetch = functools.partial(

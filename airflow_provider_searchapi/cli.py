@@ -173,9 +173,8 @@ def _exit_code(error: Exception, command: str) -> int | None:
         return EXIT_API_ERROR
     if isinstance(error, SearchApiError) or (command == "report" and isinstance(error, (OSError, ValueError))):
         return EXIT_BAD_INPUT
-    from airflow.providers.common.compat.sdk import AirflowNotFoundException
-
-    return EXIT_BAD_INPUT if isinstance(error, AirflowNotFoundException) else None
+    airflow = sys.modules.get("airflow.providers.common.compat.sdk")  # imported already, if Airflow was used
+    return EXIT_BAD_INPUT if airflow and isinstance(error, airflow.AirflowNotFoundException) else None
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -185,7 +184,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     args = build_parser().parse_args(argv)
     try:
         query = _query(args.image) if args.command == "search" else {}
-        if args.command != "report" or args.conn_id or args.source_conn_id:
+        if args.command != "report" or args.conn_id or args.source_conn_id or "@" in args.output_path + args.html:
             # Importing Airflow sets up its logging, which _logs_to then replaces.
             import airflow.providers.common.compat.sdk  # noqa: F401
 

@@ -15,7 +15,16 @@ from typing import Any, Literal
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from airflow_provider_searchapi.connection_fields import (
     DEFAULT_ENDPOINT,
@@ -126,7 +135,7 @@ class SearchApiConfig(BaseModel):
     authorized_key: AuthorizedKey | None = None
     api_key: SecretStr | None = None
     iam_token: SecretStr | None = None
-    oauth_token: SecretStr | None = Field(default=None, validation_alias="oauth")
+    oauth_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("oauth", "oauth_token"))
     endpoint: str = DEFAULT_ENDPOINT
     iam_endpoint: str = DEFAULT_IAM_ENDPOINT
     metadata_endpoint: str = DEFAULT_METADATA_ENDPOINT

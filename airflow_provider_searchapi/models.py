@@ -151,12 +151,12 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     folder_id: str = Field(serialization_alias="folderId")
-    image: Annotated[bytes | None, PlainSerializer(lambda data: base64.b64encode(data).decode("ascii"))] = Field(
-        default=None, serialization_alias="data"
-    )
+    image: Annotated[
+        bytes | None, PlainSerializer(lambda data: base64.b64encode(data).decode("ascii"), when_used="json-unless-none")
+    ] = Field(default=None, serialization_alias="data")
     url: str | None = None
     cbir_id: str | None = Field(default=None, serialization_alias="id")
-    page: Annotated[int, PlainSerializer(str)] = 0
+    page: Annotated[int, PlainSerializer(str, when_used="json")] = 0
     site: str | None = None
     family_mode: FamilyMode | None = Field(default=None, serialization_alias="familyMode")
 

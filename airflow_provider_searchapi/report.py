@@ -280,17 +280,19 @@ def report_from_output(
 
 
 def _write(fs: AbstractFileSystem, path: str, pieces: Iterator[str]) -> None:
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    if isinstance(fs, LocalFileSystem):  # object stores need no folders (and s3fs would create a bucket)
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     with fs.open(path, "wt", encoding="utf-8", errors="replace") as handle:  # a lone surrogate becomes "?"
         handle.writelines(pieces)
 
 
 def _storage(location: str, conn_id: str | None) -> tuple[AbstractFileSystem, str]:
     """The filesystem and path of a storage URL or a local path: through Airflow's ``ObjectStoragePath``
-    when a connection is named, else straight from fsspec (as the environment grants access)."""
+    when a connection is named (``conn_id``, or ``s3://conn_id@bucket/…``), else straight from fsspec
+    (as the environment grants access)."""
     if "://" not in location:
         return LocalFileSystem(), os.path.abspath(os.path.expanduser(location))
-    if not conn_id:
+    if not conn_id and not urlsplit(location).username:
         return url_to_fs(location)
     from airflow.sdk import ObjectStoragePath
 

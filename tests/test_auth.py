@@ -12,6 +12,7 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from pydantic import SecretStr
 
 from airflow_provider_searchapi import config
 from airflow_provider_searchapi.auth import (
@@ -229,7 +230,7 @@ def iam_answering():
 )
 def test_expires_at_is_read_to_the_microsecond_whatever_its_form(iam_answering, expires_at):
     url = iam_answering(json.dumps({"iamToken": "t1.minted", "expiresAt": expires_at}).encode())
-    token = fetch_iam_token("y0_user", url, timeout=5)
+    token = fetch_iam_token(SecretStr("y0_user"), url, timeout=5)
     assert token.value == "t1.minted"
     assert token.expires_at == datetime(2030, 1, 2, 3, 4, 5, 123456, tzinfo=timezone.utc).timestamp()
 
@@ -239,7 +240,7 @@ def test_expires_at_is_read_to_the_microsecond_whatever_its_form(iam_answering, 
 )
 def test_an_unreadable_iam_answer_is_an_auth_error(iam_answering, body):
     with pytest.raises(SearchApiAuthError, match="without a readable iamToken/expiresAt"):
-        fetch_iam_token("y0_user", iam_answering(body), timeout=5)
+        fetch_iam_token(SecretStr("y0_user"), iam_answering(body), timeout=5)
 
 
 def test_the_emulator_exchanges_only_oauth_tokens_it_knows(searchapi_emulator):

@@ -232,3 +232,10 @@ def test_the_report_of_a_run_on_s3_and_the_cli_over_s3(bucket, s3_conn_id, searc
     again = Page(ObjectStoragePath(f"{bucket}/page.html", conn_id=s3_conn_id).read_text())
     assert {a["href"] for a in again.all("a")} == {a["href"] for a in page.all("a")}
     assert "1 run" in "".join(again.text)
+    # the connection named in the URL (s3://conn_id@bucket/…) is used as Airflow's ObjectStoragePath uses it
+    in_url = bucket.replace("s3://", f"s3://{s3_conn_id}@")
+    argv = ["report", f"{in_url}/out/", "--html", str(tmp_path / "page.html"), "--source-conn-id", s3_conn_id]
+    assert main(argv, stdout, stderr) == 0, stderr.getvalue()
+    assert {a["href"] for a in Page((tmp_path / "page.html").read_text()).all("a")} == {
+        a["href"] for a in page.all("a")
+    }

@@ -141,3 +141,10 @@ def test_the_minted_token_and_the_oauth_token_are_masked(searchapi_emulator):
     masker = _secrets_masker()
     said = masker.redact(f"extras {json.dumps(extras)} token {token}")
     assert extras["oauth"] not in said and token not in said
+
+
+def test_the_oauth_token_shows_in_no_repr_of_the_auth():
+    config = SearchApiConfig.from_connection("yandexcloud", {"folder_id": "b1g", "oauth": "y0_never_shown"})
+    auth = build_auth(config)
+    assert "y0_never_shown" not in repr(auth) + repr(vars(auth)) + repr(config)
+    assert SearchApiConfig.model_validate(config.model_dump()).oauth_token == config.oauth_token

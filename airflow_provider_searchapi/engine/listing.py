@@ -49,7 +49,8 @@ def list_images(
             raise FileNotFoundError(f"source {source!r} matched no files: {stable_uri(root)} does not exist")
         return
     try:
-        matcher = re.compile(glob_translate(pattern)) if pattern else None
+        # "**.jpg" reads as "**/*.jpg": any depth (fsspec wants "**" as a whole component)
+        matcher = re.compile(glob_translate(re.sub(r"(^|/)\*\*(?=[^/])", r"\1**/*", pattern))) if pattern else None
     except ValueError as err:  # "**" inside a name
         raise ValueError(f"source {source!r}: {err}") from None
     depth = None if pattern is None or "**" in pattern else pattern.count("/") + 1

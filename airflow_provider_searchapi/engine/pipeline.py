@@ -60,7 +60,6 @@ class Enricher:
         if ledger is None and self.settings.reprocess is Reprocess.FAILED:
             raise ValueError("reprocess='failed' needs a ledger (state_path) that remembers the failures")
         self.summary = RunSummary()
-        self._progress = Progress(self.summary, hook.stats, interval=self.settings.progress_seconds)
         self._queue: asyncio.Queue[SourceImage | None] = asyncio.Queue(maxsize=self.settings.max_concurrency)
         self._batches = Batches(self.settings.batch_size)
         self._commit_due = asyncio.Event()
@@ -85,6 +84,7 @@ class Enricher:
 
     async def arun(self, sources: Iterable[SourceImage]) -> RunSummary:
         """:meth:`run` for async callers."""
+        self._progress = Progress(self.summary, self.hook.stats, interval=self.settings.progress_seconds)
         await self.hook.aget_config()  # read the connection (and fail on bad settings) before any work
         everything = self.settings.reprocess is Reprocess.ALL
         self._done_per_sink = [set() if everything else await asyncio.to_thread(s.done_sources) for s in self.sinks]

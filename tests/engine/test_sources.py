@@ -59,6 +59,9 @@ def test_globs_filter_at_any_depth(tree):
         "sub/c.jpg",
         "sub/deeper/d.jpg",
     ]
+    assert sorted(_names(list_images(f"file://{tree}/**.jpg"))) == sorted(
+        _names(list_images(f"file://{tree}/**/*.jpg"))
+    )
     assert sorted(_names(list_images(f"file://{tree}/*.jpg"))) == ["a.jpg", "odd name #1.jpg"]
     assert sorted(_names(list_images(f"file://{tree}/sub/*"))) == ["sub/c.jpg", "sub/notes.txt"]
 
