@@ -200,6 +200,36 @@ def test_a_changed_source_gets_new_rows_beside_the_old_in_the_same_output(hook, 
     assert run_once().searched == 0
 
 
+def test_a_changed_source_whose_search_failed_gets_its_new_rows_when_retried(
+    searchapi_connection, searchapi_emulator, tmp_path
+):
+    from airflow_provider_searchapi.retry import RetryPolicy
+
+    write_images(tmp_path / "in", 3)
+    state = ObjectStoragePath(f"file://{tmp_path}/state/")
+    hook = SearchApiHook(searchapi_connection, requests_per_second=1000, retry_policy=RetryPolicy(max_attempts=1))
+
+    def run_once():
+        sink = JsonLinesSink(ObjectStoragePath(f"file://{tmp_path}/out/"))
+        return Enricher(hook, [sink], EnrichmentSettings(), Ledger(state)).run(list_images(f"file://{tmp_path}/in/"))
+
+    assert run_once().searched == 3
+    changed = tmp_path / "in" / "img-0001.jpg"
+    changed.write_bytes(make_jpeg(777))
+    searchapi_emulator.settings.update({"fault_rate": 1.0, "fault_kinds": ["500"]})
+    assert run_once().failed == 1  # the new version's search failed: retryable
+    searchapi_emulator.settings.update({"fault_rate": 0.0})
+    third = run_once()
+    assert (third.searched, third.retried, third.skipped_done) == (1, 1, 2)
+    rows = [
+        json.loads(line)
+        for part in sorted((tmp_path / "out" / "results").glob("*.jsonl"))
+        for line in part.read_text().splitlines()
+    ]
+    sizes = {row["source_size"] for row in rows if row["source_uri"].endswith("img-0001.jpg")}
+    assert changed.stat().st_size in sizes and len(sizes) == 2  # the old version's rows, and the new one's
+
+
 def test_with_only_a_sql_output_its_tables_are_the_ledger(
     tmp_path, searchapi_emulator, searchapi_connection, sqlite_conn_id
 ):

@@ -25,6 +25,24 @@ def _jsonl_rows(folder: Path) -> list[dict]:
     return [json.loads(line) for part in sorted(folder.glob("*.jsonl")) for line in part.read_text().splitlines()]
 
 
+def _env() -> dict[str, str]:
+    """The test's environment (its connections included) with the project importable."""
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+
+
+def _kill_midway(args: list[str], emulator) -> int:
+    """Start the run, SIGKILL it once a third of the images were searched; the searches sent by then."""
+    process = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while emulator.stats.snapshot()["search_requests"] < IMAGES // 3:
+        assert process.poll() is None, process.stderr.read()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return emulator.stats.snapshot()["search_requests"]
+
+
 def test_sigkill_midway_then_rerun(tmp_path, searchapi_emulator, searchapi_connection, sqlite_conn_id):
     searchapi_emulator.settings.latency = 0.05
     write_images(tmp_path / "in", IMAGES)
@@ -36,20 +54,9 @@ def test_sigkill_midway_then_rerun(tmp_path, searchapi_emulator, searchapi_conne
         sqlite_conn_id,
         str(CONCURRENCY),
     ]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    assert _kill_midway(args, searchapi_emulator) < IMAGES  # it really died midway
 
-    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while searchapi_emulator.stats.snapshot()["search_requests"] < IMAGES // 3:
-        assert process.poll() is None, process.stderr.read()[-3000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    killed_at = searchapi_emulator.stats.snapshot()["search_requests"]
-    assert killed_at < IMAGES  # it really died midway
-
-    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(args, env=_env(), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
 
     with sqlite3.connect(tmp_path / "results.db") as db:
@@ -75,21 +82,10 @@ def test_sigkill_midway_then_the_next_day_pays_only_for_what_was_uncommitted(
     def args(day: str) -> list[str]:
         return [sys.executable, str(SCRIPT), f"file://{tmp_path}/in/", f"file://{tmp_path}/out/{day}/", sqlite_conn_id]
 
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    process = subprocess.Popen(
-        [*args("2026-12-01"), str(CONCURRENCY), state], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    deadline = time.monotonic() + 120
-    while searchapi_emulator.stats.snapshot()["search_requests"] < IMAGES // 3:
-        assert process.poll() is None, process.stderr.read()[-3000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert searchapi_emulator.stats.snapshot()["search_requests"] < IMAGES
+    assert _kill_midway([*args("2026-12-01"), str(CONCURRENCY), state], searchapi_emulator) < IMAGES
 
     rerun = subprocess.run(
-        [*args("2026-12-02"), str(CONCURRENCY), state], env=env, capture_output=True, text=True, timeout=300
+        [*args("2026-12-02"), str(CONCURRENCY), state], env=_env(), capture_output=True, text=True, timeout=300
     )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     stats = searchapi_emulator.stats.snapshot()
