@@ -25,6 +25,7 @@ from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 from airflow_provider_searchapi.images import open_image
+from airflow_provider_searchapi.jsonl import read_jsonl
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -137,17 +138,8 @@ class Report:
 
         :raises ValueError: a line is not a JSON object (naming the part and the line).
         """
-        with fs.open(path, "rt", encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except ValueError as err:
-                    raise ValueError(f"{path}, line {number}: not JSON ({err.msg})") from None
-                if not isinstance(row, dict):
-                    raise ValueError(f"{path}, line {number}: not a JSON object")
-                (self.add_error if errors else self.add_result)(row)
+        for _, row in read_jsonl(fs, path):
+            (self.add_error if errors else self.add_result)(row)
 
     def render(
         self, *, title: str, where: str, figures: dict[str, Any], source_conn_id: str | None = None

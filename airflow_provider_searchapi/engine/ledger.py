@@ -23,6 +23,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt
 
 from airflow_provider_searchapi.engine.sinks import Batch, SqlSink
 from airflow_provider_searchapi.engine.sources import SourceImage, stable_uri
+from airflow_provider_searchapi.jsonl import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -179,14 +180,11 @@ class Ledger(BaseLedger):
     def _read_parts(self) -> None:
         self.entries, self._parts = {}, self._list_parts()
         for part in self._parts:
-            with self.prefix.fs.open(part, "rt", encoding="utf-8") as handle:
-                for number, line in enumerate(handle, 1):
-                    try:
-                        if line.strip():
-                            row = json.loads(line)
-                            self.entries[row["source_uri"]] = Entry(row["fingerprint"], _OUTCOMES[row["outcome"]])
-                    except (ValueError, KeyError, TypeError) as err:
-                        raise ValueError(f"ledger part {part} line {number}: not a ledger row ({err!r})") from None
+            for number, row in read_jsonl(self.prefix.fs, part):
+                try:
+                    self.entries[row["source_uri"]] = Entry(row["fingerprint"], _OUTCOMES[row["outcome"]])
+                except (KeyError, TypeError) as err:
+                    raise ValueError(f"ledger part {part} line {number}: not a ledger row ({err!r})") from None
 
     def record(self, rows: Iterable[Row]) -> None:
         """Commit rows as one part; call it only once the outputs hold them."""

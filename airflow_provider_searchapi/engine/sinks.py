@@ -24,6 +24,7 @@ from fsspec.implementations.local import LocalFileSystem, make_path_posix
 
 from airflow_provider_searchapi.engine.records import ERROR_COLUMNS, RESULT_COLUMNS
 from airflow_provider_searchapi.engine.sources import stable_uri
+from airflow_provider_searchapi.jsonl import read_jsonl
 
 
 @dataclass
@@ -141,8 +142,8 @@ class JsonLinesSink(Sink):
         for kind in ("results", "errors"):
             folder = self.prefix / kind
             for part in folder.iterdir() if folder.exists() else ():
-                if part.name.endswith(".jsonl"):  # read whole: Airflow 3.0's open files do not iterate
-                    rows = (json.loads(line) for line in part.read_text(encoding="utf-8").splitlines() if line.strip())
+                if part.name.endswith(".jsonl"):
+                    rows = (row for _, row in read_jsonl(self.prefix.fs, part.path))
                     done.update(row["source_uri"] for row in rows if kind == "results" or row.get("retryable") == 0)
         return done
 
