@@ -30,22 +30,19 @@ os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 AIRFLOW = {"3.0": "3.0.6", "3.1": "3.1.8", "3.2": "3.2.2", "3.3": "3.3.2"}
 #: Nothing uploaded after this moment is installed (uv's --exclude-newer): the same set on every run.
 EXCLUDE_NEWER = "2026-12-07T00:00:00Z"
-#: What the subset needs besides the provider: the emulator (uvicorn, starlette), moto's S3 server and
-#: the storage and SQL providers of the example DAGs, and Pillow (tests/conftest.py's sample images).
+#: The provider with its emulator extra, and its redis extra: the sharded example DAG shares its quota
+#: through Redis (Debian's redis-server, started by the tests).
+PROVIDER = ".[emulator,redis]"
+#: What the subset needs besides: moto's S3 server and the storage and SQL providers of the example DAGs,
+#: and Pillow (tests/conftest.py's sample images).
 TEST_PACKAGES = [
     "pytest>=8",
     "pytest-asyncio>=0.23",
-    "uvicorn>=0.29",
-    "starlette>=0.37",
     "moto[server]>=5",
     "s3fs>=2024.2",
     "apache-airflow-providers-amazon>=9",
     "apache-airflow-providers-sqlite>=4",
     "pillow>=10",
-    # the sharded example DAG shares its quota through Redis (Debian's redis-server, started by the tests)
-    "apache-airflow-providers-redis>=4",
-    "redis>=5",
-    "pyrate-limiter>=4.6,<5",
 ]
 #: Airflow 3.0 and 3.1 build the connection form from the hooks' wtforms widgets: the FAB provider
 #: brings Flask-AppBuilder, which those widgets come from.
@@ -94,7 +91,7 @@ def compat(session: nox.Session, airflow: str) -> None:
     session.install(
         f"--exclude-newer={EXCLUDE_NEWER}",
         f"apache-airflow=={AIRFLOW[airflow]}",
-        ".",
+        PROVIDER,
         *TEST_PACKAGES,
         *FORM_PACKAGES.get(airflow, []),
         *BROWSER.get(airflow, []),
