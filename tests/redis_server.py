@@ -16,6 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.airflow_env import free_port
+
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 MISSING = "Debian's redis-server (as root: apt-get update && apt-get install -y redis-server; `make test` does it)"
 SKIP_REASON = f"LOUD SKIP: no {MISSING}"
@@ -26,9 +28,7 @@ class RedisServer:
     """``redis-server`` without persistence on 127.0.0.1; :meth:`stop` and :meth:`start` again at will."""
 
     def __init__(self) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> RedisServer:

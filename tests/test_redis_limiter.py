@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import threading
 import time
 
@@ -18,6 +17,7 @@ pytest.importorskip("lupa", reason="LOUD SKIP: lupa (fakeredis[lua]) is not inst
 from airflow_provider_searchapi.exceptions import SearchApiConfigError  # noqa: E402
 from airflow_provider_searchapi.ratelimit import RateLimiter  # noqa: E402
 from airflow_provider_searchapi.redis_limiter import RedisRateLimiter, redis_client_settings  # noqa: E402
+from tests.airflow_env import free_port  # noqa: E402
 from tests.test_ratelimit import _max_in_window  # noqa: E402
 
 
@@ -119,10 +119,7 @@ def _sync_starts(limiter: RedisRateLimiter, count: int) -> list[float]:
 
 
 def test_without_redis_the_process_goes_on_with_its_own_limit_and_warns_once(monkeypatch, caplog):
-    with socket.socket() as probe:  # a port where nothing listens
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    conn = {"conn_type": "redis", "host": "127.0.0.1", "port": port}
+    conn = {"conn_type": "redis", "host": "127.0.0.1", "port": free_port()}
     monkeypatch.setenv("AIRFLOW_CONN_GONE_REDIS", json.dumps(conn))
     rate = 20.0
     limiter = _limiter("gone_redis", rate=rate)

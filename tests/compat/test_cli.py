@@ -9,18 +9,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
-from airflow_provider_searchapi.testing.emulator import Emulator
 from airflow_provider_searchapi.testing.samples import SAMPLE_DIR
-
-
-@pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    with Emulator().start() as started:
-        yield started
 
 
 def _cli(tmp_path, conn_json: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -31,24 +23,28 @@ def _cli(tmp_path, conn_json: str, *args: str) -> subprocess.CompletedProcess[st
 
 
 @pytest.mark.parametrize("credential", ["authorized_key", "api_key"])
-def test_check_connection_connects(tmp_path, emulator, credential):
-    done = _cli(tmp_path, emulator.connection_json(credential=credential), "check-connection")
+def test_check_connection_connects(tmp_path, searchapi_emulator, credential):
+    done = _cli(tmp_path, searchapi_emulator.connection_json(credential=credential), "check-connection")
     assert done.returncode == 0, done.stdout + done.stderr
-    expected = f"Connected: {credential} credential accepted for folder {emulator.folder_id}; a test search"
+    expected = f"Connected: {credential} credential accepted for folder {searchapi_emulator.folder_id}; a test search"
     assert done.stdout.startswith(expected) and done.stdout.count("\n") == 1, done.stdout
-    assert emulator.stats.snapshot()["search_requests"] == 1
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 1
 
 
-def test_check_connection_names_a_missing_connection(tmp_path, emulator):
-    done = _cli(tmp_path, emulator.connection_json(credential="api_key"), "check-connection", "--conn-id", "nowhere")
+def test_check_connection_names_a_missing_connection(tmp_path, searchapi_emulator):
+    done = _cli(
+        tmp_path, searchapi_emulator.connection_json(credential="api_key"), "check-connection", "--conn-id", "nowhere"
+    )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "nowhere" in done.stderr and done.stdout == ""
 
 
-def test_search_json_output_is_json(tmp_path, emulator):
+def test_search_json_output_is_json(tmp_path, searchapi_emulator):
     image = str(SAMPLE_DIR / "sunset.jpg")
-    done = _cli(tmp_path, emulator.connection_json(credential="api_key"), "search", image, "--pages", "2", "--json")
+    done = _cli(
+        tmp_path, searchapi_emulator.connection_json(credential="api_key"), "search", image, "--pages", "2", "--json"
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     pages = json.loads(done.stdout)
     assert [page["page"] for page in pages] == [0, 1]
-    assert len(pages[0]["images"]) == emulator.settings.images_per_page
+    assert len(pages[0]["images"]) == searchapi_emulator.settings.images_per_page

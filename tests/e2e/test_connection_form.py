@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from packaging.version import Version
 
 from airflow_provider_searchapi.testing.emulator import Emulator
 from airflow_provider_searchapi.testing.keys import generate_authorized_key
+from tests.airflow_env import free_port
 from tests.e2e.conftest import BROWSER_TESTS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,12 +50,6 @@ SECRETS_AS_PASSWORD_INPUTS = AIRFLOW_VERSION >= (3, 2)
 PORT_ZERO_BUG = "The host or port to test differs from the stored connection"
 
 pytestmark = BROWSER_TESTS
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +71,7 @@ def airflow_ui(tmp_path_factory) -> Iterator[dict[str, Any]]:
     env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
     migrate = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
     assert migrate.returncode == 0, migrate.stderr[-3000:]
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = home / "api-server.log"
     with open(log_path, "w") as log:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,23 +17,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.airflow_env import AIRFLOW, ROOT
+from tests.airflow_env import AIRFLOW, ROOT, free_port
 from tests.conftest import write_images
 from tests.test_ratelimit import _max_in_window
 
 QUOTA, SHARDS, IMAGES = 10.0, 4, 120
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def airflow_cluster(tmp_path, searchapi_connection, redis_conn_id) -> Iterator[httpx.Client]:
     """api-server, dag-processor and scheduler (LocalExecutor, parallelism 4); yields an API client."""
-    home, port = tmp_path / "airflow-home", _free_port()
+    home, port = tmp_path / "airflow-home", free_port()
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(home),
