@@ -164,7 +164,7 @@ class Enricher:
         else:
             decision = self.ledger.plan(source, self.settings.reprocess, held=held)
         self.summary.count_plan(decision)
-        if not decision.skips:  # searched again (changed, retried): its new rows go to every sink, beside the old
+        if decision in (Plan.CHANGED, Plan.RETRY):  # searched again: the new rows go to every sink, beside the old
             for already in self._done_per_sink:
                 already.discard(source.uri)
         return decision
