@@ -258,6 +258,21 @@ def test_resume_skips_what_is_committed(hook, tmp_path, searchapi_emulator, sqli
     assert len(list((tmp_path / "out" / "_manifest").glob("*.json"))) == 2
 
 
+def test_an_output_that_already_holds_a_source_is_not_given_it_again(hook, tmp_path, sqlite_conn_id):
+    """A run killed between two outputs' commits: the next one searches for the output that lacks the rows."""
+    from airflow.sdk import ObjectStoragePath
+
+    write_images(tmp_path / "in", 3)
+    jsonl = JsonLinesSink(ObjectStoragePath(f"file://{tmp_path}/out/"))
+    assert run(hook, f"file://{tmp_path}/in/", [jsonl]).searched == 3  # only the JSON Lines output has them
+    both = [JsonLinesSink(ObjectStoragePath(f"file://{tmp_path}/out/")), SqlSink(sqlite_conn_id, "found")]
+    assert run(hook, f"file://{tmp_path}/in/", both).searched == 3
+    with sqlite3.connect(tmp_path / "results.db") as db:
+        in_sql = db.execute("SELECT COUNT(*) FROM found").fetchone()[0]
+    in_jsonl = sum(len(part.read_text().splitlines()) for part in (tmp_path / "out" / "results").glob("*.jsonl"))
+    assert in_sql == in_jsonl == 30  # 10 rows a source in each output, none twice
+
+
 class _FailingSink(JsonLinesSink):
     """Fails on the n-th commit, like a store that goes away mid-run."""
 
