@@ -16,11 +16,11 @@ import logging
 import math
 import threading
 import time
-import weakref
 from typing import Any
 
 from airflow_provider_searchapi.exceptions import SearchApiConfigError
 from airflow_provider_searchapi.ratelimit import RateLimiter
+from airflow_provider_searchapi.transport import PerEventLoop
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,8 @@ class RedisRateLimiter:
         self._settings = redis_client_settings(redis_conn_id)
         self._lock = threading.Lock()
         self._sync: Any = None  # (pyrate Limiter, bucket)
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        # A task per event loop that opens its client once, however many callers wait for it.
+        self._async: PerEventLoop[asyncio.Task[Any]] = PerEventLoop(lambda: asyncio.ensure_future(self._open_async()))
         self._down_since: float | None = None
         self._leaked = 0.0
 
@@ -105,7 +106,8 @@ class RedisRateLimiter:
         """Wait, without blocking the event loop, until the caller may start a request."""
         if self._redis_usable():
             try:
-                limiter, bucket, _ = await self._async_limiter()
+                # Shielded: a caller cancelled meanwhile must not cancel the opening for the others.
+                limiter, bucket, _ = await asyncio.shield(self._async.get())
                 if self._due_leak():
                     await bucket.leak(bucket.now())
                 if await limiter.try_acquire_async(self.key):
@@ -120,9 +122,10 @@ class RedisRateLimiter:
 
     async def aclose(self) -> None:
         """Close the running event loop's Redis client (a later call makes a new one)."""
-        made = self._async.pop(asyncio.get_running_loop(), None)
-        if made is not None:
-            await made[2].aclose()
+        opening = self._async.pop()
+        if opening is not None:
+            _, _, client = await opening
+            await client.aclose()
 
     def _sync_limiter(self) -> Any:
         with self._lock:
@@ -137,19 +140,16 @@ class RedisRateLimiter:
                 self._sync = (_limiter(bucket), bucket)
             return self._sync
 
-    async def _async_limiter(self) -> Any:
-        loop = asyncio.get_running_loop()
-        if loop not in self._async:
-            import redis.asyncio
-            from pyrate_limiter import RedisBucket
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
+    async def _open_async(self) -> tuple[Any, Any, Any]:
+        import redis.asyncio
+        from pyrate_limiter import RedisBucket
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
-            # One quick retry: a lost Redis must cost a moment, not redis-py's default backoff.
-            client = redis.asyncio.Redis(**self._settings, retry=Retry(NoBackoff(), 1))
-            bucket = await RedisBucket.init([self._rate], client, self.key)
-            self._async.setdefault(loop, (_limiter(bucket), bucket, client))
-        return self._async[loop]
+        # One quick retry: a lost Redis must cost a moment, not redis-py's default backoff.
+        client = redis.asyncio.Redis(**self._settings, retry=Retry(NoBackoff(), 1))
+        bucket = await RedisBucket.init([self._rate], client, self.key)
+        return _limiter(bucket), bucket, client
 
     def _due_leak(self) -> bool:
         """Whether this process should now drop the bucket's past starts."""

@@ -110,6 +110,26 @@ def test_async_callers_share_the_rate_with_sync_ones(fake_redis):
     assert max(starts) - min(starts) >= 11 / rate * 0.95
 
 
+def test_async_callers_on_one_loop_share_one_client_and_a_cancelled_one_harms_none(redis_conn_id, monkeypatch):
+    import redis.asyncio
+
+    opened = []
+    make_client = redis.asyncio.Redis
+    monkeypatch.setattr(redis.asyncio, "Redis", lambda **kw: opened.append(kw) or make_client(**kw))
+    limiter = _limiter(redis_conn_id, rate=1000)
+
+    async def run() -> None:
+        cancelled = asyncio.create_task(limiter.aacquire())
+        await asyncio.sleep(0)  # it waits for the client being opened
+        cancelled.cancel()
+        await asyncio.gather(*(limiter.aacquire() for _ in range(8)))
+        await limiter.aclose()
+
+    asyncio.run(run())
+    assert len(opened) == 1
+    assert limiter._down_since is None  # Redis was used throughout, not the fallback
+
+
 def _sync_starts(limiter: RedisRateLimiter, count: int) -> list[float]:
     starts = []
     for _ in range(count):

@@ -62,3 +62,8 @@ class PerEventLoop(Generic[T]):
         """Take the running loop's ``T`` away (to close it)."""
         with self._lock:
             return self._items.pop(asyncio.get_running_loop(), None)
+
+    def clear(self) -> None:
+        """Forget every loop's ``T`` (unclosed: a loop's own can only be closed from it)."""
+        with self._lock:
+            self._items.clear()
