@@ -55,11 +55,12 @@ def list_images(
         raise ValueError(f"source {source!r}: {err}") from None
     depth = None if pattern is None or "**" in pattern else pattern.count("/") + 1
     base = root.path.rstrip("/")
+    real_root = os.path.realpath(base) if isinstance(root.fs, LocalFileSystem) else None
     found = 0
     for key, info in _walk(root.fs, base, depth, follow_symlinks):
         if matcher is None or matcher.match(key[len(base) :].lstrip("/")):
             found += 1
-            yield source_from_info(root, info, key=key)
+            yield source_from_info(root, info, key=key, real_root=real_root)
     if not found and not allow_empty:
         raise FileNotFoundError(
             f"source {source!r} matched no files{' under ' + stable_uri(root) if pattern else ''}; "

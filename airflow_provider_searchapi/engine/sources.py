@@ -43,6 +43,8 @@ class SourceImage:
     :param size: size in bytes, when the listing told.
     :param etag: the store's ETag, when it has one.
     :param mtime: last modification time (ISO 8601, UTC), when known.
+    :param real_root: a local listing's folder with its links resolved (once per listing, not per
+        file); when not given, ``root`` is resolved when the file is read.
     """
 
     uri: str
@@ -51,6 +53,7 @@ class SourceImage:
     size: int | None = None
     etag: str | None = None
     mtime: str | None = None
+    real_root: str | None = None
 
     @property
     def is_url(self) -> bool:
@@ -96,7 +99,9 @@ def _etag(info: dict[str, Any]) -> str | None:
     return str(value).strip('"') if value else None
 
 
-def source_from_info(root: ObjectStoragePath, info: dict[str, Any], *, key: str | None = None) -> SourceImage:
+def source_from_info(
+    root: ObjectStoragePath, info: dict[str, Any], *, key: str | None = None, real_root: str | None = None
+) -> SourceImage:
     """The source of a file as a listing describes it (``info``: fsspec's, or ``os.stat``'s size/mtime)."""
     size = info.get("size", info.get("Size"))
     return SourceImage(
@@ -106,6 +111,7 @@ def source_from_info(root: ObjectStoragePath, info: dict[str, Any], *, key: str 
         size=int(size) if size is not None else None,
         etag=_etag(info),
         mtime=_mtime(info),
+        real_root=real_root,
     )
 
 
@@ -156,7 +162,7 @@ def read_image(source: SourceImage, *, downscale: bool = False, follow_symlinks:
     if isinstance(fs, LocalFileSystem):
         if not stat.S_ISREG(os.stat(key).st_mode):
             raise InvalidImageError(f"{source.uri}: not a regular file (a folder, pipe, socket or device); not read")
-        if not follow_symlinks and not _inside(key, source.root.path if source.root else key):
+        if not follow_symlinks and not _inside(key, source.real_root or os.path.realpath(source.root.path)):
             raise InvalidImageError(f"{source.uri}: a link to a file outside the source folder; not read")
     with fs.open(key, "rb") as handle:
         data = handle.read(limit + 1)
@@ -168,8 +174,8 @@ def read_image(source: SourceImage, *, downscale: bool = False, follow_symlinks:
     return data, size
 
 
-def _inside(path: str, root: str) -> bool:
-    real, real_root = os.path.realpath(path), os.path.realpath(root)
+def _inside(path: str, real_root: str) -> bool:
+    real = os.path.realpath(path)
     return real == real_root or real.startswith(real_root.rstrip("/") + "/")
 
 

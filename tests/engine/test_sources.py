@@ -113,6 +113,19 @@ def test_local_listing_names_and_locations_agree(tree):
         assert fs.cat_file(key) == Path(key).read_bytes() == source.path.read_bytes()
 
 
+def test_a_listings_folder_is_resolved_once_not_for_every_file_read(tree, monkeypatch):
+    import os
+
+    from airflow_provider_searchapi.engine.sources import read_image
+
+    resolved: list[str] = []
+    realpath = os.path.realpath
+    monkeypatch.setattr(os.path, "realpath", lambda path: resolved.append(path) or realpath(path))
+    sources = list(list_images(f"file://{tree}/"))
+    assert all(read_image(source)[0] == Path(source.location[1]).read_bytes() for source in sources)
+    assert resolved.count(str(tree)) == 1 and len(resolved) == len(sources) + 1  # the folder, then each file
+
+
 def test_stable_uri_drops_the_connection_id(bucket, s3_conn_id):
     path = ObjectStoragePath(f"{bucket}/a/b.jpg", conn_id=s3_conn_id)
     assert "s3_test@" in str(path)
