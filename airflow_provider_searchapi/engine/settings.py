@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import reprlib
+import textwrap
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pydantic
 from pydantic import Field, field_validator
+from pydantic_core import ErrorDetails
 
 from airflow_provider_searchapi.engine.ledger import Plan, Reprocess
 from airflow_provider_searchapi.engine.records import failure_cause
@@ -65,6 +70,27 @@ class EnrichmentSettings:
     def max_uncommitted(self) -> int:
         """Sources started but not yet committed, at most: what a crash makes a re-run pay again for."""
         return self.max_concurrency + 2 * self.batch_size
+
+
+@contextlib.contextmanager
+def one_line_errors(owner: str) -> Iterator[None]:
+    """Turn pydantic's ``ValidationError`` (several lines and a link) into a one-line ``ValueError``
+    naming each argument at fault and its value, cut short:
+    ``SearchByImageOperator: max_concurrency must be greater than or equal to 1 (got 0)``.
+
+    :param owner: what was given the settings (an operator's class name), the message's start.
+    """
+    try:
+        yield
+    except pydantic.ValidationError as err:
+        raise ValueError(f"{owner}: " + "; ".join(map(_problem, err.errors()))) from None
+
+
+def _problem(error: ErrorDetails) -> str:
+    if error["type"] == "value_error":  # a validator's own words, which name the argument and the value
+        return textwrap.shorten(str(error["ctx"]["error"]), 200, placeholder=" …")
+    reason = error["msg"].replace("Input should be", "must be", 1)
+    return f"{'.'.join(map(str, error['loc']))} {reason} (got {reprlib.repr(error['input'])})"
 
 
 @dataclass

@@ -20,7 +20,8 @@ from airflow_provider_searchapi.engine import (
     images_from_urls,
     list_images,
 )
-from airflow_provider_searchapi.engine.ledger import Ledger, Reprocess, SqlLedger
+from airflow_provider_searchapi.engine.ledger import Ledger, SqlLedger
+from airflow_provider_searchapi.engine.settings import one_line_errors
 from airflow_provider_searchapi.engine.sinks import Sink
 from airflow_provider_searchapi.engine.sources import SourceImage
 from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
@@ -148,8 +149,6 @@ class SearchByImageOperator(BaseOperator):
             raise ValueError("html_report=True needs output_path: the page is written beside the run's manifest")
         if not 0.0 <= max_error_ratio <= 1.0:
             raise ValueError(f"max_error_ratio must be between 0 and 1 (got {max_error_ratio})")
-        if "{" not in reprocess:
-            Reprocess.parse(reprocess)
         prefix = _static_prefix(output_path) if output_path else None
         if prefix and "outlets" not in kwargs:
             kwargs["outlets"] = [Asset(prefix)]
@@ -176,15 +175,18 @@ class SearchByImageOperator(BaseOperator):
         self.state_conn_id = state_conn_id
         self.reprocess = reprocess
         self.html_report = bool(output_path) if html_report is None else html_report
-        #: the engine's settings that are not templated (checked now); the templated ones join at execute
-        self.settings = EnrichmentSettings(
-            family_mode=family_mode,
-            max_concurrency=max_concurrency,
-            max_images=max_images,
-            downscale_oversized=downscale_oversized,
-            commit_every=commit_every,
-            follow_symlinks=follow_symlinks,
-        )
+        #: the engine's settings, checked now (the templated ones again once rendered, at execute)
+        templated = {"max_pages": max_pages, "reprocess": reprocess}
+        with one_line_errors(type(self).__name__):
+            self.settings = EnrichmentSettings(
+                family_mode=family_mode,
+                max_concurrency=max_concurrency,
+                max_images=max_images,
+                downscale_oversized=downscale_oversized,
+                commit_every=commit_every,
+                follow_symlinks=follow_symlinks,
+                **{name: value for name, value in templated.items() if "{" not in str(value)},
+            )
 
     @cached_property
     def hook(self) -> SearchApiHook:

@@ -29,6 +29,41 @@ def test_bad_arguments_are_refused_at_parse_time(kwargs, words):
         SearchByImageOperator(task_id="t", **kwargs)
 
 
+@pytest.mark.parametrize(
+    "settings, problem",
+    [
+        ({"max_concurrency": 0}, "max_concurrency must be greater than or equal to 1 (got 0)"),
+        ({"commit_every": -1}, "commit_every must be greater than or equal to 1 (got -1)"),
+        (
+            {"max_pages": 0, "max_images": -1},
+            "max_pages must be greater than or equal to 1 (got 0); "
+            "max_images must be greater than or equal to 0 (got -1)",
+        ),
+        ({"reprocess": "sometimes"}, "reprocess must be one of changed, never, all, failed (got 'sometimes')"),
+        (
+            {"max_images": "x" * 10_000},
+            "max_images must be a valid integer, unable to parse string as an integer "
+            "(got 'xxxxxxxxxxxx...xxxxxxxxxxxxx')",
+        ),
+    ],
+)
+def test_bad_settings_are_refused_at_parse_time_in_one_line_naming_the_argument_and_value(settings, problem):
+    with pytest.raises(ValueError) as info:
+        SearchByImageOperator(task_id="t", source="file:///x/", output="xcom", **settings)
+    assert str(info.value) == f"SearchByImageOperator: {problem}"
+
+
+def test_a_huge_bad_value_is_not_echoed_whole():
+    with pytest.raises(ValueError, match="^SearchByImageOperator: family_mode must be one of") as info:
+        SearchByImageOperator(task_id="t", source="file:///x/", output="xcom", family_mode="x" * 10_000)
+    assert len(str(info.value)) < 300 and "\n" not in str(info.value)
+
+
+def test_templated_settings_are_checked_once_rendered():
+    op = SearchByImageOperator(task_id="t", source="file:///x/", output="xcom", max_pages="{{ params.pages }}")
+    assert op.settings.max_pages == 1 and op.max_pages == "{{ params.pages }}"
+
+
 def test_output_path_is_declared_as_an_asset():
     op = SearchByImageOperator(task_id="t", source="s3://b/in/", output_path="s3://b/results/{{ ds }}/")
     (asset,) = op.outlets
