@@ -175,8 +175,7 @@ def read_image(source: SourceImage, *, downscale: bool = False, follow_symlinks:
 
 
 def _inside(path: str, real_root: str) -> bool:
-    real = os.path.realpath(path)
-    return real == real_root or real.startswith(real_root.rstrip("/") + "/")
+    return os.path.commonpath([os.path.realpath(path), real_root]) == real_root
 
 
 def images_from_urls(urls: Iterable[str]) -> Iterator[SourceImage]:

@@ -72,7 +72,7 @@ def test_a_named_pipe_is_an_error_row_and_never_opened(make_hook, tmp_path):
 
 
 def test_links_out_of_the_source_folder_are_not_followed(make_hook, tmp_path):
-    secret = tmp_path / "elsewhere" / "secret.jpg"
+    secret = tmp_path / "in-other" / "secret.jpg"  # a sibling whose name begins with the folder's
     secret.parent.mkdir()
     secret.write_bytes(make_jpeg(4))
     folder = tmp_path / "in"
