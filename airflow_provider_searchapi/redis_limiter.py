@@ -85,7 +85,7 @@ class RedisRateLimiter:
         self._lock = threading.Lock()
         self._sync: Any = None  # (pyrate Limiter, bucket)
         # A task per event loop that opens its client once, however many callers wait for it.
-        self._async: PerEventLoop[asyncio.Task[Any]] = PerEventLoop(lambda: asyncio.ensure_future(self._open_async()))
+        self._async: PerEventLoop[asyncio.Task[Any]] = PerEventLoop(lambda: asyncio.create_task(self._open_async()))
         self._down_since: float | None = None
         self._leaked = 0.0
 
