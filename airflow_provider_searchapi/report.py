@@ -2,8 +2,9 @@
 
 One self-contained file: inline CSS, no script (its Content-Security-Policy forbids any), the sources'
 thumbnails embedded as ``data:`` URIs; found images load from their own ``url``. Every value is escaped
-and only ``http(s)`` URLs become links or pictures, so a hostile page title or URL stays text. Parts
-are read a line at a time, and Airflow is imported only to reach storage through a connection.
+and only ``http(s)`` URLs become links or pictures, so a hostile page title or URL stays text. A run's
+page takes the rows as its sink commits them; the page of a whole output reads its parts a line at a
+time, importing Airflow only to reach storage through a connection.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from airflow_provider_searchapi.jsonl import read_jsonl
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
-    from airflow_provider_searchapi.engine.sinks import JsonLinesSink
+    from airflow_provider_searchapi.engine.sinks import Batch, JsonLinesSink
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +134,12 @@ class Report:
         if entry is not None and len(entry.errors) < self.top:
             entry.errors.append(row)
 
-    def add_part(self, fs: AbstractFileSystem, path: str, *, errors: bool) -> None:
-        """Read one JSON Lines part a line at a time.
-
-        :raises ValueError: a line is not a JSON object (naming the part and the line).
-        """
-        for _, row in read_jsonl(fs, path):
-            (self.add_error if errors else self.add_result)(row)
+    def add_batch(self, batch: Batch) -> None:
+        """The rows of a batch a sink has just committed, errors first as it writes them."""
+        for row in batch.errors:
+            self.add_error(row)
+        for row in batch.results:
+            self.add_result(row)
 
     def render(
         self, *, title: str, where: str, figures: dict[str, Any], source_conn_id: str | None = None
@@ -207,21 +207,19 @@ def _duration(seconds: Any) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {rest:02d} s"
 
 
-def write_run_report(sink: JsonLinesSink, summary: dict[str, Any], *, source_conn_id: str | None = None) -> str:
+def write_run_report(
+    report: Report, sink: JsonLinesSink, summary: dict[str, Any], *, source_conn_id: str | None = None
+) -> str:
     """Write the page of one run beside its manifest (``_manifest/<run_id>.html``) and return its URI.
 
-    :param sink: the run's JSON Lines sink, after the run (its parts are read back).
+    :param report: the rows of the run, as its sink committed them (``on_write=report.add_batch``).
+    :param sink: the run's JSON Lines sink, after the run.
     :param summary: the run's summary (its requests, 429 answers and duration are shown).
     :param source_conn_id: the storage connection of the sources, for their thumbnails.
     """
     from airflow_provider_searchapi.engine.sources import stable_uri
 
     fs, where = sink.prefix.fs, stable_uri(sink.prefix).rstrip("/")
-    report = Report()
-    for part in sink.parts:  # its manifest too
-        kind = part.rsplit("/", 2)[-2]
-        if kind in ("results", "errors"):
-            report.add_part(fs, part, errors=kind == "errors")
     title = f"Search by image: run {sink.run_id}"
     page = report.render(title=title, where=where, figures=summary, source_conn_id=source_conn_id)
     _write(fs, f"{sink.prefix.path.rstrip('/')}/_manifest/{sink.run_id}.html", page)
@@ -249,9 +247,11 @@ def report_from_output(
         raise FileNotFoundError(f"{output_path}: no results/ or errors/ folder of JSON Lines parts here")
     report = Report()
     for kind in folders:
+        add = report.add_error if kind == "errors" else report.add_result
         for part in sorted(fs.find(f"{base}/{kind}")):
             if part.endswith(".jsonl"):
-                report.add_part(fs, part, errors=kind == "errors")
+                for _, row in read_jsonl(fs, part):  # a line at a time
+                    add(row)
     figures: dict[str, Any] = {}
     manifests = sorted(fs.glob(f"{base}/_manifest/*.json"))
     for manifest in manifests:

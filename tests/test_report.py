@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_searchapi.cli import main
+from airflow_provider_searchapi.engine.sinks import JsonLinesSink
 from airflow_provider_searchapi.operators.search_by_image import SearchByImageOperator
 from airflow_provider_searchapi.report import TOP_RESULTS, Report, thumbnail
 from tests.conftest import write_images
@@ -67,6 +68,42 @@ def test_the_operator_writes_the_report_beside_its_manifest(tmp_path, searchapi_
     assert "validate: InvalidImageError" in text and "bad.jpg" in text  # the error, its stage and cause
     assert f"{result['requests']:,}" in text and "Source images" in text and "429 answers" in text
     assert not page.all("script") and not page.all("link")  # no script, no external stylesheet
+
+
+def test_the_run_page_is_made_of_the_rows_it_committed_without_reading_its_parts_back(
+    tmp_path, searchapi_connection, monkeypatch
+):
+    """On S3 a read-back is one GET per part and every row read twice: the run's parts are gone before its
+    page is written, and the page is still the one their rows make (of this run only, on a resumed run)."""
+    write_images(tmp_path / "in", 2)
+    (tmp_path / "in" / "bad-1.jpg").write_text("not an image")
+    out = tmp_path / "out"
+    operator = SearchByImageOperator(
+        task_id="t", source=f"file://{tmp_path}/in/", output_path=f"file://{out}/", max_error_ratio=1
+    )
+    operator.execute({})
+    write_images(tmp_path / "in", 1, start=2)
+    (tmp_path / "in" / "bad-2.jpg").write_text("not an image")
+    from_parts, finish = Report(), JsonLinesSink.finish
+
+    def finish_then_remove_the_parts(sink: JsonLinesSink, summary: dict) -> None:
+        finish(sink, summary)
+        for part in map(Path, (uri.removeprefix("file://") for uri in sink.parts)):
+            if part.parent.name in ("results", "errors"):  # the page as it was built: from the parts
+                for row in map(json.loads, part.read_text().splitlines()):
+                    (from_parts.add_error if part.parent.name == "errors" else from_parts.add_result)(row)
+                part.unlink()
+
+    monkeypatch.setattr(JsonLinesSink, "finish", finish_then_remove_the_parts)
+    result = operator.execute({})  # resumes: the first run's sources are done
+
+    assert result["report"] is not None
+    manifest = Path(result["outputs"][0]["manifest"].removeprefix("file://"))
+    page = manifest.with_suffix(".html").read_text()
+    title = f"Search by image: run {manifest.stem}"
+    assert page == "".join(from_parts.render(title=title, where=f"file://{out}", figures=result))
+    assert len(Page(page).all("section")) == 2 and "bad-2.jpg" in page and "bad-1.jpg" not in page
+    assert "img-0002.jpg" in page and "img-0000.jpg" not in page
 
 
 def test_html_report_can_be_turned_off_and_needs_output_path(tmp_path, searchapi_connection, sqlite_conn_id):

@@ -13,7 +13,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -120,9 +120,10 @@ class JsonLinesSink(Sink):
     and ``_tmp/`` for parts being written (never read as results).
 
     :param prefix: the output folder (an ``ObjectStoragePath`` with its connection).
+    :param on_write: called with each batch once its parts are committed (e.g. the run's report).
     """
 
-    def __init__(self, prefix: ObjectStoragePath) -> None:
+    def __init__(self, prefix: ObjectStoragePath, *, on_write: Callable[[Batch], None] | None = None) -> None:
         if ".." in prefix.path.split("/"):
             raise ValueError(
                 f"output_path {stable_uri(prefix)!r} has a '..' segment: give the output folder itself, "
@@ -136,6 +137,7 @@ class JsonLinesSink(Sink):
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         self._sequence = 0
         self.parts: list[str] = []
+        self.on_write = on_write
 
     def done_sources(self) -> set[str]:
         done: set[str] = set()
@@ -157,6 +159,8 @@ class JsonLinesSink(Sink):
         ):
             if rows:
                 self._commit(f"{kind}/{name}", _jsonl(rows, columns))
+        if self.on_write is not None:
+            self.on_write(batch)
 
     def _commit(self, relative: str, payload: bytes) -> None:
         """Write a temporary object, then move it into place. Through the filesystem itself: each

@@ -26,7 +26,7 @@ from airflow_provider_searchapi.engine.sinks import Sink
 from airflow_provider_searchapi.engine.sources import SourceImage
 from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
 from airflow_provider_searchapi.models import FamilyMode
-from airflow_provider_searchapi.report import write_run_report
+from airflow_provider_searchapi.report import Report, write_run_report
 from airflow_provider_searchapi.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -208,15 +208,16 @@ class SearchByImageOperator(BaseOperator):
         xcom_sink = XComSink() if self.output_mode == "xcom" else None
         if xcom_sink is not None:
             sources = iter(_at_most(sources, MAX_XCOM_IMAGES))
-        sinks: list[Sink] = [xcom_sink] if xcom_sink is not None else self._storage_sinks()
+        report = Report() if self.html_report else None
+        sinks: list[Sink] = [xcom_sink] if xcom_sink is not None else self._storage_sinks(report)
 
         summary = Enricher(self.hook, sinks, settings, self._ledger(sinks)).run(sources)
         result = summary.to_dict()
         if xcom_sink is not None:
             result["records"] = xcom_sink.results
             result["errors"] = xcom_sink.errors
-        if self.html_report:
-            result["report"] = self._write_report(sinks, result)
+        if report is not None:
+            result["report"] = self._write_report(report, sinks, result)
         self.log.info(
             "Searched %d images (%d result rows; %d changed, %d retried), %d failed, %d skipped as already done; "
             "outputs: %s",
@@ -250,10 +251,11 @@ class SearchByImageOperator(BaseOperator):
             )
         return images_from_paths(self.source or [], conn_id=self.source_conn_id or None)
 
-    def _storage_sinks(self) -> list[Sink]:
+    def _storage_sinks(self, report: Report | None) -> list[Sink]:
         sinks: list[Sink] = []
         if self.output_path:
-            sinks.append(JsonLinesSink(ObjectStoragePath(self.output_path, conn_id=self.output_conn_id or None)))
+            path = ObjectStoragePath(self.output_path, conn_id=self.output_conn_id or None)
+            sinks.append(JsonLinesSink(path, on_write=report.add_batch if report else None))
         if self.sql_conn_id and self.sql_table:
             sinks.append(SqlSink(self.sql_conn_id, self.sql_table, create_table=self.create_table))
         return sinks
@@ -265,11 +267,11 @@ class SearchByImageOperator(BaseOperator):
         conn_id = self.state_conn_id if self.state_conn_id is not None else self.output_conn_id
         return Ledger(ObjectStoragePath(self.state_path, conn_id=conn_id or None))
 
-    def _write_report(self, sinks: list[Sink], summary: dict[str, Any]) -> str | None:
+    def _write_report(self, report: Report, sinks: list[Sink], summary: dict[str, Any]) -> str | None:
         """The run's page, written beside its manifest; ``None`` (and a warning) if it cannot be."""
         sink = next(sink for sink in sinks if isinstance(sink, JsonLinesSink))
         try:
-            uri = write_run_report(sink, summary, source_conn_id=self.source_conn_id or None)
+            uri = write_run_report(report, sink, summary, source_conn_id=self.source_conn_id or None)
         except Exception as err:  # noqa: BLE001 - the rows are committed: a missing page fails nothing
             self.log.warning("html_report: the page of run %s could not be written: %s", sink.run_id, err)
             return None
