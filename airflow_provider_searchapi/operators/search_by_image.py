@@ -201,9 +201,10 @@ class SearchByImageOperator(BaseOperator):
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
-        settings = replace(
-            self.settings, max_pages=int(self.max_pages), site=self.site or None, reprocess=self.reprocess
-        )
+        with one_line_errors(type(self).__name__):  # the templated settings, rendered
+            settings = replace(
+                self.settings, max_pages=self.max_pages, site=self.site or None, reprocess=self.reprocess
+            )
         sources = self._sources()
         xcom_sink = XComSink() if self.output_mode == "xcom" else None
         if xcom_sink is not None:

@@ -62,6 +62,9 @@ def test_a_huge_bad_value_is_not_echoed_whole():
 def test_templated_settings_are_checked_once_rendered():
     op = SearchByImageOperator(task_id="t", source="file:///x/", output="xcom", max_pages="{{ params.pages }}")
     assert op.settings.max_pages == 1 and op.max_pages == "{{ params.pages }}"
+    op.max_pages = "zero"  # as rendered from a bad param: refused at execute, in one line naming it
+    with pytest.raises(ValueError, match=r"^SearchByImageOperator: max_pages must be a valid integer.*\(got 'zero'\)$"):
+        op.execute({})
 
 
 def test_output_path_is_declared_as_an_asset():
