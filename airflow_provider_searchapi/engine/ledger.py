@@ -12,18 +12,18 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Iterable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Iterable
+from contextlib import closing
 from datetime import datetime, timezone
 from enum import Enum
-from typing import NamedTuple, TextIO
+from typing import NamedTuple
 
 from airflow.sdk import ObjectStoragePath
 from tenacity import retry, retry_if_exception_type, stop_after_attempt
 
 from airflow_provider_searchapi.engine.sinks import Batch, SqlSink
 from airflow_provider_searchapi.engine.sources import SourceImage, stable_uri
-from airflow_provider_searchapi.jsonl import read_jsonl
+from airflow_provider_searchapi.jsonl import commit_lines, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +192,8 @@ class Ledger(BaseLedger):
         if not rows:
             return
         now = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        with self._writing(f"{self._base}/parts/{now}-{secrets.token_hex(3)}.jsonl") as handle:
-            handle.writelines(_line(*row) for row in rows)
+        name = f"parts/{now}-{secrets.token_hex(3)}.jsonl"
+        commit_lines(self.prefix.fs, self._base, name, (_line(*row) for row in rows))
         self._written += 1
         super().record(rows)
 
@@ -208,9 +208,9 @@ class Ledger(BaseLedger):
         than ``compact_parts``."""
         if len(self._parts) <= self.compact_parts:
             return
-        final = self._parts[-1].removesuffix(".jsonl") + "~compacted.jsonl"  # sorts right after it
-        with self._writing(final) as handle:
-            handle.writelines(_line(uri, entry.fingerprint, entry.outcome) for uri, entry in self.entries.items())
+        newest = self._parts[-1].rsplit("/", 1)[1].removesuffix(".jsonl")
+        lines = (_line(uri, *entry) for uri, entry in self.entries.items())
+        final = commit_lines(self.prefix.fs, self._base, f"parts/{newest}~compacted.jsonl", lines)  # sorts right after
         # The new part sorts after every part it replaces: removing those is safe at any moment, and
         # another run may be removing them too.
         fs = self.prefix.fs
@@ -234,17 +234,6 @@ class Ledger(BaseLedger):
         except FileNotFoundError:
             return []
         return sorted(name for name in names if name.endswith(".jsonl"))
-
-    @contextmanager
-    def _writing(self, final: str) -> Iterator[TextIO]:
-        """A text file written under ``_tmp/`` and moved to ``final`` once whole."""
-        fs = self.prefix.fs
-        fs.makedirs(f"{self._base}/_tmp", exist_ok=True)
-        fs.makedirs(f"{self._base}/parts", exist_ok=True)
-        temporary = f"{self._base}/_tmp/{final.rsplit('/', 1)[1]}.{secrets.token_hex(4)}"
-        with fs.open(temporary, "wt", encoding="utf-8") as handle:
-            yield handle
-        fs.mv(temporary, final)
 
 
 def _line(uri: str, fp: str | None, outcome: str) -> str:
