@@ -21,7 +21,7 @@ from typing import NamedTuple
 from airflow.sdk import ObjectStoragePath
 from tenacity import retry, retry_if_exception_type, stop_after_attempt
 
-from airflow_provider_searchapi.engine.sinks import Batch, SqlSink
+from airflow_provider_searchapi.engine.sinks import Batch, Sink, SqlSink
 from airflow_provider_searchapi.engine.sources import SourceImage, stable_uri
 from airflow_provider_searchapi.jsonl import commit_lines, read_jsonl
 
@@ -143,6 +143,10 @@ class BaseLedger:
     def load(self) -> None:
         """Read the entries."""
 
+    def done_sources(self, sink: Sink) -> set[str] | None:
+        """What ``sink`` holds, when :meth:`load` read it too (``None``: ask the sink)."""
+        return None
+
     def record(self, rows: Iterable[Row]) -> None:
         """Note rows the outputs have committed."""
         for uri, fp, outcome in rows:
@@ -254,9 +258,11 @@ class SqlLedger(BaseLedger):
     def __init__(self, sink: SqlSink) -> None:
         super().__init__()
         self.sink = sink
+        self._sink_done: set[str] | None = None  # what the sink's done_sources would read again
 
     def load(self) -> None:
-        """Stream one row per source version and per error kind, oldest first; the latest wins."""
+        """Stream one row per source version and per error kind, oldest first; the latest wins. On the
+        way, note the sources with results or a refusal: the sink's done sources."""
         table, errors = self.sink.table, self.sink.errors_table
         sql = (
             f"SELECT source_uri, source_etag, source_size, source_mtime, 0 AS kind, MAX(searched_at) AS at "
@@ -265,12 +271,18 @@ class SqlLedger(BaseLedger):
             f"MAX(failed_at) FROM {errors} GROUP BY source_uri, retryable ORDER BY at"
         )
         kinds = (SEARCHED, REFUSED, FAILED)
+        self._sink_done = set()
         with closing(self.sink.hook.get_conn()) as conn, closing(conn.cursor()) as cursor:
             cursor.execute(sql)
             while rows := cursor.fetchmany(self.FETCH):
                 for uri, etag, size, mtime, kind, _at in rows:
                     self.entries[uri] = Entry(_fingerprint(etag, size, mtime), kinds[kind])
+                    if kinds[kind] != FAILED:
+                        self._sink_done.add(uri)
         log.info("Ledger %s: %d sources", self.location(), len(self.entries))
+
+    def done_sources(self, sink: Sink) -> set[str] | None:
+        return self._sink_done if sink is self.sink else None
 
     def location(self) -> str:
         return f"sql {self.sink.conn_id}: {self.sink.table}, {self.sink.errors_table}"

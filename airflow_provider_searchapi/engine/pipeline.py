@@ -87,10 +87,12 @@ class Enricher:
         self._progress = Progress(self.summary, self.hook.stats, interval=self.settings.progress_seconds)
         await self.hook.aget_config()  # read the connection (and fail on bad settings) before any work
         everything = self.settings.reprocess is Reprocess.ALL
-        self._done_per_sink = [set() if everything else await asyncio.to_thread(s.done_sources) for s in self.sinks]
-        done = set.intersection(*self._done_per_sink) if self._done_per_sink else set()
         if self.ledger is not None and not everything:
             await asyncio.to_thread(self.ledger.load)
+        self._done_per_sink = [
+            set() if everything else await asyncio.to_thread(self._done_sources, s) for s in self.sinks
+        ]
+        done = set.intersection(*self._done_per_sink) if self._done_per_sink else set()
         if done:
             log.info("Resuming: %d sources already done in the output are skipped", len(done))
         try:
@@ -106,6 +108,12 @@ class Enricher:
         for sink in self.sinks:
             await asyncio.to_thread(sink.finish, self.summary.to_dict())
         return self.summary
+
+    def _done_sources(self, sink: Sink) -> set[str]:
+        """The sources ``sink`` holds: from the ledger when it read them with its entries (a SQL output's
+        tables, scanned once), else from the sink."""
+        done = None if self.ledger is None else self.ledger.done_sources(sink)
+        return sink.done_sources() if done is None else done
 
     async def _run(self, sources: Iterable[SourceImage], done: set[str]) -> None:
         try:
