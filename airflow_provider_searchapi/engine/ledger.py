@@ -143,9 +143,9 @@ class BaseLedger:
     def load(self) -> None:
         """Read the entries."""
 
-    def done_sources(self, sink: Sink) -> set[str] | None:
-        """What ``sink`` holds, when :meth:`load` read it too (``None``: ask the sink)."""
-        return None
+    def done_sources(self, sink: Sink) -> set[str]:
+        """The sources ``sink`` holds, asked after :meth:`load` (which may have read them already)."""
+        return sink.done_sources()
 
     def record(self, rows: Iterable[Row]) -> None:
         """Note rows the outputs have committed."""
@@ -281,8 +281,10 @@ class SqlLedger(BaseLedger):
                         self._sink_done.add(uri)
         log.info("Ledger %s: %d sources", self.location(), len(self.entries))
 
-    def done_sources(self, sink: Sink) -> set[str] | None:
-        return self._sink_done if sink is self.sink else None
+    def done_sources(self, sink: Sink) -> set[str]:
+        if sink is self.sink and self._sink_done is not None:
+            return self._sink_done
+        return super().done_sources(sink)
 
     def location(self) -> str:
         return f"sql {self.sink.conn_id}: {self.sink.table}, {self.sink.errors_table}"

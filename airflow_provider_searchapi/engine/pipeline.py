@@ -89,9 +89,9 @@ class Enricher:
         everything = self.settings.reprocess is Reprocess.ALL
         if self.ledger is not None and not everything:
             await asyncio.to_thread(self.ledger.load)
-        self._done_per_sink = [
-            set() if everything else await asyncio.to_thread(self._done_sources, s) for s in self.sinks
-        ]
+        # after load: a ledger read from a sink's tables (SqlLedger) tells what it holds without a second scan
+        ask = self.ledger.done_sources if self.ledger is not None else lambda sink: sink.done_sources()
+        self._done_per_sink = [set() if everything else await asyncio.to_thread(ask, s) for s in self.sinks]
         done = set.intersection(*self._done_per_sink) if self._done_per_sink else set()
         if done:
             log.info("Resuming: %d sources already done in the output are skipped", len(done))
@@ -108,12 +108,6 @@ class Enricher:
         for sink in self.sinks:
             await asyncio.to_thread(sink.finish, self.summary.to_dict())
         return self.summary
-
-    def _done_sources(self, sink: Sink) -> set[str]:
-        """The sources ``sink`` holds: from the ledger when it read them with its entries (a SQL output's
-        tables, scanned once), else from the sink."""
-        done = None if self.ledger is None else self.ledger.done_sources(sink)
-        return sink.done_sources() if done is None else done
 
     async def _run(self, sources: Iterable[SourceImage], done: set[str]) -> None:
         try:
