@@ -300,6 +300,31 @@ def test_a_run_with_only_a_sql_output_reads_each_table_once(
     assert reads == {"found": 1, "found_errors": 1}
 
 
+def test_the_sql_ledger_reads_what_its_sink_holds_as_the_sink_would(sqlite_conn_id):
+    """Results, or a refusal, even one followed by a retryable error; not a retryable error alone."""
+    from airflow_provider_searchapi.engine import SqlSink
+    from airflow_provider_searchapi.engine.ledger import FAILED, REFUSED, SEARCHED, SqlLedger
+    from airflow_provider_searchapi.engine.sinks import Batch
+
+    sink = SqlSink(sqlite_conn_id, "found")
+    found = [{"source_uri": uri, "searched_at": "2026-12-01"} for uri in ("a", "c")]
+    errors = [
+        {"source_uri": "b", "retryable": 0, "failed_at": "2026-12-01"},
+        {"source_uri": "c", "retryable": 1, "failed_at": "2026-12-02"},
+        {"source_uri": "d", "retryable": 1, "failed_at": "2026-12-02"},
+    ]
+    sink.write(Batch(results=found, errors=errors, sources=4))
+    ledger = SqlLedger(sink)
+    ledger.load()
+    assert {uri: entry.outcome for uri, entry in ledger.entries.items()} == {
+        "a": SEARCHED,
+        "b": REFUSED,
+        "c": FAILED,
+        "d": FAILED,
+    }
+    assert ledger.done_sources(sink) == sink.done_sources() == {"a", "b", "c"}
+
+
 def test_a_run_that_wrote_many_parts_leaves_one(hook, tmp_path):
     write_images(tmp_path / "in", 6)
     state = tmp_path / "state"
