@@ -1,12 +1,14 @@
-"""JSON Lines files read a line at a time through any fsspec filesystem (no Airflow needed)."""
+"""JSON Lines files read and written a line at a time through any fsspec filesystem (no Airflow needed)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import secrets
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from fsspec import AbstractFileSystem
+from fsspec.implementations.local import LocalFileSystem
 
 
 def read_jsonl(fs: AbstractFileSystem, path: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -27,3 +29,28 @@ def read_jsonl(fs: AbstractFileSystem, path: str) -> Iterator[tuple[int, dict[st
             if not isinstance(row, dict):
                 raise ValueError(f"{path}, line {number}: not a JSON object")
             yield number, row
+
+
+def commit_lines(fs: AbstractFileSystem, folder: str, name: str, lines: Iterable[str]) -> str:
+    """Write ``lines`` to ``folder/name`` so that no reader ever sees it half-written: streamed (UTF-8)
+    into ``folder/_tmp/``, which readers skip and where a crash leaves its leftover, then moved into place.
+
+    :param fs: the filesystem holding ``folder``.
+    :param folder: the folder's path on ``fs``, without a trailing ``/``.
+    :param name: the file's path inside ``folder``, e.g. ``results/part-1.jsonl``.
+    :param lines: the text, each line with its ``\\n``.
+    :return: the file's path on ``fs``.
+    :raises FileNotFoundError: the folder cannot hold files (e.g. its bucket does not exist), naming the file.
+    """
+    final = f"{folder}/{name}"
+    temporary = f"{folder}/_tmp/{name.replace('/', '-')}.{secrets.token_hex(4)}"
+    if isinstance(fs, LocalFileSystem):  # object stores need no folders (and s3fs would create a bucket)
+        fs.makedirs(f"{folder}/_tmp", exist_ok=True)
+        fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
+    try:
+        with fs.open(temporary, "wt", encoding="utf-8") as handle:
+            handle.writelines(lines)
+    except FileNotFoundError as err:  # s3fs says "The specified bucket does not exist", naming nothing
+        raise FileNotFoundError(f"{fs.unstrip_protocol(final)}: {err}") from None
+    fs.mv(temporary, final)
+    return final

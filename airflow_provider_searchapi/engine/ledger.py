@@ -12,18 +12,18 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Iterable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Iterable
+from contextlib import closing
 from datetime import datetime, timezone
 from enum import Enum
-from typing import NamedTuple, TextIO
+from typing import NamedTuple
 
 from airflow.sdk import ObjectStoragePath
 from tenacity import retry, retry_if_exception_type, stop_after_attempt
 
-from airflow_provider_searchapi.engine.sinks import Batch, SqlSink
+from airflow_provider_searchapi.engine.sinks import Batch, Sink, SqlSink
 from airflow_provider_searchapi.engine.sources import SourceImage, stable_uri
-from airflow_provider_searchapi.jsonl import read_jsonl
+from airflow_provider_searchapi.jsonl import commit_lines, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,10 @@ class BaseLedger:
     def load(self) -> None:
         """Read the entries."""
 
+    def done_sources(self, sink: Sink) -> set[str]:
+        """The sources ``sink`` holds, asked after :meth:`load` (which may have read them already)."""
+        return sink.done_sources()
+
     def record(self, rows: Iterable[Row]) -> None:
         """Note rows the outputs have committed."""
         for uri, fp, outcome in rows:
@@ -192,8 +196,8 @@ class Ledger(BaseLedger):
         if not rows:
             return
         now = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        with self._writing(f"{self._base}/parts/{now}-{secrets.token_hex(3)}.jsonl") as handle:
-            handle.writelines(_line(*row) for row in rows)
+        name = f"parts/{now}-{secrets.token_hex(3)}.jsonl"
+        commit_lines(self.prefix.fs, self._base, name, (_line(*row) for row in rows))
         self._written += 1
         super().record(rows)
 
@@ -208,9 +212,9 @@ class Ledger(BaseLedger):
         than ``compact_parts``."""
         if len(self._parts) <= self.compact_parts:
             return
-        final = self._parts[-1].removesuffix(".jsonl") + "~compacted.jsonl"  # sorts right after it
-        with self._writing(final) as handle:
-            handle.writelines(_line(uri, entry.fingerprint, entry.outcome) for uri, entry in self.entries.items())
+        newest = self._parts[-1].rsplit("/", 1)[1].removesuffix(".jsonl")
+        lines = (_line(uri, *entry) for uri, entry in self.entries.items())
+        final = commit_lines(self.prefix.fs, self._base, f"parts/{newest}~compacted.jsonl", lines)  # sorts right after
         # The new part sorts after every part it replaces: removing those is safe at any moment, and
         # another run may be removing them too.
         fs = self.prefix.fs
@@ -235,17 +239,6 @@ class Ledger(BaseLedger):
             return []
         return sorted(name for name in names if name.endswith(".jsonl"))
 
-    @contextmanager
-    def _writing(self, final: str) -> Iterator[TextIO]:
-        """A text file written under ``_tmp/`` and moved to ``final`` once whole."""
-        fs = self.prefix.fs
-        fs.makedirs(f"{self._base}/_tmp", exist_ok=True)
-        fs.makedirs(f"{self._base}/parts", exist_ok=True)
-        temporary = f"{self._base}/_tmp/{final.rsplit('/', 1)[1]}.{secrets.token_hex(4)}"
-        with fs.open(temporary, "wt", encoding="utf-8") as handle:
-            yield handle
-        fs.mv(temporary, final)
-
 
 def _line(uri: str, fp: str | None, outcome: str) -> str:
     return json.dumps({"source_uri": uri, "fingerprint": fp, "outcome": outcome}, ensure_ascii=False) + "\n"
@@ -265,9 +258,11 @@ class SqlLedger(BaseLedger):
     def __init__(self, sink: SqlSink) -> None:
         super().__init__()
         self.sink = sink
+        self._sink_done: set[str] | None = None  # what the sink's done_sources would read again
 
     def load(self) -> None:
-        """Stream one row per source version and per error kind, oldest first; the latest wins."""
+        """Stream one row per source version and per error kind, oldest first; the latest wins. On the
+        way, note the sources with results or a refusal: the sink's done sources."""
         table, errors = self.sink.table, self.sink.errors_table
         sql = (
             f"SELECT source_uri, source_etag, source_size, source_mtime, 0 AS kind, MAX(searched_at) AS at "
@@ -276,12 +271,20 @@ class SqlLedger(BaseLedger):
             f"MAX(failed_at) FROM {errors} GROUP BY source_uri, retryable ORDER BY at"
         )
         kinds = (SEARCHED, REFUSED, FAILED)
+        self._sink_done = set()
         with closing(self.sink.hook.get_conn()) as conn, closing(conn.cursor()) as cursor:
             cursor.execute(sql)
             while rows := cursor.fetchmany(self.FETCH):
                 for uri, etag, size, mtime, kind, _at in rows:
                     self.entries[uri] = Entry(_fingerprint(etag, size, mtime), kinds[kind])
+                    if kinds[kind] != FAILED:
+                        self._sink_done.add(uri)
         log.info("Ledger %s: %d sources", self.location(), len(self.entries))
+
+    def done_sources(self, sink: Sink) -> set[str]:
+        if sink is self.sink and self._sink_done is not None:
+            return self._sink_done
+        return super().done_sources(sink)
 
     def location(self) -> str:
         return f"sql {self.sink.conn_id}: {self.sink.table}, {self.sink.errors_table}"

@@ -87,10 +87,12 @@ class Enricher:
         self._progress = Progress(self.summary, self.hook.stats, interval=self.settings.progress_seconds)
         await self.hook.aget_config()  # read the connection (and fail on bad settings) before any work
         everything = self.settings.reprocess is Reprocess.ALL
-        self._done_per_sink = [set() if everything else await asyncio.to_thread(s.done_sources) for s in self.sinks]
-        done = set.intersection(*self._done_per_sink) if self._done_per_sink else set()
         if self.ledger is not None and not everything:
             await asyncio.to_thread(self.ledger.load)
+        # after load: a ledger read from a sink's tables (SqlLedger) tells what it holds without a second scan
+        ask = self.ledger.done_sources if self.ledger is not None else lambda sink: sink.done_sources()
+        self._done_per_sink = [set() if everything else await asyncio.to_thread(ask, s) for s in self.sinks]
+        done = set.intersection(*self._done_per_sink) if self._done_per_sink else set()
         if done:
             log.info("Resuming: %d sources already done in the output are skipped", len(done))
         try:

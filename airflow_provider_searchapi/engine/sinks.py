@@ -24,7 +24,7 @@ from fsspec.implementations.local import LocalFileSystem, make_path_posix
 
 from airflow_provider_searchapi.engine.records import ERROR_COLUMNS, RESULT_COLUMNS
 from airflow_provider_searchapi.engine.sources import stable_uri
-from airflow_provider_searchapi.jsonl import read_jsonl
+from airflow_provider_searchapi.jsonl import commit_lines, read_jsonl
 
 
 @dataclass
@@ -158,26 +158,19 @@ class JsonLinesSink(Sink):
             ("results", batch.results, RESULT_COLUMNS),
         ):
             if rows:
-                self._commit(f"{kind}/{name}", _jsonl(rows, columns))
+                self._commit(f"{kind}/{name}", (_line(row, columns) for row in rows))
         if self.on_write is not None:
             self.on_write(batch)
 
-    def _commit(self, relative: str, payload: bytes) -> None:
-        """Write a temporary object, then move it into place. Through the filesystem itself: each
-        ObjectStoragePath call would be recorded as lineage (the operator declares the output as its
-        outlet instead)."""
-        fs, base = self.prefix.fs, self.prefix.path.rstrip("/")
-        temporary = f"{base}/_tmp/{relative.replace('/', '-')}.{secrets.token_hex(4)}"
-        final = f"{base}/{relative}"
-        fs.makedirs(f"{base}/_tmp", exist_ok=True)
-        fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
-        fs.pipe_file(temporary, payload)
-        fs.mv(temporary, final)
+    def _commit(self, relative: str, lines: Iterable[str]) -> None:
+        """Commit a file through the filesystem itself: each ObjectStoragePath call would be recorded
+        as lineage (the operator declares the output as its outlet instead)."""
+        final = commit_lines(self.prefix.fs, self.prefix.path.rstrip("/"), relative, lines)
         self.parts.append(f"{self.prefix.protocol}://{final}")
 
     def finish(self, summary: dict[str, Any]) -> None:
         manifest = {"run_id": self.run_id, "parts": self.parts, "summary": summary}
-        self._commit(f"_manifest/{self.run_id}.json", json.dumps(manifest, indent=2, default=str).encode())
+        self._commit(f"_manifest/{self.run_id}.json", [json.dumps(manifest, indent=2, default=str)])
 
     def location(self) -> dict[str, Any]:
         base = stable_uri(self.prefix).rstrip("/")
@@ -188,9 +181,9 @@ class JsonLinesSink(Sink):
         }
 
 
-def _jsonl(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> bytes:
-    """One JSON object per line, keys in the order of ``columns``, UTF-8."""
-    return "".join(json.dumps({c: row.get(c) for c in columns}, ensure_ascii=False) + "\n" for row in rows).encode()
+def _line(row: dict[str, Any], columns: tuple[str, ...]) -> str:
+    """One JSON object, keys in the order of ``columns``, as a line."""
+    return json.dumps({c: row.get(c) for c in columns}, ensure_ascii=False) + "\n"
 
 
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")

@@ -258,6 +258,73 @@ def test_with_only_a_sql_output_its_tables_are_the_ledger(
     assert run_once()["searched"] == 0  # the table now holds the new version
 
 
+def test_a_run_with_only_a_sql_output_reads_each_table_once(
+    tmp_path, searchapi_emulator, searchapi_connection, sqlite_conn_id, monkeypatch
+):
+    """What the sink holds comes from the ledger's one scan of the tables, not from a second one."""
+    import re
+    from collections import Counter
+
+    from airflow.providers.sqlite.hooks.sqlite import SqliteHook
+
+    write_images(tmp_path / "in", 3)
+    (tmp_path / "in" / "text.jpg").write_text("not an image")
+
+    def run_once():
+        op = SearchByImageOperator(
+            task_id="t",
+            source=f"file://{tmp_path}/in/",
+            sql_conn_id=sqlite_conn_id,
+            sql_table="found",
+            max_error_ratio=0.5,
+        )
+        return op.execute({})
+
+    run_once()
+    statements: list[str] = []
+    connect = SqliteHook.get_conn
+
+    def traced(self):
+        conn = connect(self)
+        conn.set_trace_callback(statements.append)  # every statement SQLite runs on this connection
+        return conn
+
+    monkeypatch.setattr(SqliteHook, "get_conn", traced)
+    assert run_once()["skipped_done"] == 4
+    reads = Counter(
+        table
+        for sql in statements
+        if sql.lstrip().upper().startswith("SELECT")
+        for table in re.findall(r"\bFROM\s+(\w+)", sql, re.IGNORECASE)
+    )
+    assert reads == {"found": 1, "found_errors": 1}
+
+
+def test_the_sql_ledger_reads_what_its_sink_holds_as_the_sink_would(sqlite_conn_id):
+    """Results, or a refusal, even one followed by a retryable error; not a retryable error alone."""
+    from airflow_provider_searchapi.engine import SqlSink
+    from airflow_provider_searchapi.engine.ledger import FAILED, REFUSED, SEARCHED, SqlLedger
+    from airflow_provider_searchapi.engine.sinks import Batch
+
+    sink = SqlSink(sqlite_conn_id, "found")
+    found = [{"source_uri": uri, "searched_at": "2026-12-01"} for uri in ("a", "c")]
+    errors = [
+        {"source_uri": "b", "retryable": 0, "failed_at": "2026-12-01"},
+        {"source_uri": "c", "retryable": 1, "failed_at": "2026-12-02"},
+        {"source_uri": "d", "retryable": 1, "failed_at": "2026-12-02"},
+    ]
+    sink.write(Batch(results=found, errors=errors, sources=4))
+    ledger = SqlLedger(sink)
+    ledger.load()
+    assert {uri: entry.outcome for uri, entry in ledger.entries.items()} == {
+        "a": SEARCHED,
+        "b": REFUSED,
+        "c": FAILED,
+        "d": FAILED,
+    }
+    assert ledger.done_sources(sink) == sink.done_sources() == {"a", "b", "c"}
+
+
 def test_a_run_that_wrote_many_parts_leaves_one(hook, tmp_path):
     write_images(tmp_path / "in", 6)
     state = tmp_path / "state"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 
 import pytest
@@ -13,31 +14,35 @@ from airflow_provider_searchapi.engine.records import RESULT_COLUMNS
 from tests.conftest import write_images
 
 
-def _fail_third_call(monkeypatch, owner, name: str, *, half_written: bool) -> None:
-    """Make ``owner.name`` fail on its third call on a part (a path under ``_tmp/``); with
-    ``half_written`` half the bytes land first (the connection breaks mid-upload, the disk fills up)."""
-    original = getattr(owner, name)
+def _fail_third_part(monkeypatch, fs, failing: str) -> None:
+    """Make the third part written under ``_tmp/`` fail: while its bytes are written (half of them land
+    first, as when the connection breaks mid-upload or the disk fills up), or when it is moved into place."""
+    original = getattr(fs, failing)
     calls = {"n": 0}
 
-    def flaky(*args, **kwargs):
-        if not any(isinstance(arg, str) and "/_tmp/" in arg for arg in args):
-            return original(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 3:
-            if half_written:
-                *head, payload = args
-                original(*head, payload[: len(payload) // 2])
-            raise OSError(f"storage failed during {name}")
-        return original(*args, **kwargs)
+    def flaky(path, *args, **kwargs):
+        under_tmp = "/_tmp/" in path and (failing == "mv" or args[0] == "wb")  # open(…, "wt") opens "wb" inside
+        if under_tmp:
+            calls["n"] += 1
+        if not under_tmp or calls["n"] != 3:
+            return original(path, *args, **kwargs)
+        if failing == "mv":
+            raise OSError("storage failed during mv")
+        handle = original(path, *args, **kwargs)
+        write = handle.write
 
-    monkeypatch.setattr(owner, name, flaky)
+        def half_then_fail(data):
+            write(data[: len(data) // 2])
+            raise OSError("storage failed during open")
+
+        handle.write = half_then_fail
+        return handle
+
+    monkeypatch.setattr(fs, failing, flaky)
 
 
-# Every store is written through its fsspec filesystem: pipe_file under _tmp/, then mv into place.
-@pytest.mark.parametrize(
-    "store, failing",
-    [("local", "pipe_file"), ("local", "mv"), ("s3", "pipe_file"), ("s3", "mv")],
-)
+# Every store is written through its fsspec filesystem: streamed under _tmp/, then mv into place.
+@pytest.mark.parametrize("store, failing", [("local", "open"), ("local", "mv"), ("s3", "open"), ("s3", "mv")])
 def test_failure_mid_write_leaves_only_complete_parts(store, failing, make_hook, tmp_path, monkeypatch, request):
     write_images(tmp_path / "in", 24)
     hook = make_hook("api_key", requests_per_second=1000)
@@ -46,11 +51,10 @@ def test_failure_mid_write_leaves_only_complete_parts(store, failing, make_hook,
     else:
         bucket, conn_id = request.getfixturevalue("bucket"), request.getfixturevalue("s3_conn_id")
         prefix = ObjectStoragePath(f"{bucket}/out/", conn_id=conn_id)
-    owner, name = prefix.fs, failing
     settings = EnrichmentSettings(max_concurrency=4, commit_every=2)
     with monkeypatch.context() as patched:
-        _fail_third_call(patched, owner, name, half_written=failing == "pipe_file")
-        with pytest.raises(OSError, match=f"storage failed during {name}"):
+        _fail_third_part(patched, prefix.fs, failing)
+        with pytest.raises(OSError, match=f"storage failed during {failing}"):
             Enricher(hook, [JsonLinesSink(prefix)], settings).run(list_images(f"file://{tmp_path}/in/"))
 
     parts = list((prefix / "results").iterdir())
@@ -117,3 +121,13 @@ def test_a_local_output_without_a_scheme_lands_where_resume_looks(tmp_path, monk
     assert sink.parts == [f"file://{part}"]
     assert not (tmp_path / "~").exists()
     assert JsonLinesSink(ObjectStoragePath("~/out/")).done_sources() == {"file:///in/a.jpg"}
+
+
+def test_a_part_written_to_a_missing_bucket_fails_and_creates_no_bucket(s3_conn_id):
+    """Object stores have no folders to make: a commit never creates a bucket (s3fs's makedirs would),
+    so a mistyped bucket name fails the run instead of filling a new bucket."""
+    name = f"no-such-{secrets.token_hex(4)}"
+    missing = ObjectStoragePath(f"s3://{name}/out/", conn_id=s3_conn_id)
+    with pytest.raises(FileNotFoundError, match=rf"^s3://{name}/out/results/part-.*: .*bucket does not exist"):
+        JsonLinesSink(missing).write(sinks.Batch(results=[{"source_uri": "file:///in/a.jpg"}], sources=1))
+    assert not missing.fs.exists(name)
