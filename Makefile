@@ -40,8 +40,11 @@ dist: $(INSTALLED)
 	$(BIN)/python -m build --outdir dist . 2>&1 | grep -E "^Successfully|[Ww]arning|[Ee]rror" | grep -v "byte-compiling is disabled" || true
 	$(BIN)/twine check --strict dist/*
 
+# Two passes: the tests that measure time or rates (marker `serial`) run alone, after the rest has run
+# on every core (pytest-xdist). Exit status 5 is "no test selected" (PYTEST_ARGS picked none of a pass).
 test: $(INSTALLED) chromium redis-server
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto -m "not serial" $(PYTEST_ARGS) || [ $$? = 5 ]
+	$(BIN)/python -m pytest -m serial $(PYTEST_ARGS) || [ $$? = 5 ]
 
 # The compatibility subset on the newest patch release of each Airflow 3 minor version (noxfile.py),
 # one uv-made virtualenv per version under .nox/. One version: make test-matrix NOX_ARGS='-s "compat(3.1)"'

@@ -11,6 +11,8 @@ import pytest
 from airflow_provider_searchapi.ratelimit import RateLimiter, shared_rate_limiter
 from tests.conftest import make_jpeg
 
+pytestmark = pytest.mark.serial  # measures time or rates: `make test` runs it alone
+
 
 def _max_in_window(times: list[float], window: float = 1.0) -> int:
     times = sorted(times)

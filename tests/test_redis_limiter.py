@@ -20,6 +20,8 @@ from airflow_provider_searchapi.redis_limiter import RedisRateLimiter, redis_cli
 from tests.airflow_env import free_port  # noqa: E402
 from tests.test_ratelimit import _max_in_window  # noqa: E402
 
+pytestmark = pytest.mark.serial  # measures time or rates: `make test` runs it alone
+
 
 @pytest.fixture
 def fake_redis(monkeypatch):

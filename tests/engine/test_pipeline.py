@@ -128,6 +128,7 @@ class SlowSink(XComSink):
         self.committed += batch.sources
 
 
+@pytest.mark.serial  # measures time
 def test_slow_commits_do_not_idle_searches_and_uncommitted_work_is_bounded(hook, tmp_path, searchapi_emulator):
     searchapi_emulator.settings.latency = 0.05
     write_images(tmp_path / "in", 60)

@@ -21,6 +21,8 @@ from tests.airflow_env import AIRFLOW, ROOT, free_port
 from tests.conftest import write_images
 from tests.test_ratelimit import _max_in_window
 
+pytestmark = pytest.mark.serial  # measures time or rates: `make test` runs it alone
+
 QUOTA, SHARDS, IMAGES = 10.0, 4, 120
 
 

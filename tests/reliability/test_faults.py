@@ -19,6 +19,8 @@ from airflow_provider_searchapi.engine.records import SETUP_FAILURES_TO_STOP
 from airflow_provider_searchapi.exceptions import SearchApiSetupError
 from tests.conftest import make_jpeg
 
+pytestmark = pytest.mark.serial  # measures time or rates: `make test` runs it alone
+
 IMAGES = 2000
 TRANSIENT = ["429", "429-no-retry-after", "500", "503", "504", "stall", "drop"]
 

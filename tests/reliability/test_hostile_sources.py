@@ -216,6 +216,7 @@ def raw_server() -> Iterator:
         server.sock.close()
 
 
+@pytest.mark.serial  # measures time
 @pytest.mark.parametrize("path", ["sync", "async"])
 def test_a_trickling_server_ends_in_a_timeout_within_the_deadline(make_hook, raw_server, path):
     body = b'{"images": []}' + b" " * 200
@@ -247,6 +248,7 @@ def test_an_answer_of_millions_of_empty_results_is_refused_cheaply(make_hook, ra
     assert peak < 64 * 1024 * 1024
 
 
+@pytest.mark.serial  # measures time
 def test_the_event_loop_keeps_turning_while_large_images_are_downscaled(make_hook, tmp_path):
     from PIL import Image
 

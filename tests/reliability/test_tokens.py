@@ -5,7 +5,11 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from airflow_provider_searchapi.engine import Enricher, EnrichmentSettings, XComSink, images_from_urls
+
+pytestmark = pytest.mark.serial  # measures time or rates: `make test` runs it alone
 
 
 def _urls(count: int) -> list[str]:
