@@ -4,25 +4,36 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    """moto's S3 server, on 127.0.0.1, for the whole session."""
-    import logging
+    """moto's S3 server on 127.0.0.1 for the whole session, in a process of its own: the code under
+    test and the emulator's threads do not wait for its requests to release the interpreter lock."""
+    from tests.airflow_env import free_port  # a plugin module of its own: imported after pytest loads it
 
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3 request otherwise
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    port = free_port()
+    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
+    while True:
+        assert server.poll() is None, f"moto's server exited with {server.returncode}"
+        try:
+            httpx.get(f"{endpoint}/moto-api/", timeout=1)
+            break
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, "moto's server did not answer within 60 s"
+            time.sleep(0.1)
+    yield endpoint
+    server.terminate()
+    server.wait(timeout=10)
 
 
 @pytest.fixture
