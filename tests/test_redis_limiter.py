@@ -132,6 +132,22 @@ def test_async_callers_on_one_loop_share_one_client_and_a_cancelled_one_harms_no
     assert limiter._down_since is None  # Redis was used throughout, not the fallback
 
 
+def test_closing_after_a_failed_opening_whose_caller_was_cancelled_raises_nothing(monkeypatch):
+    # A run that fails cancels its workers; closing the hook must not replace the run's error by Redis's.
+    conn = {"conn_type": "redis", "host": "127.0.0.1", "port": free_port()}
+    monkeypatch.setenv("AIRFLOW_CONN_GONE_REDIS", json.dumps(conn))
+    limiter = _limiter("gone_redis", rate=20)
+
+    async def run() -> None:
+        waiting = asyncio.create_task(limiter.aacquire())
+        await asyncio.sleep(0)  # it waits for the client being opened
+        waiting.cancel()
+        await asyncio.sleep(0.5)  # the opening fails (nothing listens there)
+        await limiter.aclose()
+
+    asyncio.run(run())
+
+
 def _sync_starts(limiter: RedisRateLimiter, count: int) -> list[float]:
     starts = []
     for _ in range(count):
