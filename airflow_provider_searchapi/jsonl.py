@@ -8,7 +8,17 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from fsspec import AbstractFileSystem
-from fsspec.implementations.local import LocalFileSystem
+
+#: Stores of buckets and keys, where a folder needs no making and s3fs's ``makedirs`` would create a
+#: missing bucket; every other filesystem (local disk, SFTP, HDFS …) gets its folders made.
+OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oci", "oss"})
+
+
+def make_folder(fs: AbstractFileSystem, path: str) -> None:
+    """Make the folder ``path`` and its parents unless ``fs`` is an object store (never a bucket)."""
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    if not protocols & OBJECT_STORES:
+        fs.makedirs(path, exist_ok=True)
 
 
 def read_jsonl(fs: AbstractFileSystem, path: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -44,9 +54,8 @@ def commit_lines(fs: AbstractFileSystem, folder: str, name: str, lines: Iterable
     """
     final = f"{folder}/{name}"
     temporary = f"{folder}/_tmp/{name.replace('/', '-')}.{secrets.token_hex(4)}"
-    if isinstance(fs, LocalFileSystem):  # object stores need no folders (and s3fs would create a bucket)
-        fs.makedirs(f"{folder}/_tmp", exist_ok=True)
-        fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
+    make_folder(fs, f"{folder}/_tmp")
+    make_folder(fs, final.rsplit("/", 1)[0])
     try:
         with fs.open(temporary, "wt", encoding="utf-8") as handle:
             handle.writelines(lines)

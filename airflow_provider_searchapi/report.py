@@ -26,7 +26,7 @@ from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 from airflow_provider_searchapi.images import open_image
-from airflow_provider_searchapi.jsonl import read_jsonl
+from airflow_provider_searchapi.jsonl import make_folder, read_jsonl
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -106,6 +106,7 @@ class Report:
         self.found = 0
         self.failed: set[str] = set()
         self.causes: Counter[str] = Counter()
+        self.failure: Exception | None = None  # of add_batch, raised by render
 
     def _entry(self, uri: str) -> _Source | None:
         self.all_sources.add(uri)
@@ -135,11 +136,15 @@ class Report:
             entry.errors.append(row)
 
     def add_batch(self, batch: Batch) -> None:
-        """The rows of a batch a sink has just committed, errors first as it writes them."""
-        for row in batch.errors:
-            self.add_error(row)
-        for row in batch.results:
-            self.add_result(row)
+        """The rows of a batch a sink has just committed, errors first as it writes them. It runs inside
+        the commit, so it never raises: a failure is kept, and :meth:`render` raises it."""
+        try:
+            for row in batch.errors:
+                self.add_error(row)
+            for row in batch.results:
+                self.add_result(row)
+        except Exception as err:  # noqa: BLE001 - the rows are committed: only the page is lost
+            self.failure = self.failure or err
 
     def render(
         self, *, title: str, where: str, figures: dict[str, Any], source_conn_id: str | None = None
@@ -150,7 +155,10 @@ class Report:
         :param where: the output it describes (shown under the heading).
         :param figures: ``requests``, ``throttled_429``, ``elapsed_seconds`` (absent: shown as ``—``).
         :param source_conn_id: the storage connection to read the sources' thumbnails with.
+        :raises ValueError: a batch could not be added (the page would be incomplete).
         """
+        if self.failure is not None:
+            raise ValueError(f"the run's rows could not be gathered for the page: {self.failure!r}")
         shown = {
             "Source images": _number(len(self.all_sources)),
             "Found images": _number(self.found),
@@ -272,8 +280,7 @@ def report_from_output(
 
 
 def _write(fs: AbstractFileSystem, path: str, pieces: Iterator[str]) -> None:
-    if isinstance(fs, LocalFileSystem):  # object stores need no folders (and s3fs would create a bucket)
-        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    make_folder(fs, path.rsplit("/", 1)[0])
     with fs.open(path, "wt", encoding="utf-8", errors="replace") as handle:  # a lone surrogate becomes "?"
         handle.writelines(pieces)
 

@@ -70,6 +70,22 @@ def test_the_operator_writes_the_report_beside_its_manifest(tmp_path, searchapi_
     assert not page.all("script") and not page.all("link")  # no script, no external stylesheet
 
 
+def test_a_page_that_cannot_be_made_fails_nothing(tmp_path, searchapi_connection, monkeypatch, capfd):
+    def broken(self, row):
+        raise RuntimeError("a bug in the page")
+
+    monkeypatch.setattr(Report, "add_result", broken)
+    write_images(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    result = SearchByImageOperator(task_id="t", source=f"file://{tmp_path}/in/", output_path=f"file://{out}/").execute(
+        {}
+    )
+    assert result["searched"] == 3 and result["report"] is None
+    assert len({row["source_uri"] for row in _rows(out / "results")}) == 3  # every row committed
+    logged = "".join(capfd.readouterr())  # the operator logs through structlog
+    assert "html_report: the page of run" in logged and "a bug in the page" in logged
+
+
 def test_the_run_page_is_made_of_the_rows_it_committed_without_reading_its_parts_back(
     tmp_path, searchapi_connection, monkeypatch
 ):

@@ -131,3 +131,15 @@ def test_a_part_written_to_a_missing_bucket_fails_and_creates_no_bucket(s3_conn_
     with pytest.raises(FileNotFoundError, match=rf"^s3://{name}/out/results/part-.*: .*bucket does not exist"):
         JsonLinesSink(missing).write(sinks.Batch(results=[{"source_uri": "file:///in/a.jpg"}], sources=1))
     assert not missing.fs.exists(name)
+
+
+def test_a_filesystem_with_real_folders_gets_them_made(tmp_path):
+    """Other storage than object stores (SFTP, HDFS, …: here fsspec's DirFileSystem) needs its folders."""
+    from fsspec.implementations.dirfs import DirFileSystem
+
+    from airflow_provider_searchapi.jsonl import commit_lines, read_jsonl
+
+    fs = DirFileSystem(str(tmp_path))
+    final = commit_lines(fs, "out", "results/part-1.jsonl", ['{"source_uri": "file:///in/a.jpg"}\n'])
+    assert [row for _, row in read_jsonl(fs, final)] == [{"source_uri": "file:///in/a.jpg"}]
+    assert fs.ls("out/_tmp") == []  # the part was moved out of it
