@@ -6,34 +6,36 @@ import json
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
+
+#: moto's S3 server in a child process: it prints its port, and stops when its stdin closes (at the
+#: session's end, or when the test process dies).
+_MOTO_SERVER = """
+import sys
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+print(server.get_host_and_port()[1], flush=True)
+sys.stdin.read()
+server.stop()
+"""
 
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """moto's S3 server on 127.0.0.1 for the whole session, in a process of its own: the code under
     test and the emulator's threads do not wait for its requests to release the interpreter lock."""
-    from tests.airflow_env import free_port  # a plugin module of its own: imported after pytest loads it
-
-    port = free_port()
-    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
-    while True:
-        assert server.poll() is None, f"moto's server exited with {server.returncode}"
-        try:
-            httpx.get(f"{endpoint}/moto-api/", timeout=1)
-            break
-        except httpx.TransportError:
-            assert time.monotonic() < deadline, "moto's server did not answer within 60 s"
-            time.sleep(0.1)
-    yield endpoint
-    server.terminate()
-    server.wait(timeout=10)
+    command = [sys.executable, "-c", _MOTO_SERVER]
+    server = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    port = server.stdout.readline().strip()
+    assert port.isdigit(), f"moto's server did not start (exit status {server.poll()})"
+    yield f"http://127.0.0.1:{port}"
+    server.stdin.close()
+    server.wait(timeout=30)
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ def _kill_midway(args: list[str], emulator) -> int:
 
 
 def test_sigkill_midway_then_rerun(tmp_path, searchapi_emulator, searchapi_connection, sqlite_conn_id):
-    searchapi_emulator.settings.latency = 0.05
+    searchapi_emulator.settings.latency = 0.15  # a run of 4.5 s: killed at a third even on a loaded machine
     write_images(tmp_path / "in", IMAGES)
     args = [
         sys.executable,
@@ -75,7 +75,7 @@ def test_sigkill_midway_then_the_next_day_pays_only_for_what_was_uncommitted(
     tmp_path, searchapi_emulator, searchapi_connection, sqlite_conn_id
 ):
     """The re-run writes to a new daily partition: only the ledger knows what the killed run committed."""
-    searchapi_emulator.settings.latency = 0.05
+    searchapi_emulator.settings.latency = 0.15  # a run of 4.5 s: killed at a third even on a loaded machine
     write_images(tmp_path / "in", IMAGES)
     state = f"file://{tmp_path}/out/_state/"
 
