@@ -20,26 +20,20 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from packaging.version import Version
 
 from airflow_provider_searchapi.testing.emulator import Emulator
 from airflow_provider_searchapi.testing.keys import generate_authorized_key
-from tests.airflow_env import free_port
+from tests.airflow_env import AIRFLOW, AIRFLOW_VERSION, ROOT, free_port
 from tests.e2e.conftest import BROWSER_TESTS
 
-ROOT = Path(__file__).resolve().parents[2]
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 SCREENSHOT = ROOT / "docs" / "img" / "connection-form.png"
-AIRFLOW_VERSION = Version(version("apache-airflow")).release
 #: Airflow 3.1's form draws every extra field as a text input: it ignores the ``password`` format the
 #: API declares for the secrets (only the standard Password field is drawn as one). They are stored
 #: whole and shown masked all the same.

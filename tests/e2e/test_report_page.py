@@ -25,9 +25,9 @@ from airflow_provider_searchapi.operators.search_by_image import SearchByImageOp
 from airflow_provider_searchapi.report import TOP_RESULTS
 from airflow_provider_searchapi.testing.emulator import Emulator
 from airflow_provider_searchapi.testing.samples import SAMPLE_DIR
+from tests.airflow_env import ROOT
 from tests.e2e.conftest import BROWSER_TESTS
 
-ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs" / "img" / "report.png"
 
 pytestmark = BROWSER_TESTS

@@ -42,7 +42,6 @@ def _run(hook, sources, sinks, **settings):
 def test_a_name_that_is_not_utf8_becomes_a_percent_encoded_uri(make_hook, tmp_path, sqlite_conn_id):
     folder = tmp_path / "in"
     folder.mkdir()
-    os.close(os.open(os.path.join(os.fsencode(folder), b"caf\xe9.jpg"), os.O_CREAT | os.O_WRONLY))
     with open(os.path.join(os.fsencode(folder), b"caf\xe9.jpg"), "wb") as handle:
         handle.write(make_jpeg(1))
     (folder / "plain.jpg").write_bytes(make_jpeg(2))
