@@ -102,9 +102,6 @@ class BaseLedger:
         self._searching: dict[str, str | None] = {}  # fingerprints of the sources being searched
         self.held: list[Row] = []  # sources every output holds that the ledger does not know yet
 
-    def get(self, uri: str) -> Entry | None:
-        return self.entries.get(uri)
-
     def plan(self, source: SourceImage, reprocess: Reprocess, *, held: bool) -> Plan:
         """Decide for one listed source, and note what to record of it.
 

@@ -151,12 +151,12 @@ def test_parts_are_compacted_and_the_last_line_of_a_source_wins(tmp_path):
     reread.load()  # more than 4 parts: compacted into one
     (part,) = (tmp_path / "state" / "parts").iterdir()
     assert len(part.read_text().splitlines()) == 7
-    assert reread.get("s3://b/same.jpg") == Entry("etag:v5", "failed")
-    assert reread.get("s3://b/2.jpg") == Entry("etag:2", "searched")
+    assert reread.entries.get("s3://b/same.jpg") == Entry("etag:v5", "failed")
+    assert reread.entries.get("s3://b/2.jpg") == Entry("etag:2", "searched")
     ledger.record([("s3://b/same.jpg", "etag:v6", "searched")])
     again = Ledger(prefix)
     again.load()
-    assert again.get("s3://b/same.jpg") == Entry("etag:v6", "searched") and len(again.entries) == 7
+    assert again.entries.get("s3://b/same.jpg") == Entry("etag:v6", "searched") and len(again.entries) == 7
     assert not list((tmp_path / "state" / "_tmp").iterdir())
 
 
