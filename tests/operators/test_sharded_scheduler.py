@@ -37,7 +37,6 @@ def airflow_cluster(tmp_path, searchapi_connection, redis_conn_id) -> Iterator[h
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         "AIRFLOW__API_AUTH__JWT_SECRET": "searchapi-test-jwt-secret",
@@ -101,6 +100,8 @@ def test_four_shards_in_four_processes_share_the_quota_through_redis(
     }
     home = tmp_path / "airflow-home"
     _wait(lambda: api.get(f"/api/v2/dags/{dag}").status_code == 200, 180, home)  # parsed
+    # Only this DAG runs: the other examples stay paused (a scheduled one would compete for SQLite's lock).
+    assert api.patch(f"/api/v2/dags/{dag}", json={"is_paused": False}).status_code == 200
     run = api.post(f"/api/v2/dags/{dag}/dagRuns", json={"logical_date": None, "conf": conf})
     assert run.status_code == 200, run.text
     run_id = run.json()["dag_run_id"]
