@@ -33,8 +33,7 @@ EXCLUDE_NEWER = "2026-12-07T00:00:00Z"
 #: The provider with its emulator extra, and its redis extra: the sharded example DAG shares its quota
 #: through Redis (Debian's redis-server, started by the tests).
 PROVIDER = ".[emulator,redis]"
-#: What the subset needs besides: moto's S3 server and the storage and SQL providers of the example DAGs,
-#: and Pillow (tests/conftest.py's sample images).
+#: What the subset needs besides: moto's S3 server and the storage and SQL providers of the example DAGs.
 TEST_PACKAGES = [
     "pytest>=8",
     "pytest-asyncio>=0.23",
@@ -42,7 +41,6 @@ TEST_PACKAGES = [
     "s3fs>=2024.2",
     "apache-airflow-providers-amazon>=9",
     "apache-airflow-providers-sqlite>=4",
-    "pillow>=10",
 ]
 #: Airflow 3.0 and 3.1 build the connection form from the hooks' wtforms widgets: the FAB provider
 #: brings Flask-AppBuilder, which those widgets come from.

@@ -110,3 +110,21 @@ def write_images(folder, count: int, *, start: int = 0) -> list:
         path.write_bytes(make_jpeg(seed))
         paths.append(path)
     return paths
+
+
+def jsonl_rows(folder) -> list[dict]:
+    """Every row of the JSON Lines parts in a local ``folder``, parts in name order."""
+    import json
+
+    return [json.loads(line) for part in sorted(folder.glob("*.jsonl")) for line in part.read_text().splitlines()]
+
+
+def max_in_window(times: list[float], window: float = 1.0) -> int:
+    """The most of ``times`` (seconds) that fall within any ``window`` seconds."""
+    times = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best

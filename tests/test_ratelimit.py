@@ -9,21 +9,10 @@ import time
 import pytest
 
 from airflow_provider_searchapi.ratelimit import RateLimiter, shared_rate_limiter
-from tests.conftest import make_jpeg
-
-pytestmark = pytest.mark.serial  # measures time or rates: `make test` runs it alone
+from tests.conftest import make_jpeg, max_in_window
 
 
-def _max_in_window(times: list[float], window: float = 1.0) -> int:
-    times = sorted(times)
-    best, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] >= window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
-
-
+@pytest.mark.serial  # measures time
 def test_starts_are_spaced_by_the_interval_across_threads():
     rate = 25
     limiter = RateLimiter(rate)
@@ -44,7 +33,7 @@ def test_starts_are_spaced_by_the_interval_across_threads():
     assert len(starts) == 40
     # Slots are 1/rate apart; a busy machine may note a start late, never early.
     assert max(starts) - min(starts) >= 39 / rate * 0.98
-    assert _max_in_window(starts) <= rate + 1
+    assert max_in_window(starts) <= rate + 1
 
 
 def test_invalid_rates_are_refused():
@@ -59,6 +48,7 @@ def test_limiters_are_shared_per_name_and_rate():
     assert shared_rate_limiter("conn-a", 10) is not shared_rate_limiter("conn-b", 10)
 
 
+@pytest.mark.serial  # measures time
 def test_64_concurrent_callers_stay_within_the_limit_at_the_server(make_hook, searchapi_emulator):
     rate = 20.0
     searchapi_emulator.settings.quota_rps = rate  # the server would answer 429 past the quota
@@ -79,12 +69,13 @@ def test_64_concurrent_callers_stay_within_the_limit_at_the_server(make_hook, se
     # window: the first request also opens the connection, so it can arrive late, and a stall of the
     # client's loop on a loaded machine sends the starts it delayed together (a fresh-clone CI run
     # with other tests running beside it saw 22 for 20). The server's quota allows a second's burst.
-    assert _max_in_window(arrivals) <= rate + 2
+    assert max_in_window(arrivals) <= rate + 2
     measured = (len(arrivals) - 1) / (max(arrivals) - min(arrivals))
     assert measured <= rate * 1.02
     assert elapsed >= (64 - 1) / rate * 0.98
 
 
+@pytest.mark.serial  # measures time
 def test_adaptive_limiter_slows_once_per_burst_of_429s_and_climbs_back(caplog):
     limiter = RateLimiter(10, recovery=0.5)  # +5 requests/s per second without 429
     with caplog.at_level("INFO", logger="airflow_provider_searchapi.ratelimit"):
@@ -102,6 +93,7 @@ def test_adaptive_limiter_slows_once_per_burst_of_429s_and_climbs_back(caplog):
     assert "slows to 7 requests/s" in messages[0] and "back to the configured 10" in messages[1]
 
 
+@pytest.mark.serial  # measures time
 def test_retry_after_holds_every_start_of_the_process():
     limiter = RateLimiter(100)
     limiter.acquire()

@@ -18,9 +18,7 @@ from airflow_provider_searchapi.exceptions import SearchApiConfigError  # noqa: 
 from airflow_provider_searchapi.ratelimit import RateLimiter  # noqa: E402
 from airflow_provider_searchapi.redis_limiter import RedisRateLimiter, redis_client_settings  # noqa: E402
 from tests.airflow_env import free_port  # noqa: E402
-from tests.test_ratelimit import _max_in_window  # noqa: E402
-
-pytestmark = pytest.mark.serial  # measures time or rates: `make test` runs it alone
+from tests.conftest import max_in_window  # noqa: E402
 
 
 @pytest.fixture
@@ -64,6 +62,7 @@ def test_a_missing_redis_connection_is_an_error_naming_it():
         redis_client_settings("no_such_redis")
 
 
+@pytest.mark.serial  # measures time
 def test_two_processes_on_one_folder_share_one_rate(fake_redis):
     rate, starts, lock = 20.0, [], threading.Lock()
     processes = [_limiter(fake_redis, rate=rate) for _ in range(2)]  # two limiters: as two processes
@@ -81,10 +80,11 @@ def test_two_processes_on_one_folder_share_one_rate(fake_redis):
         thread.join()
     # Evenly spaced: never more than a quarter second's share in a quarter second (a thread may note
     # its start late, so two noted starts can come close; the window allows one such).
-    assert _max_in_window(starts, 0.25) <= rate / 4 + 1
+    assert max_in_window(starts, 0.25) <= rate / 4 + 1
     assert max(starts) - min(starts) >= 19 / rate * 0.95
 
 
+@pytest.mark.serial  # measures time
 def test_other_folders_have_their_own_rate(fake_redis):
     first, other = _limiter(fake_redis, "b1gfirst", rate=2), _limiter(fake_redis, "b1gother", rate=2)
     started = time.monotonic()
@@ -93,6 +93,7 @@ def test_other_folders_have_their_own_rate(fake_redis):
     assert time.monotonic() - started < 0.25  # the other folder did not wait for the first one's slot
 
 
+@pytest.mark.serial  # measures time
 def test_async_callers_share_the_rate_with_sync_ones(fake_redis):
     rate = 20.0
     limiter, other_process = _limiter(fake_redis, rate=rate), _limiter(fake_redis, rate=rate)
@@ -108,7 +109,7 @@ def test_async_callers_share_the_rate_with_sync_ones(fake_redis):
 
     starts = asyncio.run(run())
     assert len(starts) == 12
-    assert _max_in_window(starts, 0.25) <= rate / 4 + 1
+    assert max_in_window(starts, 0.25) <= rate / 4 + 1
     assert max(starts) - min(starts) >= 11 / rate * 0.95
 
 
@@ -156,6 +157,7 @@ def _sync_starts(limiter: RedisRateLimiter, count: int) -> list[float]:
     return starts
 
 
+@pytest.mark.serial  # measures time
 def test_without_redis_the_process_goes_on_with_its_own_limit_and_warns_once(monkeypatch, caplog):
     conn = {"conn_type": "redis", "host": "127.0.0.1", "port": free_port()}
     monkeypatch.setenv("AIRFLOW_CONN_GONE_REDIS", json.dumps(conn))

@@ -17,7 +17,7 @@ from airflow_provider_searchapi.cli import main
 from airflow_provider_searchapi.engine.sinks import JsonLinesSink
 from airflow_provider_searchapi.operators.search_by_image import SearchByImageOperator
 from airflow_provider_searchapi.report import TOP_RESULTS, Report, thumbnail
-from tests.conftest import write_images
+from tests.conftest import jsonl_rows, write_images
 
 
 class Page(HTMLParser):
@@ -39,10 +39,6 @@ class Page(HTMLParser):
         return [a for t, a in self.tags if t == tag and all(a.get(k) == v for k, v in attrs.items())]
 
 
-def _rows(folder: Path) -> list[dict]:
-    return [json.loads(line) for part in sorted(folder.glob("*.jsonl")) for line in part.read_text().splitlines()]
-
-
 def test_the_operator_writes_the_report_beside_its_manifest(tmp_path, searchapi_connection):
     write_images(tmp_path / "in", 3)
     (tmp_path / "in" / "bad.jpg").write_text("not an image")
@@ -59,7 +55,7 @@ def test_the_operator_writes_the_report_beside_its_manifest(tmp_path, searchapi_
     assert len(sections) == 4  # 3 searched, 1 refused
     thumbnails = [a["src"] for a in page.all("img") if a["src"].startswith("data:image/jpeg;base64,")]
     assert len(thumbnails) == 3  # the refused file has no preview
-    rows = _rows(out / "results")
+    rows = jsonl_rows(out / "results")
     shown = {(r["url"], r["page_url"]) for r in rows if r["rank"] < TOP_RESULTS}
     links = [a for a in page.all("a")]
     assert {a["href"] for a in links} == {page_url for _, page_url in shown}
@@ -81,7 +77,7 @@ def test_a_page_that_cannot_be_made_fails_nothing(tmp_path, searchapi_connection
         {}
     )
     assert result["searched"] == 3 and result["report"] is None
-    assert len({row["source_uri"] for row in _rows(out / "results")}) == 3  # every row committed
+    assert len({row["source_uri"] for row in jsonl_rows(out / "results")}) == 3  # every row committed
     logged = "".join(capfd.readouterr())  # the operator logs through structlog
     assert "html_report: the page of run" in logged and "a bug in the page" in logged
 
@@ -215,7 +211,7 @@ def test_cli_report_builds_the_page_from_existing_parts(tmp_path, searchapi_conn
         write_images(tmp_path / "in", 1, start=2)
     stdout, stderr = io.StringIO(), io.StringIO()
     assert main(["report", str(out), "--html", str(tmp_path / "page.html")], stdout, stderr) == 0, stderr.getvalue()
-    rows = _rows(out / "results")
+    rows = jsonl_rows(out / "results")
     assert stdout.getvalue() == f"{tmp_path / 'page.html'}: 3 source images, {len(rows)} found images\n"
     page = Page((tmp_path / "page.html").read_text())
     assert len(page.all("section")) == 3 and "2 runs" in "".join(page.text)

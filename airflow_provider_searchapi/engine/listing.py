@@ -22,6 +22,15 @@ from airflow_provider_searchapi.engine.sources import SourceImage, source_from_i
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
+def glob_matcher(pattern: str) -> re.Pattern[str]:
+    """The regular expression a glob's paths (relative to its folder) must match: fsspec's translation,
+    with ``**.jpg`` read as ``**/*.jpg`` (any depth; fsspec wants ``**`` as a whole component).
+
+    :raises ValueError: ``**`` inside a name.
+    """
+    return re.compile(glob_translate(re.sub(r"(^|/)\*\*(?=[^/])", r"\1**/*", pattern)))
+
+
 def list_images(
     source: str, *, conn_id: str | None = None, allow_empty: bool = False, follow_symlinks: bool = False
 ) -> Iterator[SourceImage]:
@@ -49,8 +58,7 @@ def list_images(
             raise FileNotFoundError(f"source {source!r} matched no files: {stable_uri(root)} does not exist")
         return
     try:
-        # "**.jpg" reads as "**/*.jpg": any depth (fsspec wants "**" as a whole component)
-        matcher = re.compile(glob_translate(re.sub(r"(^|/)\*\*(?=[^/])", r"\1**/*", pattern))) if pattern else None
+        matcher = glob_matcher(pattern) if pattern else None
     except ValueError as err:  # "**" inside a name
         raise ValueError(f"source {source!r}: {err}") from None
     depth = None if pattern is None or "**" in pattern else pattern.count("/") + 1

@@ -33,16 +33,15 @@ def missing_browser_parts() -> list[str]:
     return missing
 
 
+_MISSING = missing_browser_parts()
+
 #: ``pytestmark`` of a browser test module: skipped, naming what is missing, without a browser; under
 #: ``make test`` (pytest-xdist ``--dist loadgroup``) every browser test runs in one worker, so that one
 #: browser and one Airflow server run at a time and each module's fixtures are made once.
 BROWSER_TESTS = [
     pytest.mark.e2e,
     pytest.mark.xdist_group("browser"),
-    pytest.mark.skipif(
-        bool(missing_browser_parts()),
-        reason="BROWSER TESTS SKIPPED, missing: " + "; ".join(missing_browser_parts()),
-    ),
+    pytest.mark.skipif(bool(_MISSING), reason="BROWSER TESTS SKIPPED, missing: " + "; ".join(_MISSING)),
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -12,7 +13,7 @@ from airflow_provider_searchapi.engine.ledger import Entry, Ledger, Reprocess, f
 from airflow_provider_searchapi.engine.sources import images_from_paths
 from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
 from airflow_provider_searchapi.operators.search_by_image import SearchByImageOperator
-from tests.conftest import make_jpeg, write_images
+from tests.conftest import jsonl_rows, make_jpeg, write_images
 
 
 @pytest.fixture
@@ -200,14 +201,12 @@ def test_a_changed_source_gets_new_rows_beside_the_old_in_the_same_output(hook, 
     assert run_once().searched == 0
 
 
-def test_a_changed_source_whose_search_failed_gets_its_new_rows_when_retried(
-    searchapi_connection, searchapi_emulator, tmp_path
-):
+def test_a_changed_source_whose_search_failed_gets_its_new_rows_when_retried(make_hook, searchapi_emulator, tmp_path):
     from airflow_provider_searchapi.retry import RetryPolicy
 
     write_images(tmp_path / "in", 3)
     state = ObjectStoragePath(f"file://{tmp_path}/state/")
-    hook = SearchApiHook(searchapi_connection, requests_per_second=1000, retry_policy=RetryPolicy(max_attempts=1))
+    hook = make_hook("api_key", requests_per_second=1000, retry_policy=RetryPolicy(max_attempts=1))
 
     def run_once():
         sink = JsonLinesSink(ObjectStoragePath(f"file://{tmp_path}/out/"))
@@ -221,11 +220,7 @@ def test_a_changed_source_whose_search_failed_gets_its_new_rows_when_retried(
     searchapi_emulator.settings.update({"fault_rate": 0.0})
     third = run_once()
     assert (third.searched, third.retried, third.skipped_done) == (1, 1, 2)
-    rows = [
-        json.loads(line)
-        for part in sorted((tmp_path / "out" / "results").glob("*.jsonl"))
-        for line in part.read_text().splitlines()
-    ]
+    rows = jsonl_rows(tmp_path / "out" / "results")
     sizes = {row["source_size"] for row in rows if row["source_uri"].endswith("img-0001.jpg")}
     assert changed.stat().st_size in sizes and len(sizes) == 2  # the old version's rows, and the new one's
 
@@ -249,8 +244,7 @@ def test_with_only_a_sql_output_its_tables_are_the_ledger(
     write_images(tmp_path / "in", 4)
     (tmp_path / "in" / "text.jpg").write_text("not an image")
 
-    def run_once(**kwargs):
-        return _sql_only_run(tmp_path, sqlite_conn_id, **kwargs)
+    run_once = functools.partial(_sql_only_run, tmp_path, sqlite_conn_id)
 
     assert run_once()["searched"] == 4
     (tmp_path / "in" / "img-0002.jpg").write_bytes(make_jpeg(555))

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 from airflow.sdk import ObjectStoragePath
-from fsspec.utils import glob_translate
 
-from airflow_provider_searchapi.engine.listing import list_images, shard_images
+from airflow_provider_searchapi.engine.listing import glob_matcher, list_images, shard_images
 from airflow_provider_searchapi.engine.sources import images_from_paths, images_from_urls, stable_uri
 from tests.conftest import make_jpeg
 
@@ -28,10 +26,11 @@ from tests.conftest import make_jpeg
         ("[!ab]*.gif", "b1.gif", False),
         ("2024/**", "2024/01/x.jpg", True),
         ("a+b (1).jpg", "a+b (1).jpg", True),
+        ("**.jpg", "x/a.jpg", True),
     ],
 )
 def test_glob_patterns(pattern, path, matches):
-    assert bool(re.match(glob_translate(pattern), path)) is matches  # what list_images matches with
+    assert bool(glob_matcher(pattern).match(path)) is matches  # what list_images matches with
 
 
 @pytest.fixture

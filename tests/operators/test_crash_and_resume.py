@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
@@ -11,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import write_images
+from tests.conftest import jsonl_rows, write_images
 
 SCRIPT = Path(__file__).with_name("enrich_in_subprocess.py")
 IMAGES = 240
@@ -19,10 +18,6 @@ CONCURRENCY = 8
 #: Started but uncommitted at most: CONCURRENCY searching + two batches of the default commit size
 #: (half of it), one committing and one filling.
 UNCOMMITTED = CONCURRENCY + 2 * (CONCURRENCY // 2)
-
-
-def _jsonl_rows(folder: Path) -> list[dict]:
-    return [json.loads(line) for part in sorted(folder.glob("*.jsonl")) for line in part.read_text().splitlines()]
 
 
 def _env() -> dict[str, str]:
@@ -63,7 +58,7 @@ def test_sigkill_midway_then_rerun(tmp_path, searchapi_emulator, searchapi_conne
         rows = db.execute("SELECT source_uri, rank FROM found").fetchall()
     assert len({uri for uri, _ in rows}) == IMAGES  # every image has its rows
     assert len(rows) == len(set(rows))  # and none twice
-    jsonl = _jsonl_rows(tmp_path / "out" / "results")
+    jsonl = jsonl_rows(tmp_path / "out" / "results")
     keys = [(row["source_uri"], row["rank"]) for row in jsonl]
     assert len({uri for uri, _ in keys}) == IMAGES and len(keys) == len(set(keys))
     stats = searchapi_emulator.stats.snapshot()

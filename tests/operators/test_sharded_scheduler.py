@@ -18,8 +18,7 @@ import httpx
 import pytest
 
 from tests.airflow_env import AIRFLOW, ROOT, free_port
-from tests.conftest import write_images
-from tests.test_ratelimit import _max_in_window
+from tests.conftest import max_in_window, write_images
 
 pytestmark = pytest.mark.serial  # measures time or rates: `make test` runs it alone
 
@@ -118,4 +117,4 @@ def test_four_shards_in_four_processes_share_the_quota_through_redis(
     assert stats["responses"] == {"200": IMAGES}  # four processes at 10/s each, and not one 429
     # Starts leave the four processes 100 ms apart; with six Airflow processes on two cores a request
     # can reach the server late, next to the following one (12 seen for 10); unshared it would be 40.
-    assert _max_in_window(list(searchapi_emulator.stats.arrivals)) <= QUOTA + 3
+    assert max_in_window(list(searchapi_emulator.stats.arrivals)) <= QUOTA + 3

@@ -19,12 +19,11 @@ from airflow_provider_searchapi.engine.records import SETUP_FAILURES_TO_STOP
 from airflow_provider_searchapi.exceptions import SearchApiSetupError
 from tests.conftest import make_jpeg
 
-pytestmark = pytest.mark.serial  # measures time or rates: `make test` runs it alone
-
 IMAGES = 2000
 TRANSIENT = ["429", "429-no-retry-after", "500", "503", "504", "stall", "drop"]
 
 
+@pytest.mark.serial  # measures time
 def test_2000_images_through_20_percent_transient_faults(
     make_hook, searchapi_emulator, bucket, s3_conn_id, sqlite_conn_id, tmp_path
 ):

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_searchapi.transport import grpc_messages
+pytest.importorskip(
+    "grpc", reason="LOUD SKIP: grpcio is not installed (pip install 'airflow-provider-searchapi[grpc]')"
+)
 
-grpc_server = pytest.importorskip("airflow_provider_searchapi.testing.grpc_server")
+from airflow_provider_searchapi.testing import grpc_server  # noqa: E402
+from airflow_provider_searchapi.transport import grpc_messages  # noqa: E402
 
 PROTO = Path(__file__).resolve().parents[2] / "proto" / "img_search.proto"
 
