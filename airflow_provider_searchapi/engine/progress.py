@@ -46,7 +46,8 @@ class Progress:
             self.log()
 
     def log(self, *, final: bool = False) -> None:
-        self.count()
+        if not final:  # the final figures were counted when the run ended, before its connections closed
+            self.count()
         self.last = time.monotonic()
         s = self.summary
         done, to_do = s.processed, s.listed - s.skipped_done
