@@ -116,6 +116,11 @@ _CREDENTIALS = {
 }
 
 
+def grpc_target(endpoint: str) -> tuple[str, bool]:
+    """``host:port`` of a ``grpc_endpoint``, and whether it is reached over TLS (not ``http://``)."""
+    return endpoint.removeprefix("http://").removeprefix("https://").rstrip("/"), not endpoint.startswith("http://")
+
+
 class SearchApiConfig(BaseModel):
     """Everything a hook needs from its connection; build it with :meth:`from_connection`.
 
@@ -169,17 +174,19 @@ class SearchApiConfig(BaseModel):
     @classmethod
     def _header_safe(cls, value: Any) -> Any:
         """A credential goes into an HTTP header: trimmed, and refused if spaces or control characters remain."""
-        text = value.strip() if isinstance(value, str) else value
-        if text == "":
+        if not isinstance(value, str):
+            return value  # pydantic names the wrong type
+        text = value.strip()
+        if not text:
             raise ValueError("must be a non-empty string")
-        if isinstance(text, str) and any(character.isspace() or not character.isprintable() for character in text):
+        if any(character.isspace() or not character.isprintable() for character in text):
             raise ValueError("holds a space, line break or control character inside; paste it again")
-        return text  # not a string: pydantic names the wrong type
+        return text
 
     @field_validator("grpc_endpoint")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        host, _, port = value.removeprefix("http://").removeprefix("https://").rstrip("/").rpartition(":")
+        host, _, port = grpc_target(value)[0].rpartition(":")
         if not host or not port.isdigit():
             raise ValueError("must be host:port (or http://host:port for plaintext)")
         return value

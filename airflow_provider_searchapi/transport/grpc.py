@@ -25,10 +25,11 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
         "transport", "grpc needs the grpc extra: pip install 'airflow-provider-searchapi[grpc]'"
     ) from err
 
+from airflow_provider_searchapi.aio import PerEventLoop
 from airflow_provider_searchapi.auth import RefreshingTokenAuth, aauthorization_header, authorization_header
+from airflow_provider_searchapi.config import grpc_target
 from airflow_provider_searchapi.models import ImageSearchResult, SearchRequest
 from airflow_provider_searchapi.retry import Caller, retry_after_seconds
-from airflow_provider_searchapi.transport import PerEventLoop
 from airflow_provider_searchapi.transport.grpc_messages import (
     METHOD,
     ImageSearchByImageRequest,
@@ -71,8 +72,7 @@ class GrpcTransport:
     def __init__(
         self, *, endpoint: str, auth: httpx.Auth, caller: Caller, timeout: float, verify_tls: bool = True
     ) -> None:
-        self._secure = not endpoint.startswith("http://")  # plaintext: a local emulator
-        self.target = endpoint.removeprefix("http://").removeprefix("https://").rstrip("/")
+        self.target, self._secure = grpc_target(endpoint)  # plaintext (http://): a local emulator
         if self._secure and not verify_tls:
             raise SearchApiConfigError("verify_tls", "cannot be false with transport=grpc over TLS")
         self._auth = auth
