@@ -16,6 +16,9 @@ from airflow_provider_searchapi.models import MAX_IMAGE_BYTES
 #: gigapixels. It is Pillow's default ``Image.MAX_IMAGE_PIXELS``, so Pillow's own guard (a warning
 #: above it, an error above twice it) never lets through what this check refuses.
 MAX_PIXELS = 89_478_485
+#: Largest file read only to be decoded and shrunk (downscaling, the report's thumbnails); anything
+#: larger is left unread.
+MAX_DECODE_BYTES = 64 * 1024 * 1024
 
 #: Pillow's names of the formats the API accepts, and ours.
 _FORMATS = {"JPEG": "jpeg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp"}

@@ -24,10 +24,9 @@ from fsspec.implementations.local import LocalFileSystem
 
 from airflow_provider_searchapi.engine.downscale import downscale_to_limit
 from airflow_provider_searchapi.exceptions import InvalidImageError
+from airflow_provider_searchapi.images import MAX_DECODE_BYTES
 from airflow_provider_searchapi.models import MAX_IMAGE_BYTES
 
-#: Largest object read for downscaling; anything larger is refused unread.
-MAX_READ_BYTES_FOR_DOWNSCALE = 64 * 1024 * 1024
 #: The surrogates that stand for the bytes of a local name that are not UTF-8.
 _UNDECODED = re.compile("[\udc80-\udcff]")
 
@@ -153,7 +152,7 @@ def read_image(source: SourceImage, *, downscale: bool = False, follow_symlinks:
     A local file must be a regular file (a pipe is never opened), inside the folder it was listed
     under unless ``follow_symlinks``. Blocking: call it in a worker thread.
     """
-    limit = MAX_READ_BYTES_FOR_DOWNSCALE if downscale else MAX_IMAGE_BYTES
+    limit = MAX_DECODE_BYTES if downscale else MAX_IMAGE_BYTES
     if source.size is not None and source.size > limit:
         raise InvalidImageError(f"{source.uri}: {source.size:,} bytes is over the limit of {limit:,} bytes; not read")
     # Through the filesystem itself: ObjectStoragePath.open would record every image read as an input
