@@ -140,6 +140,14 @@ def _check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _report_needs_airflow(args: argparse.Namespace) -> bool:
+    from airflow_provider_searchapi.report import needs_airflow
+
+    return bool(args.source_conn_id) or any(
+        needs_airflow(where, args.conn_id) for where in (args.output_path, args.html)
+    )
+
+
 def _report(args: argparse.Namespace, out: TextIO) -> int:
     """Write an HTML page of the JSON Lines parts under OUTPUT_PATH: each source image beside what was found."""
     from airflow_provider_searchapi.report import report_from_output
@@ -184,7 +192,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     args = build_parser().parse_args(argv)
     try:
         query = _query(args.image) if args.command == "search" else {}
-        if args.command != "report" or args.conn_id or args.source_conn_id or "@" in args.output_path + args.html:
+        if args.command != "report" or _report_needs_airflow(args):
             # Importing Airflow sets up its logging, which _logs_to then replaces.
             import airflow.providers.common.compat.sdk  # noqa: F401
 

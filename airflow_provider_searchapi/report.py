@@ -25,7 +25,7 @@ import jinja2
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
-from airflow_provider_searchapi.images import open_image
+from airflow_provider_searchapi.images import MAX_DECODE_BYTES, open_image
 from airflow_provider_searchapi.jsonl import make_folder, read_jsonl
 
 if TYPE_CHECKING:
@@ -41,8 +41,6 @@ MAX_SOURCES = 200
 TOP_RESULTS = 8
 #: Longest side of a source's embedded thumbnail, in pixels.
 THUMBNAIL_SIDE = 120
-#: Larger source files get no thumbnail.
-MAX_THUMBNAIL_SOURCE_BYTES = 64 * 1024 * 1024
 
 
 def safe_url(value: Any) -> str | None:
@@ -69,7 +67,7 @@ def thumbnail(uri: str, *, conn_id: str | None = None) -> str | None:
     try:
         fs, path = _storage(uri, conn_id)
         info = fs.info(path)
-        if info["type"] != "file" or info["size"] > MAX_THUMBNAIL_SOURCE_BYTES:  # never read a folder or a pipe
+        if info["type"] != "file" or info["size"] > MAX_DECODE_BYTES:  # never read a folder or a pipe
             return None
         with open_image(fs.cat_file(path), name=uri) as image:
             image.draft("RGB", (THUMBNAIL_SIDE * 2, THUMBNAIL_SIDE * 2))  # JPEG: decode at a smaller scale
@@ -285,13 +283,19 @@ def _write(fs: AbstractFileSystem, path: str, pieces: Iterator[str]) -> None:
         handle.writelines(pieces)
 
 
+def needs_airflow(location: str, conn_id: str | None) -> bool:
+    """Whether ``location`` is opened through Airflow: a connection is named (``conn_id``, or
+    ``s3://conn_id@bucket/…``). Otherwise fsspec opens it, and Airflow is not imported."""
+    return bool(conn_id) or ("://" in location and bool(urlsplit(location).username))
+
+
 def _storage(location: str, conn_id: str | None) -> tuple[AbstractFileSystem, str]:
     """The filesystem and path of a storage URL or a local path: through Airflow's ``ObjectStoragePath``
     when a connection is named (``conn_id``, or ``s3://conn_id@bucket/…``), else straight from fsspec
     (as the environment grants access)."""
     if "://" not in location:
         return LocalFileSystem(), os.path.abspath(os.path.expanduser(location))
-    if not conn_id and not urlsplit(location).username:
+    if not needs_airflow(location, conn_id):
         return url_to_fs(location)
     from airflow.sdk import ObjectStoragePath
 
