@@ -18,9 +18,9 @@ import threading
 import time
 from typing import Any
 
+from airflow_provider_searchapi.aio import PerEventLoop
 from airflow_provider_searchapi.exceptions import SearchApiConfigError
 from airflow_provider_searchapi.ratelimit import RateLimiter
-from airflow_provider_searchapi.transport import PerEventLoop
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
+from airflow_provider_searchapi.aio import PerEventLoop
 from airflow_provider_searchapi.auth import RefreshingTokenAuth
 from airflow_provider_searchapi.exceptions import SearchApiHTTPError, SearchApiResponseError, certificate_refused
 from airflow_provider_searchapi.models import ImageSearchResult, SearchRequest
 from airflow_provider_searchapi.retry import Caller, retry_after_seconds
-from airflow_provider_searchapi.transport import PerEventLoop
 
 #: A larger answer (once decompressed) is refused: a page of 40 results is a few tens of KiB.
 MAX_RESPONSE_BYTES = 1024 * 1024
