@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import grpc.aio
 
-from airflow_provider_searchapi.models import FamilyMode, ImageFormat
 from airflow_provider_searchapi.transport.grpc_messages import (
+    FAMILY_MODES,
     METHOD,
     ImageSearchByImageRequest,
     ImageSearchByImageResponse,
+    enum_name,
 )
 
 if TYPE_CHECKING:
@@ -102,10 +103,6 @@ class GrpcFrontEnd:
         self._thread.join(timeout=10)
 
 
-_FAMILY_MODES = [member.value for member in FamilyMode]
-_IMAGE_FORMATS = [member.value for member in ImageFormat]
-
-
 def body_from_request(message: Any) -> dict[str, Any]:
     """The request in proto3-JSON shape (as REST carries it), for the emulator's shared logic: unset
     fields left out, bytes in base64, int64 as a string, enums by name (mapped by hand: ``json_format``
@@ -123,8 +120,7 @@ def body_from_request(message: Any) -> dict[str, Any]:
     if message.site:
         body["site"] = message.site
     if message.family_mode:
-        mode = message.family_mode
-        body["familyMode"] = _FAMILY_MODES[mode] if mode < len(_FAMILY_MODES) else mode
+        body["familyMode"] = enum_name(FAMILY_MODES, message.family_mode)
     return body
 
 
@@ -136,7 +132,7 @@ def response_from_body(body: dict[str, Any]) -> Any:
     for image in body.get("images", ()):
         message.images.add(
             url=image.get("url", ""),
-            format=_IMAGE_FORMATS.index(image.get("format", _IMAGE_FORMATS[0])),
+            format=image.get("format", "IMAGE_FORMAT_UNSPECIFIED"),
             width=int(image.get("width", 0)),
             height=int(image.get("height", 0)),
             passage=image.get("passage", ""),

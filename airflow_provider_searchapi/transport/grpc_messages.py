@@ -12,7 +12,7 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 
-from airflow_provider_searchapi.models import FamilyMode, ImageSearchResult, SearchRequest
+from airflow_provider_searchapi.models import ImageSearchResult, SearchRequest
 
 PACKAGE = "yandex.cloud.searchapi.v2"
 METHOD = f"/{PACKAGE}.ImageSearchService/SearchByImage"
@@ -71,6 +71,15 @@ _classes = message_factory.GetMessages(
 )
 ImageSearchByImageRequest: Any = _classes[f"{PACKAGE}.ImageSearchByImageRequest"]
 ImageSearchByImageResponse: Any = _classes[f"{PACKAGE}.ImageSearchByImageResponse"]
+#: The enums as the descriptor numbers them (protobuf also takes their names where a number goes).
+FAMILY_MODES: Any = ImageSearchByImageRequest.DESCRIPTOR.fields_by_name["family_mode"].enum_type
+IMAGE_FORMATS: Any = _classes[f"{PACKAGE}.ImageInfo"].DESCRIPTOR.fields_by_name["format"].enum_type
+
+
+def enum_name(enum_type: Any, number: int) -> str | int:
+    """The name of an enum value, or the number itself when this descriptor does not know it."""
+    value = enum_type.values_by_number.get(number)
+    return value.name if value is not None else number
 
 
 def request_message(request: SearchRequest) -> Any:
@@ -85,7 +94,7 @@ def request_message(request: SearchRequest) -> Any:
     if request.site:
         message.site = request.site
     if request.family_mode is not None:
-        message.family_mode = list(FamilyMode).index(request.family_mode)
+        message.family_mode = request.family_mode.value
     return message
 
 
@@ -95,7 +104,7 @@ def result_from_message(message: Any) -> ImageSearchResult:
     images = [
         {
             "url": info.url,
-            "format": info.format,
+            "format": enum_name(IMAGE_FORMATS, info.format),
             "width": info.width,
             "height": info.height,
             "passage": info.passage,
