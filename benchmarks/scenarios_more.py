@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from run import CACHE, CONN_ID, Options, Row, emulator, images, log, own_peak_rss_mb, repeat, run_child
+from harness import CACHE, CONN_ID, Options, Row, emulator, images, log, own_peak_rss_mb, repeat, run_child
 
 
 def ledger_child(mode: str, source: str, state: str) -> None:
