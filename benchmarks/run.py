@@ -6,109 +6,33 @@
 
 Uses only the package's public API: ``SearchApiHook``, ``Enricher`` with a ``JsonLinesSink`` over
 ``file://``, ``list_images``. A scenario is one function in ``SCENARIOS`` (the four core ones here, the
-others in ``scenarios_more.py``) that returns table rows, each with its goal; figures are medians of
-``--runs`` runs. Memory is read from Linux's ``/proc``.
+others in ``scenarios_more.py``; what they share is in ``harness.py``) that returns table rows, each
+with its goal; figures are medians of ``--runs`` runs. Memory is read from Linux's ``/proc``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import io
 import json
 import logging
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import httpx
-from PIL import Image
+import scenarios_more
+from harness import CACHE, CONN_ID, Options, Row, emulator, images, log, own_peak_rss_mb, repeat, run_child
 
-CACHE = Path(__file__).resolve().parent / ".cache"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 MARKERS = ("<!-- results -->", "<!-- /results -->")
-CONN_ID = "searchapi_bench"
 UNLIMITED = 1e6  # requests_per_second for runs without a quota
-
-
-@dataclass
-class Row:
-    measure: str
-    result: str
-    goal: str = "—"
-    met: bool | None = None  # None: a figure for information
-
-
-@dataclass
-class Options:
-    quick: bool  # small sizes
-    runs: int  # runs per figure (medians are reported)
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-@dataclass
-class Emulator:
-    url: str
-    connection: dict[str, Any]
-
-    def stats(self) -> dict[str, Any]:
-        return httpx.get(f"{self.url}/_emulator/stats", timeout=30).json()
-
-    def use(self, **extra: object) -> None:
-        """Point the ``searchapi_bench`` connection (from the environment, as Airflow reads it) here."""
-        connection = {**self.connection, "extra": {**self.connection["extra"], **extra}}
-        os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps(connection)
-
-
-@contextmanager
-def emulator(*flags: str) -> Iterator[Emulator]:
-    """``python -m airflow_provider_searchapi.testing.emulator`` with ``flags``, for the block's duration."""
-    with tempfile.TemporaryDirectory() as work:
-        conn, ready = Path(work, "conn.json"), Path(work, "ready")
-        command = [sys.executable, "-m", "airflow_provider_searchapi.testing.emulator", "--conn-out", str(conn)]
-        process = subprocess.Popen([*command, "--ready-file", str(ready), *flags], stdout=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 60
-            while not (ready.exists() and ready.read_text()):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the emulator did not start (flags {flags})")
-                time.sleep(0.05)
-            yield Emulator(ready.read_text(), json.loads(conn.read_text()))
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-
-
-def images(count: int, name: str = "small") -> str:
-    """URL of a folder of ``count`` distinct small JPEGs in sub-folders of 1,000 (made once, cached);
-    folders of other names hold other images."""
-    folder, complete = CACHE / f"{name}-{count}", CACHE / f"{name}-{count}.complete"
-    if not complete.exists():
-        log(f"writing {count:,} small JPEGs into {folder} (once)")
-        buffer = io.BytesIO()
-        Image.new("RGB", (16, 16), (120, 80, 40)).save(buffer, "JPEG", quality=80)
-        jpeg = buffer.getvalue()
-        for index in range(count):
-            sub = folder / f"{index // 1000:04d}"
-            sub.mkdir(parents=True, exist_ok=True)
-            comment = f"{name} image {index}".encode()  # a JPEG comment segment makes each file distinct
-            segment = b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment
-            (sub / f"{index}.jpg").write_bytes(jpeg[:2] + segment + jpeg[2:])
-        complete.touch()
-    return f"file://{folder}/"
 
 
 def enrich(source: str, requests_per_second: float | None = None, **settings: Any) -> dict[str, Any]:
@@ -131,22 +55,6 @@ def enrich(source: str, requests_per_second: float | None = None, **settings: An
     return {"images": summary.searched, "wall": wall, "cpu": cpu}
 
 
-def own_peak_rss_mb() -> float:
-    """This process's own peak RSS (``VmHWM``). Not ``ru_maxrss``: a child inherits its parent's across exec."""
-    status = Path("/proc/self/status").read_text()  # Linux only
-    return int(status.split("VmHWM:")[1].split()[0]) / 1024  # kB
-
-
-def run_child(name: str, *args: str) -> dict[str, Any]:
-    """``CHILDREN[name](*args)`` in a fresh process (with this one's connection): the JSON it printed last."""
-    done = subprocess.run([sys.executable, __file__, "--child", name, *args], capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"the child process {name} failed:\n{done.stderr[-3000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    log(f"a fresh process, {name} {' '.join(args)}: {result}")
-    return result
-
-
 def enrich_child(source: str) -> None:
     """As one task: enrich ``source`` with 64 in flight; print the run and its peak RSS."""
     result = enrich(source, UNLIMITED, max_concurrency=64)
@@ -154,12 +62,6 @@ def enrich_child(source: str) -> None:
 
 
 # -- scenarios ------------------------------------------------------------------------------------------
-def repeat(options: Options, once: Callable[[], dict[str, float]]) -> dict[str, list[float]]:
-    """``once`` run ``options.runs`` times: each figure it returns, as a list over the runs."""
-    results = [once() for _ in range(options.runs)]
-    return {key: [result[key] for result in results] for key in results[0]}
-
-
 def quota(options: Options) -> list[Row]:
     """The emulator enforces 10 rps with 300 ms latency; the engine runs at its defaults (10 rps)."""
     count = 600 if options.quick else 3000
@@ -234,9 +136,12 @@ def tokens(options: Options) -> list[Row]:
 
 
 #: ``--only`` names a scenario by its function's name; the table follows this order, then scenarios_more's.
-SCENARIOS: dict[str, Callable[[Options], list[Row]]] = {f.__name__: f for f in (quota, throughput, memory, tokens)}
-#: What ``--child NAME ARGS…`` runs in a fresh process.
-CHILDREN: dict[str, Callable[..., None]] = {"enrich": enrich_child}
+SCENARIOS: dict[str, Callable[[Options], list[Row]]] = {
+    **{f.__name__: f for f in (quota, throughput, memory, tokens)},
+    **scenarios_more.SCENARIOS,
+}
+#: What ``--child NAME ARGS…`` (``harness.run_child``) runs in a fresh process.
+CHILDREN: dict[str, Callable[..., None]] = {"enrich": enrich_child, **scenarios_more.CHILDREN}
 
 
 # -- report -------------------------------------------------------------------------------------------
@@ -266,10 +171,6 @@ def write_docs(text: str) -> None:
 
 
 def main() -> None:
-    import scenarios_more
-
-    SCENARIOS.update(scenarios_more.SCENARIOS)
-    CHILDREN.update(scenarios_more.CHILDREN)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a few minutes in all")
     parser.add_argument("--runs", type=int, default=1, help="runs per figure; medians are reported (default 1)")
@@ -295,5 +196,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.modules["run"] = sys.modules[__name__]  # scenarios_more.py imports the harness from here
     main()

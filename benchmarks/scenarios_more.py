@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -17,9 +16,16 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
-from run import CACHE, CONN_ID, Options, Row, emulator, images, log, own_peak_rss_mb, repeat, run_child
+from harness import CACHE, CONN_ID, Options, Row, emulator, images, log, own_peak_rss_mb, repeat, run_child
+
+if TYPE_CHECKING:
+    from tests.redis_server import RedisServer
+
+# For tests/redis_server.py: `python benchmarks/run.py` puts benchmarks/ on the path, not the repository's root.
+sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 
 def ledger_child(mode: str, source: str, state: str) -> None:
@@ -203,21 +209,17 @@ def listing(options: Options) -> list[Row]:
 
 
 @contextmanager
-def redis_server() -> Iterator[subprocess.Popen[bytes]]:
-    """Debian's ``redis-server`` on a free port of 127.0.0.1, as the Airflow connection ``searchapi_bench_redis``."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    connection = {"conn_type": "redis", "host": "127.0.0.1", "port": port}
-    os.environ["AIRFLOW_CONN_SEARCHAPI_BENCH_REDIS"] = json.dumps(connection)
+def redis_server() -> Iterator[RedisServer]:
+    """The tests' ``redis-server`` on 127.0.0.1, as the Airflow connection ``searchapi_bench_redis``."""
+    # Imported here: tests.redis_server imports pytest, which would add ~18 MB to every measured child process.
+    from tests.redis_server import RedisServer
+
+    server = RedisServer().start()
+    os.environ["AIRFLOW_CONN_SEARCHAPI_BENCH_REDIS"] = server.connection_json()
     try:
-        time.sleep(0.5)
-        yield process
+        yield server
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        server.stop()
 
 
 def quota_child(source: str, rate_limit_conn_id: str, start_at: str) -> None:
@@ -261,7 +263,7 @@ def shared_quota(options: Options) -> list[Row]:
                 runs = quota_processes(
                     sources,
                     "" if mode == "adaptive" else "searchapi_bench_redis",
-                    redis.terminate if mode == "redis stopped" else None,
+                    redis.stop if mode == "redis stopped" else None,
                 )
                 stats = server.stats()
             answers, span = stats["responses"], stats["arrival_span"]
