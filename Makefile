@@ -40,25 +40,19 @@ dist: $(INSTALLED)
 	$(BIN)/python -m build --outdir dist . 2>&1 | grep -E "^Successfully|[Ww]arning|[Ee]rror" | grep -v "byte-compiling is disabled" || true
 	$(BIN)/twine check --strict dist/*
 
-# Three passes (pytest-xdist):
-#   1. most tests, in TEST_WORKERS processes (the browser tests share one). They wait on servers and
-#      subprocesses much of the time: on 2 cores this pass took 196 s with 2 workers, 159 s with 3.
-#   2. the tests that wait on a 10 requests/s quota (marker `paced`), side by side: little CPU, but they
-#      check the rate the quota allows, so not beside the busy first pass (about 55 s, against 95 s one
-#      after another).
-#   3. the tests that measure time (marker `serial`), alone.
-# A pass that PYTEST_ARGS leaves empty (exit status 5) is fine; all empty is an error (select with paths
-# or -k: a -m there replaces each pass's own).
+# Two passes: the tests that measure time or rates (marker `serial`) run alone, after the rest has run
+# in TEST_WORKERS processes (pytest-xdist; the browser tests share one). A pass that PYTEST_ARGS leaves
+# empty (exit status 5) is fine; both empty is an error (select with paths or -k: a -m there replaces
+# each pass's own). The first pass waits on servers and subprocesses much of the time: on 2 cores it
+# took 196 s with 2 workers, 159 s with 3, 158 s with 4.
 TEST_WORKERS ?= 3
-PACED_WORKERS ?= 4
 test: $(INSTALLED) chromium redis-server
-	@ran=0; \
-	run_pass() { code=0; $(BIN)/python -m pytest "$$@" $(PYTEST_ARGS) || code=$$?; \
-	  case $$code in 0) ran=1 ;; 5) ;; *) exit $$code ;; esac; }; \
-	run_pass -n $(TEST_WORKERS) --dist loadgroup -m "not serial and not paced"; \
-	run_pass -n $(PACED_WORKERS) -m paced; \
-	run_pass -m serial; \
-	[ $$ran = 1 ] || { echo "make test: PYTEST_ARGS selected no test" >&2; exit 5; }
+	@parallel=0; serial=0; \
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not serial" $(PYTEST_ARGS) || parallel=$$?; \
+	[ $$parallel = 0 ] || [ $$parallel = 5 ] || exit $$parallel; \
+	$(BIN)/python -m pytest -m serial $(PYTEST_ARGS) || serial=$$?; \
+	[ $$serial = 0 ] || [ $$serial = 5 ] || exit $$serial; \
+	[ $$parallel$$serial != 55 ] || { echo "make test: PYTEST_ARGS selected no test" >&2; exit 5; }
 
 # The compatibility subset on the newest patch release of each Airflow 3 minor version (noxfile.py),
 # one uv-made virtualenv per version under .nox/. One version: make test-matrix NOX_ARGS='-s "compat(3.1)"'

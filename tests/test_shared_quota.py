@@ -20,7 +20,7 @@ import pytest
 from tests.airflow_env import ROOT
 from tests.conftest import make_jpeg, write_images
 
-pytestmark = pytest.mark.paced  # waits on the quota: `make test` runs it beside the other paced tests only
+pytestmark = pytest.mark.serial  # measures time or rates: `make test` runs it alone
 
 pytest.importorskip("pyrate_limiter", reason="LOUD SKIP: the redis extra (pyrate-limiter) is not installed")
 

@@ -20,7 +20,7 @@ import pytest
 from tests.airflow_env import AIRFLOW, ROOT, free_port
 from tests.conftest import max_in_window, write_images
 
-pytestmark = pytest.mark.paced  # waits on the quota: `make test` runs it beside the other paced tests only
+pytestmark = pytest.mark.serial  # measures time or rates: `make test` runs it alone
 
 QUOTA, SHARDS, IMAGES = 10.0, 4, 120
 
