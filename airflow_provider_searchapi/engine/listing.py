@@ -17,7 +17,7 @@ from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import glob_translate
 
-from airflow_provider_searchapi.engine.sources import SourceImage, source_from_info, stable_uri
+from airflow_provider_searchapi.engine.sources import SourceImage, local_path, source_from_info, stable_uri
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -48,6 +48,8 @@ def list_images(
     if pattern is not None and ObjectStoragePath(source, conn_id=conn_id).exists():
         root_url, pattern = source, None  # a real name that holds glob characters
     root = ObjectStoragePath(root_url, conn_id=conn_id)
+    if isinstance(root.fs, LocalFileSystem) and (not root.protocol or root.path != local_path(root.path)):
+        root = ObjectStoragePath(f"file://{local_path(root.path)}")  # one name per local file, one URI per name
     if pattern is None and not root_url.endswith("/") and root.is_file():
         yield source_from_info(root, root.stat())
         return
@@ -90,19 +92,26 @@ def _walk(fs: AbstractFileSystem, base: str, depth: int | None, follow: bool) ->
 
 def _walk_local(base: str, depth: int | None, follow: bool) -> Iterator[tuple[str, dict[str, Any]]]:
     folders = [(base, 1)]
+    walked = {_identity(os.stat(base))}  # a linked folder walked already (a loop, a second link) is not again
     while folders:
         folder, level = folders.pop()
         with os.scandir(folder) as entries:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=follow):
-                    if depth is None or level < depth:
+                    identity = _identity(entry.stat())
+                    if (depth is None or level < depth) and identity not in walked:
+                        walked.add(identity)
                         folders.append((entry.path, level + 1))
                     continue
                 try:
-                    status = entry.stat(follow_symlinks=False)
+                    status = entry.stat()  # a link's target: what is read, and what a shard's os.stat sees
                 except OSError:
                     status = None  # gone since: reading it records why
                 yield entry.path, {"size": status.st_size, "mtime": status.st_mtime} if status else {}
+
+
+def _identity(status: os.stat_result) -> tuple[int, int]:
+    return status.st_dev, status.st_ino
 
 
 def _walk_s3(fs: Any, base: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -115,7 +124,8 @@ def _walk_s3(fs: Any, base: str) -> Iterator[tuple[str, dict[str, Any]]]:
             info = sync(fs.loop, pages.__anext__)
         except StopAsyncIteration:
             return
-        if info.get("type") != "directory":
+        marker = info["name"].endswith("/") and not info.get("size")  # a console's empty "folder/" object
+        if info.get("type") != "directory" and not marker:
             yield info["name"], info
 
 

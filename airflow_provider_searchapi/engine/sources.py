@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from airflow.sdk import ObjectStoragePath
 from fsspec import AbstractFileSystem
@@ -74,14 +74,29 @@ class SourceImage:
 
 
 def stable_uri(path: ObjectStoragePath) -> str:
-    """``<protocol>://<path>`` of a storage path, without its connection id."""
-    return f"{path.protocol}://{_text(path.path)}"
+    """``<protocol>://<path>`` of a storage path, without its connection id (a bare local path is ``file://``)."""
+    return f"{path.protocol or 'file'}://{_text(path.path)}"
+
+
+def local_path(path: str) -> str:
+    """A local path without repeated slashes and ``.`` segments, so that each file has one name (``..``
+    is left to the system, which resolves it through links)."""
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    return ("/" if path.startswith("/") else "") + "/".join(parts)
 
 
 def _text(path: str) -> str:
     """A path as text that any output can store: the bytes of a local name that is not valid UTF-8
     (which Python carries as surrogates) are percent-encoded, ``caf\\xe9.jpg`` → ``caf%E9.jpg``."""
     return _UNDECODED.sub(lambda match: f"%{ord(match[0]) - 0xDC00:02X}", path)
+
+
+def _listed_name(path: str) -> str:
+    """The local file a listed URI names: a name that is not UTF-8 comes percent-encoded (``_text``),
+    decoded here when the path as written does not exist."""
+    if "%" not in path or os.path.lexists(path):
+        return path
+    return os.fsdecode(unquote_to_bytes(path))
 
 
 def _mtime(info: dict[str, Any]) -> str | None:
@@ -104,7 +119,7 @@ def source_from_info(
     """The source of a file as a listing describes it (``info``: fsspec's, or ``os.stat``'s size/mtime)."""
     size = info.get("size", info.get("Size"))
     return SourceImage(
-        uri=f"{root.protocol}://{_text(key)}" if key else stable_uri(root),
+        uri=f"{root.protocol or 'file'}://{_text(key)}" if key else stable_uri(root),
         root=root,
         key=key,
         size=int(size) if size is not None else None,
@@ -140,6 +155,7 @@ def images_from_paths(paths: Iterable[str], *, conn_id: str | None = None) -> It
         key = fs._strip_protocol(url)  # what ObjectStoragePath(url).path is
         info: dict[str, Any] = {}
         if isinstance(fs, LocalFileSystem):
+            key = _listed_name(local_path(key))
             with contextlib.suppress(OSError):  # a missing file is left to the read, which records why
                 status = os.stat(key)
                 info = {"size": status.st_size, "mtime": status.st_mtime}
