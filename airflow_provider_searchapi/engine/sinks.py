@@ -20,10 +20,10 @@ from typing import Any, Protocol
 
 from airflow.providers.common.compat.sdk import BaseHook
 from airflow.sdk import ObjectStoragePath
-from fsspec.implementations.local import LocalFileSystem, make_path_posix
+from fsspec.implementations.local import LocalFileSystem
 
 from airflow_provider_searchapi.engine.records import ERROR_COLUMNS, RESULT_COLUMNS
-from airflow_provider_searchapi.engine.sources import stable_uri
+from airflow_provider_searchapi.engine.sources import local_path, stable_uri
 from airflow_provider_searchapi.jsonl import commit_lines, read_jsonl
 
 
@@ -132,7 +132,7 @@ class JsonLinesSink(Sink):
         if isinstance(prefix.fs, LocalFileSystem):
             # One folder for writing parts and for resume's listing: a path without a scheme is a
             # pathlib path, which takes "~" literally where fsspec expands it.
-            prefix = ObjectStoragePath(f"file://{make_path_posix(prefix.path)}/")
+            prefix = ObjectStoragePath(f"file://{local_path(prefix.path)}/")
         self.prefix = prefix
         self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         self._sequence = 0

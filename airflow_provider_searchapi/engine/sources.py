@@ -20,7 +20,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 from airflow.sdk import ObjectStoragePath
 from fsspec import AbstractFileSystem
-from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.local import LocalFileSystem, make_path_posix
 
 from airflow_provider_searchapi.engine.downscale import downscale_to_limit
 from airflow_provider_searchapi.exceptions import InvalidImageError
@@ -74,15 +74,19 @@ class SourceImage:
 
 
 def stable_uri(path: ObjectStoragePath) -> str:
-    """``<protocol>://<path>`` of a storage path, without its connection id (a bare local path is ``file://``)."""
-    return f"{path.protocol or 'file'}://{_text(path.path)}"
+    """``<protocol>://<path>`` of a storage path, without its connection id."""
+    return _uri(path.protocol, path.path)
+
+
+def _uri(protocol: str, path: str) -> str:
+    return f"{protocol or 'file'}://{_text(path)}"  # a bare local path is a file:// one
 
 
 def local_path(path: str) -> str:
-    """A local path without repeated slashes and ``.`` segments, so that each file has one name (``..``
-    is left to the system, which resolves it through links)."""
-    parts = [part for part in path.split("/") if part not in ("", ".")]
-    return ("/" if path.startswith("/") else "") + "/".join(parts)
+    """A local path as fsspec makes it (absolute, ``~`` expanded), without repeated slashes and ``.``
+    segments, so that each file has one name (``..`` is left to the system: it resolves it through links)."""
+    parts = [part for part in make_path_posix(path).split("/") if part not in ("", ".")]
+    return "/" + "/".join(parts)
 
 
 def _text(path: str) -> str:
@@ -119,7 +123,7 @@ def source_from_info(
     """The source of a file as a listing describes it (``info``: fsspec's, or ``os.stat``'s size/mtime)."""
     size = info.get("size", info.get("Size"))
     return SourceImage(
-        uri=f"{root.protocol or 'file'}://{_text(key)}" if key else stable_uri(root),
+        uri=_uri(root.protocol, key) if key else stable_uri(root),
         root=root,
         key=key,
         size=int(size) if size is not None else None,
