@@ -3,7 +3,8 @@
 Each caller takes the next free start slot under a short lock, then waits for it outside the lock.
 Slots are ``1 / rate`` apart, so the starts never exceed the rate over any window, however many
 callers there are. A slot is taken only when it is due within ``HORIZON_SECONDS``, so that a change
-of rate applies at once to everyone waiting.
+of rate applies at once to everyone waiting. A caller that wakes a slot or more late (a stalled event
+loop, a busy machine) takes a fresh slot instead, so that the starts a stall delayed do not go together.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ log = logging.getLogger(__name__)
 
 #: Slots are taken at most this long before they are due.
 HORIZON_SECONDS = 0.2
+#: A caller that wakes this late for its slot (or one slot late, if longer) takes a fresh slot.
+LATE_SECONDS = 0.01
 
 
 class Limiter(Protocol):
@@ -70,8 +73,8 @@ class RateLimiter:
         self._generation = 0  # changes when a 429 voids the slots taken so far
 
     def _reserve(self) -> tuple[bool, float]:
-        """Take the next slot if it is due within the horizon; return whether it was taken and how long
-        to wait (for the slot, or until it comes within the horizon)."""
+        """Take the next slot if it is due within the horizon; return whether it was taken and when to
+        wake (``time.monotonic()``: when the slot is due, or when it comes within the horizon)."""
         with self._lock:
             now = time.monotonic()
             if self.rate < self.max_rate:
@@ -81,26 +84,33 @@ class RateLimiter:
             self._updated = now
             slot = max(self._next, now)
             if slot - now > HORIZON_SECONDS:
-                return False, slot - now - HORIZON_SECONDS
+                return False, slot - HORIZON_SECONDS
             self._next = slot + 1.0 / self.rate
-            return True, slot - now
+            return True, slot
+
+    def _may_start(self, taken: bool, due: float, generation: int) -> bool:
+        """Whether a caller that woke for its slot may start: the slot is still valid and not late."""
+        late = time.monotonic() - due >= max(LATE_SECONDS, 1.0 / self.rate)
+        return taken and generation == self._generation and not late
 
     def acquire(self) -> None:
         """Block the calling thread until it may start a request."""
         while True:
-            generation, (taken, delay) = self._generation, self._reserve()
+            generation, (taken, due) = self._generation, self._reserve()
+            delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            if taken and generation == self._generation:
+            if self._may_start(taken, due, generation):
                 return
 
     async def aacquire(self) -> None:
         """Wait, without blocking the event loop, until the caller may start a request."""
         while True:
-            generation, (taken, delay) = self._generation, self._reserve()
+            generation, (taken, due) = self._generation, self._reserve()
+            delay = due - time.monotonic()
             if delay > 0:  # a slot due now is used at once: yielding first lets the starts bunch
                 await asyncio.sleep(delay)
-            if taken and generation == self._generation:
+            if self._may_start(taken, due, generation):
                 return
 
     def throttled(self, retry_after: float | None) -> None:
