@@ -1,13 +1,23 @@
-"""Async resources kept per event loop (HTTP clients, gRPC channels, Redis clients)."""
+"""Async resources kept per event loop (HTTP clients, gRPC channels, Redis clients), and threads."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import threading
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from concurrent.futures import Executor
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+
+
+async def to_thread_in(pool: Executor, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """:func:`asyncio.to_thread` in ``pool`` rather than the loop's default one (``min(32, cores + 4)``
+    threads, shared by every caller)."""
+    call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(pool, call)
 
 
 class PerEventLoop(Generic[T]):

@@ -1,8 +1,8 @@
 """The enrichment pipeline: sources → bounded concurrent searches → sinks.
 
-``max_concurrency`` workers take sources from a queue; the listing, every read and every commit run
-in threads. Every source ends as exactly one of: result rows, an error row, or skipped as done.
-Sinks receive whole sources in batches of ``commit_every``.
+``max_concurrency`` workers take sources from a queue; the listing, every read (a thread per worker)
+and every commit run in threads. Every source ends as exactly one of: result rows, an error row, or
+skipped as done. Sinks receive whole sources in batches of ``commit_every``.
 
 A source holds a place from the moment a worker takes it until its rows are committed. There are
 ``max_concurrency + 2 * commit_every`` places (the searches in flight, a batch being committed and
@@ -17,7 +17,9 @@ import itertools
 import logging
 import math
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
+from airflow_provider_searchapi.aio import to_thread_in
 from airflow_provider_searchapi.engine.ledger import BaseLedger, Plan, Reprocess
 from airflow_provider_searchapi.engine.progress import Progress
 from airflow_provider_searchapi.engine.records import STAGE_API, STAGE_READ, SetupBreaker, error_row, result_rows
@@ -95,12 +97,14 @@ class Enricher:
         done = set.intersection(*self._done_per_sink) if self._done_per_sink else set()
         if done:
             log.info("Resuming: %d sources already done in the output are skipped", len(done))
+        self._readers = ThreadPoolExecutor(self.settings.max_concurrency, thread_name_prefix="searchapi-read")
         try:
             await self._run(sources, done)
             if self.ledger is not None:
                 await self._record(Batch())  # the sources found held by every sink
                 await asyncio.to_thread(self.ledger.finish)
         finally:
+            self._readers.shutdown(wait=False)  # a read past its timeout is not waited for
             self._progress.count()
             self.summary.outputs = [sink.location() for sink in self.sinks]
             await self.hook.aclose()
@@ -132,10 +136,7 @@ class Enricher:
 
     async def _list(self, sources: Iterable[SourceImage], done: set[str]) -> None:
         """Feed the workers from the listing, read in threads a chunk at a time, skipping done sources.
-
-        A listing that fails ends the feed; the run fails with its error once what was listed before is
-        searched and committed.
-        """
+        A listing that fails ends the feed; the run fails with its error once what was listed is committed."""
         listing = iter(sources)
         left = math.inf if self.settings.max_images is None else self.settings.max_images
         while left > 0 and self._listing_error is None:
@@ -205,13 +206,12 @@ class Enricher:
                 self._commit_due.set()
 
     async def _read(self, source: SourceImage) -> tuple[bytes, int]:
-        """Read (and downscale) in a worker thread, within ``read_timeout``."""
+        """Read (and downscale) in a reader thread, within ``read_timeout``."""
         settings = self.settings
+        options = {"downscale": settings.downscale_oversized, "follow_symlinks": settings.follow_symlinks}
         try:
             async with asyncio.timeout(settings.read_timeout):
-                return await asyncio.to_thread(
-                    read_image, source, downscale=settings.downscale_oversized, follow_symlinks=settings.follow_symlinks
-                )
+                return await to_thread_in(self._readers, read_image, source, **options)
         except TimeoutError:
             raise TimeoutError(f"{source.uri}: not read within {settings.read_timeout:g} s") from None
 

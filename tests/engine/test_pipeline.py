@@ -24,6 +24,7 @@ from airflow_provider_searchapi.engine import (
 )
 from airflow_provider_searchapi.engine.records import ERROR_COLUMNS, RESULT_COLUMNS
 from airflow_provider_searchapi.engine.sinks import Batch
+from airflow_provider_searchapi.engine.sources import read_image
 from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
 from tests.conftest import make_jpeg, write_images
 
@@ -109,6 +110,27 @@ def test_concurrency_is_bounded(hook, tmp_path, searchapi_emulator):
     summary = run(hook, f"file://{tmp_path}/in/", [XComSink()], max_concurrency=6)
     assert summary.searched == 40
     assert 2 <= searchapi_emulator.stats.snapshot()["max_in_flight"] <= 6
+
+
+def test_slow_storage_does_not_cap_the_reads_in_flight(hook, tmp_path, monkeypatch):
+    # asyncio.to_thread's pool has min(32, cores + 4) threads; the run reads with one thread per worker.
+    workers = min(32, (os.cpu_count() or 1) + 4) + 4
+    write_images(tmp_path / "in", workers)
+    reading, peak, lock = 0, 0, threading.Lock()
+
+    def slow_read(*args, **kwargs):
+        nonlocal reading, peak
+        with lock:
+            reading += 1
+            peak = max(peak, reading)
+        time.sleep(0.5)  # an object store's latency
+        with lock:
+            reading -= 1
+        return read_image(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "read_image", slow_read)
+    assert run(hook, f"file://{tmp_path}/in/", [XComSink()], max_concurrency=workers).searched == workers
+    assert peak == workers
 
 
 class SlowSink(XComSink):
