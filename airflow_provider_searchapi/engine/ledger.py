@@ -100,7 +100,10 @@ class BaseLedger:
     def __init__(self) -> None:
         self.entries: dict[str, Entry] = {}
         self._searching: dict[str, str | None] = {}  # fingerprints of the sources being searched
-        self.held: list[Row] = []  # sources every output holds that the ledger does not know yet
+        self.held: list[Row] = []  # sources every output holds that the ledger does not record yet
+        # The versions every output holds of the sources the ledger records with another version or a
+        # retryable error (None: not asked yet).
+        self._held_versions: set[tuple[str, str | None]] | None = None
 
     def plan(self, source: SourceImage, reprocess: Reprocess, *, held: bool) -> Plan:
         """Decide for one listed source, and note what to record of it.
@@ -110,11 +113,13 @@ class BaseLedger:
         :param held: every output of this run already holds the source.
         """
         entry, current = self.entries.get(source.uri), fingerprint(source)
-        if held and entry is None:  # committed before the ledger knew it (a crash between the two)
-            self.held.append((source.uri, current, SEARCHED))
+        # Every output holds the source (or its current version) that the ledger does not record:
+        # a run committed it and died before the ledger's write.
+        unrecorded = entry is None or (source.uri, current) in (self._held_versions or ())
         if reprocess is Reprocess.ALL:
             decision = Plan.SEARCH
-        elif entry is None and held:
+        elif held and unrecorded:
+            self.held.append((source.uri, current, SEARCHED))
             decision = Plan.SKIP_DONE
         elif entry is None:
             decision = Plan.SKIP_UNSEEN if reprocess is Reprocess.FAILED else Plan.SEARCH
@@ -141,8 +146,23 @@ class BaseLedger:
         """Read the entries."""
 
     def done_sources(self, sink: Sink) -> set[str]:
-        """The sources ``sink`` holds, asked after :meth:`load` (which may have read them already)."""
-        return sink.done_sources()
+        """The sources ``sink`` holds, asked after :meth:`load` (which may have read them already); note
+        the versions it holds of those the ledger records with another version or a retryable error."""
+        if not hasattr(sink, "done_versions"):  # a sink of one's own tells no versions
+            self._held_versions = set()
+            return sink.done_sources()
+        done, versions = set(), set()
+        for uri, etag, size, mtime in sink.done_versions():
+            done.add(uri)
+            if (entry := self.entries.get(uri)) is None:
+                continue
+            version = _fingerprint(etag, size, mtime)
+            if entry.outcome == FAILED or entry.fingerprint != version:
+                versions.add((uri, version))
+        if self._held_versions is not None:
+            versions &= self._held_versions  # held by every output
+        self._held_versions = versions
+        return done
 
     def record(self, rows: Iterable[Row]) -> None:
         """Note rows the outputs have committed."""
