@@ -86,7 +86,8 @@ class Batches:
 
 class Sink(Protocol):
     """What the engine needs of an output, called from worker threads one call at a time. A sink
-    that subclasses it inherits the defaults: nothing done yet, nothing to finish."""
+    that subclasses it inherits the defaults: nothing done yet, nothing to finish. The built-in sinks
+    also tell which versions they hold (``done_versions``), which a ledger needs after a crash."""
 
     def done_sources(self) -> set[str]:
         """URIs of the sources whose results are already committed here."""
@@ -147,7 +148,7 @@ class JsonLinesSink(Sink):
         return {version[0] for version in self.done_versions()}
 
     def done_versions(self) -> Iterator[Version]:
-        """The version of each result row committed here, and of each refusal (with no version columns)."""
+        """The ``VERSION_COLUMNS`` of each result row committed here, and of each refusal (no version)."""
         for kind in ("results", "errors"):
             folder = self.prefix / kind
             for part in folder.iterdir() if folder.exists() else ():
@@ -244,7 +245,7 @@ class SqlSink(Sink):
         return {version[0] for version in self.done_versions()}
 
     def done_versions(self) -> Iterator[Version]:
-        """The versions of the sources with results here, and the refused sources (no version)."""
+        """The ``VERSION_COLUMNS`` of each version with results here, and of each refused source (no version)."""
         yield from self.hook.get_records(f"SELECT DISTINCT {', '.join(VERSION_COLUMNS)} FROM {self.table}")
         refused = self.hook.get_records(f"SELECT DISTINCT source_uri FROM {self.errors_table} WHERE retryable = 0")
         yield from ((row[0], None, None, None) for row in refused)

@@ -389,6 +389,8 @@ def test_a_crash_before_the_ledger_records_a_new_version_pays_and_writes_it_once
     assert (rerun.searched, rerun.changed, rerun.retried, rerun.skipped_done) == (0, 0, 0, 3)
     with sqlite3.connect(tmp_path / "results.db") as db:
         sql = db.execute("SELECT source_uri, source_size, source_mtime, searched_at FROM found").fetchall()
+        (errors,) = db.execute("SELECT COUNT(*) FROM found_errors").fetchone()
+    assert errors == (3 if case == "retried" else 0)  # the failures stay, as a log; the ledger says searched
     jsonl = [
         tuple(row[c] for c in ("source_uri", "source_size", "source_mtime", "searched_at"))
         for row in jsonl_rows(tmp_path / "out" / "results")
