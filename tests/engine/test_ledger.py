@@ -405,3 +405,43 @@ def test_a_crash_before_the_ledger_records_a_new_version_pays_and_writes_it_once
     after.load()
     assert {entry.outcome for entry in after.entries.values()} == {"searched"}
     assert run_once().skipped_done == 3
+
+
+def test_a_changed_source_committed_to_one_output_before_a_crash_is_written_only_to_the_other(
+    hook, tmp_path, sqlite_conn_id, monkeypatch
+):
+    """The run died between the JSON Lines commit and the SQL one: the re-run searches the changed
+    source again (the SQL output lacks it) and writes it there only."""
+    import sqlite3
+
+    from airflow_provider_searchapi.engine import SqlSink
+
+    write_images(tmp_path / "in", 3)
+    state = ObjectStoragePath(f"file://{tmp_path}/state/")
+
+    def run_once():
+        sinks = [JsonLinesSink(ObjectStoragePath(f"file://{tmp_path}/out/")), SqlSink(sqlite_conn_id, "found")]
+        return Enricher(hook, sinks, EnrichmentSettings(), Ledger(state)).run(list_images(f"file://{tmp_path}/in/"))
+
+    assert run_once().searched == 3
+    (tmp_path / "in" / "img-0001.jpg").write_bytes(make_jpeg(777))
+    with monkeypatch.context() as patched:
+
+        def die(self, batch):
+            raise OSError("the process died before the SQL commit")
+
+        patched.setattr(SqlSink, "write", die)
+        with pytest.raises(OSError, match="before the SQL commit"):
+            run_once()
+
+    assert (run_once().searched, run_once().searched) == (1, 0)
+    with sqlite3.connect(tmp_path / "results.db") as db:
+        sql = db.execute("SELECT source_uri, source_size, searched_at FROM found").fetchall()
+    jsonl = [
+        (row["source_uri"], row["source_size"], row["searched_at"]) for row in jsonl_rows(tmp_path / "out" / "results")
+    ]
+    for rows in (sql, jsonl):
+        searched = {}  # each version of a source: when it was searched
+        for uri, size, at in rows:
+            searched.setdefault((uri, size), set()).add(at)
+        assert len(searched) == 4 and all(len(times) == 1 for times in searched.values()), searched
