@@ -100,7 +100,10 @@ class BaseLedger:
     def __init__(self) -> None:
         self.entries: dict[str, Entry] = {}
         self._searching: dict[str, str | None] = {}  # fingerprints of the sources being searched
-        self.held: list[Row] = []  # sources every output holds that the ledger does not know yet
+        self.held: list[Row] = []  # sources every output holds that the ledger does not record yet
+        # Per output: the sources it holds (the run's set), and the versions it holds of those the ledger
+        # records with another version or a retryable error.
+        self._outputs: list[tuple[set[str], set[tuple[str, str | None]]]] = []
 
     def plan(self, source: SourceImage, reprocess: Reprocess, *, held: bool) -> Plan:
         """Decide for one listed source, and note what to record of it.
@@ -110,11 +113,12 @@ class BaseLedger:
         :param held: every output of this run already holds the source.
         """
         entry, current = self.entries.get(source.uri), fingerprint(source)
-        if held and entry is None:  # committed before the ledger knew it (a crash between the two)
-            self.held.append((source.uri, current, SEARCHED))
         if reprocess is Reprocess.ALL:
             decision = Plan.SEARCH
-        elif entry is None and held:
+        elif held and (entry is None or all((source.uri, current) in versions for _, versions in self._outputs)):
+            # Every output holds the source, or this version of it, and the ledger does not record it:
+            # a run committed it and died before the ledger's write.
+            self.held.append((source.uri, current, SEARCHED))
             decision = Plan.SKIP_DONE
         elif entry is None:
             decision = Plan.SKIP_UNSEEN if reprocess is Reprocess.FAILED else Plan.SEARCH
@@ -126,6 +130,10 @@ class BaseLedger:
             decision = Plan.SKIP_DONE
         if not decision.skips:
             self._searching[source.uri] = current
+        if decision in (Plan.CHANGED, Plan.RETRY):  # its new rows go to each output lacking them, beside the old
+            for done, versions in self._outputs:
+                if (source.uri, current) not in versions:
+                    done.discard(source.uri)
         return decision
 
     def rows(self, batch: Batch) -> list[Row]:
@@ -141,8 +149,21 @@ class BaseLedger:
         """Read the entries."""
 
     def done_sources(self, sink: Sink) -> set[str]:
-        """The sources ``sink`` holds, asked after :meth:`load` (which may have read them already)."""
-        return sink.done_sources()
+        """The sources ``sink`` holds, asked once per output after :meth:`load` (which may have read
+        them already). :meth:`plan` takes a source out of the set when it is to be written there again."""
+        if not hasattr(sink, "done_versions"):  # a sink of one's own tells no versions
+            self._outputs.append((done := sink.done_sources(), set()))
+            return done
+        done, versions = set(), set()
+        for uri, etag, size, mtime in sink.done_versions():
+            done.add(uri)
+            if (entry := self.entries.get(uri)) is None:
+                continue
+            version = _fingerprint(etag, size, mtime)
+            if entry.outcome == FAILED or entry.fingerprint != version:
+                versions.add((uri, version))
+        self._outputs.append((done, versions))
+        return done
 
     def record(self, rows: Iterable[Row]) -> None:
         """Note rows the outputs have committed."""
@@ -280,6 +301,7 @@ class SqlLedger(BaseLedger):
 
     def done_sources(self, sink: Sink) -> set[str]:
         if sink is self.sink and self._sink_done is not None:
+            self._outputs.append((self._sink_done, set()))  # the tables are the ledger: nothing unrecorded
             return self._sink_done
         return super().done_sources(sink)
 

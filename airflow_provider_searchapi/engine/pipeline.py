@@ -167,9 +167,6 @@ class Enricher:
         else:
             decision = self.ledger.plan(source, self.settings.reprocess, held=held)
         self.summary.count_plan(decision)
-        if decision in (Plan.CHANGED, Plan.RETRY):  # searched again: the new rows go to every sink, beside the old
-            for already in self._done_per_sink:
-                already.discard(source.uri)
         return decision
 
     async def _work(self) -> None:

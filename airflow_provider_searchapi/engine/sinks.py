@@ -13,7 +13,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,6 +25,10 @@ from fsspec.implementations.local import LocalFileSystem
 from airflow_provider_searchapi.engine.records import ERROR_COLUMNS, RESULT_COLUMNS
 from airflow_provider_searchapi.engine.sources import local_path, stable_uri
 from airflow_provider_searchapi.jsonl import commit_lines, read_jsonl
+
+#: What tells one version of a source from another in its result rows.
+VERSION_COLUMNS = ("source_uri", "source_etag", "source_size", "source_mtime")
+Version = tuple[str, str | None, int | None, str | None]
 
 
 @dataclass
@@ -82,7 +86,8 @@ class Batches:
 
 class Sink(Protocol):
     """What the engine needs of an output, called from worker threads one call at a time. A sink
-    that subclasses it inherits the defaults: nothing done yet, nothing to finish."""
+    that subclasses it inherits the defaults: nothing done yet, nothing to finish. The built-in sinks
+    also tell which versions they hold (``done_versions``), which a ledger needs after a crash."""
 
     def done_sources(self) -> set[str]:
         """URIs of the sources whose results are already committed here."""
@@ -140,14 +145,17 @@ class JsonLinesSink(Sink):
         self.on_write = on_write
 
     def done_sources(self) -> set[str]:
-        done: set[str] = set()
+        return {version[0] for version in self.done_versions()}
+
+    def done_versions(self) -> Iterator[Version]:
+        """The ``VERSION_COLUMNS`` of each result row committed here, and of each refusal (no version)."""
         for kind in ("results", "errors"):
             folder = self.prefix / kind
             for part in folder.iterdir() if folder.exists() else ():
                 if part.name.endswith(".jsonl"):
-                    rows = (row for _, row in read_jsonl(self.prefix.fs, part.path))
-                    done.update(row["source_uri"] for row in rows if kind == "results" or row.get("retryable") == 0)
-        return done
+                    for _, row in read_jsonl(self.prefix.fs, part.path):
+                        if kind == "results" or row.get("retryable") == 0:
+                            yield tuple(row.get(column) for column in VERSION_COLUMNS)
 
     def write(self, batch: Batch) -> None:
         self._sequence += 1
@@ -234,9 +242,13 @@ class SqlSink(Sink):
         )
 
     def done_sources(self) -> set[str]:
-        done = self.hook.get_records(f"SELECT DISTINCT source_uri FROM {self.table}")
+        return {version[0] for version in self.done_versions()}
+
+    def done_versions(self) -> Iterator[Version]:
+        """The ``VERSION_COLUMNS`` of each version with results here, and of each refused source (no version)."""
+        yield from self.hook.get_records(f"SELECT DISTINCT {', '.join(VERSION_COLUMNS)} FROM {self.table}")
         refused = self.hook.get_records(f"SELECT DISTINCT source_uri FROM {self.errors_table} WHERE retryable = 0")
-        return {row[0] for row in done} | {row[0] for row in refused}
+        yield from ((row[0], None, None, None) for row in refused)
 
     def write(self, batch: Batch) -> None:
         with closing(self.hook.get_conn()) as conn, closing(conn.cursor()) as cursor:

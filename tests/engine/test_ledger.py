@@ -344,3 +344,104 @@ def test_sources_the_outputs_held_before_the_ledger_existed_are_added_to_it(
     next_day = Enricher(hook, [sink("day2")], ledger=Ledger(state)).run(list_images(source))
     assert (next_day.skipped_done, next_day.searched) == (5, 0)
     assert searches(searchapi_emulator) == before
+
+
+@pytest.mark.parametrize("case", ["changed", "retried"])
+def test_a_crash_before_the_ledger_records_a_new_version_pays_and_writes_it_once(
+    case, make_hook, searchapi_emulator, tmp_path, sqlite_conn_id, monkeypatch
+):
+    """A source the ledger knows, searched again (its object changed, or its last search failed), whose
+    rows both outputs committed before the run died ahead of the ledger's write: the re-run neither
+    pays for it again nor writes its rows twice, and records it."""
+    import sqlite3
+
+    from airflow_provider_searchapi.engine import SqlSink
+    from airflow_provider_searchapi.engine import ledger as ledger_module
+    from airflow_provider_searchapi.retry import RetryPolicy
+
+    write_images(tmp_path / "in", 3)
+    state = ObjectStoragePath(f"file://{tmp_path}/state/")
+    hook = make_hook("api_key", requests_per_second=1000, retry_policy=RetryPolicy(max_attempts=1))
+
+    def run_once():
+        sinks = [JsonLinesSink(ObjectStoragePath(f"file://{tmp_path}/out/")), SqlSink(sqlite_conn_id, "found")]
+        return Enricher(hook, sinks, EnrichmentSettings(), Ledger(state)).run(list_images(f"file://{tmp_path}/in/"))
+
+    if case == "retried":
+        searchapi_emulator.settings.update({"fault_rate": 1.0, "fault_kinds": ["500"]})
+        assert run_once().failed == 3  # retryable: searched again by the next run
+        searchapi_emulator.settings.update({"fault_rate": 0.0})
+    else:
+        assert run_once().searched == 3
+        (tmp_path / "in" / "img-0001.jpg").write_bytes(make_jpeg(777))
+    with monkeypatch.context() as patched:
+
+        def die(*args, **kwargs):
+            raise OSError("the process died before the ledger's write")
+
+        patched.setattr(ledger_module, "commit_lines", die)  # the outputs commit; the ledger never hears
+        with pytest.raises(OSError, match="died before the ledger"):
+            run_once()
+    before = searches(searchapi_emulator)
+
+    rerun = run_once()
+    assert searches(searchapi_emulator) == before  # the outputs hold the current version: nothing paid again
+    assert (rerun.searched, rerun.changed, rerun.retried, rerun.skipped_done) == (0, 0, 0, 3)
+    with sqlite3.connect(tmp_path / "results.db") as db:
+        sql = db.execute("SELECT source_uri, source_size, source_mtime, searched_at FROM found").fetchall()
+        (errors,) = db.execute("SELECT COUNT(*) FROM found_errors").fetchone()
+    assert errors == (3 if case == "retried" else 0)  # the failures stay, as a log; the ledger says searched
+    jsonl = [
+        tuple(row[c] for c in ("source_uri", "source_size", "source_mtime", "searched_at"))
+        for row in jsonl_rows(tmp_path / "out" / "results")
+    ]
+    for rows in (sql, jsonl):
+        searched = {}  # each version of a source: when it was searched
+        for uri, size, mtime, at in rows:
+            searched.setdefault((uri, size, mtime), set()).add(at)
+        assert all(len(times) == 1 for times in searched.values()), searched  # one search's rows, once
+        assert len(searched) == (4 if case == "changed" else 3)
+    after = Ledger(state)
+    after.load()
+    assert {entry.outcome for entry in after.entries.values()} == {"searched"}
+    assert run_once().skipped_done == 3
+
+
+def test_a_changed_source_committed_to_one_output_before_a_crash_is_written_only_to_the_other(
+    hook, tmp_path, sqlite_conn_id, monkeypatch
+):
+    """The run died between the JSON Lines commit and the SQL one: the re-run searches the changed
+    source again (the SQL output lacks it) and writes it there only."""
+    import sqlite3
+
+    from airflow_provider_searchapi.engine import SqlSink
+
+    write_images(tmp_path / "in", 3)
+    state = ObjectStoragePath(f"file://{tmp_path}/state/")
+
+    def run_once():
+        sinks = [JsonLinesSink(ObjectStoragePath(f"file://{tmp_path}/out/")), SqlSink(sqlite_conn_id, "found")]
+        return Enricher(hook, sinks, EnrichmentSettings(), Ledger(state)).run(list_images(f"file://{tmp_path}/in/"))
+
+    assert run_once().searched == 3
+    (tmp_path / "in" / "img-0001.jpg").write_bytes(make_jpeg(777))
+    with monkeypatch.context() as patched:
+
+        def die(self, batch):
+            raise OSError("the process died before the SQL commit")
+
+        patched.setattr(SqlSink, "write", die)
+        with pytest.raises(OSError, match="before the SQL commit"):
+            run_once()
+
+    assert (run_once().searched, run_once().searched) == (1, 0)
+    with sqlite3.connect(tmp_path / "results.db") as db:
+        sql = db.execute("SELECT source_uri, source_size, searched_at FROM found").fetchall()
+    jsonl = [
+        (row["source_uri"], row["source_size"], row["searched_at"]) for row in jsonl_rows(tmp_path / "out" / "results")
+    ]
+    for rows in (sql, jsonl):
+        searched = {}  # each version of a source: when it was searched
+        for uri, size, at in rows:
+            searched.setdefault((uri, size), set()).add(at)
+        assert len(searched) == 4 and all(len(times) == 1 for times in searched.values()), searched
