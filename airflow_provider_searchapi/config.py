@@ -287,6 +287,8 @@ def _key_from_path(value: Any) -> AuthorizedKey:
     field = "service_account_json_path"
     if not isinstance(value, str):
         raise SearchApiConfigError(field, "must be a file path")
+    if "PRIVATE KEY" in value or "\n" in value:  # a pasted key: errors below would quote it as the path
+        raise SearchApiConfigError(field, "holds a key, not a path; put the key file's JSON in service_account_json")
     path = Path(value).expanduser()
     try:
         text = path.read_text(encoding="utf-8")

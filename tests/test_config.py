@@ -160,6 +160,15 @@ def test_invalid_json_error_does_not_echo_the_content():
     assert _secret_free(str(info.value))
 
 
+@pytest.mark.parametrize("conn_type", ["yandex_searchapi", "yandexcloud"])
+@pytest.mark.parametrize("pasted", [json.dumps(KEY, indent=2), json.dumps(KEY), KEY["private_key"]])
+def test_a_key_pasted_where_its_path_goes_is_named_not_shown(conn_type, pasted):
+    with pytest.raises(SearchApiConfigError) as info:
+        SearchApiConfig.from_connection(conn_type, {"folder_id": "f", "service_account_json_path": pasted})
+    assert info.value.field == "service_account_json_path" and "service_account_json" in info.value.problem
+    assert _secret_free(str(info.value)) and _secret_free(repr(info.value))
+
+
 def test_repr_of_config_hides_secrets():
     config = SearchApiConfig.from_connection(
         "yandex_searchapi", {"folder_id": "f", "service_account_json": json.dumps(KEY)}
