@@ -195,8 +195,9 @@ def test_transport_and_grpc_endpoint():
 
 
 @pytest.mark.parametrize("field", ["api_key", "iam_token"])
-@pytest.mark.parametrize("inside", ["\n", "\r\n", " ", "\x00", "\t"])
+@pytest.mark.parametrize("inside", ["\n", "\r\n", " ", "\x00", "\t", "é", "\U0001f600"])
 def test_credentials_with_characters_http_refuses_are_named_not_shown(field, inside):
+    """Non-ASCII too: gRPC refuses such metadata in a way that is retried (sync) or is no SearchApiError (async)."""
     secret = f"AQVNsecretpart1{inside}secretpart2"
     with pytest.raises(SearchApiConfigError) as info:
         SearchApiConfig.from_connection("yandex_searchapi", {"folder_id": "f", field: f"  {secret}\n"})
