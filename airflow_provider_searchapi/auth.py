@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import json
 import threading
 import time
 import uuid
@@ -181,17 +182,17 @@ def fetch_iam_token(
     started = time.time()
     request_id = str(uuid.uuid4())
     if isinstance(credential, AuthorizedKey):
-        body = {"jwt": sign_jwt(credential, now=started)}
+        field, secret = "jwt", sign_jwt(credential, now=started)
         named = f"the authorized key {credential.id} of service account {credential.service_account_id}"
     else:
-        body, named = {"yandexPassportOauthToken": credential.get_secret_value()}, "the OAuth token"
+        field, secret, named = "yandexPassportOauthToken", credential.get_secret_value(), "the OAuth token"
     try:
         with httpx.Client(timeout=timeout, verify=verify_tls) as client:
-            response = client.post(iam_endpoint, json=body, headers={"x-client-request-id": request_id})
+            response = client.post(iam_endpoint, json={field: secret}, headers={"x-client-request-id": request_id})
     except httpx.HTTPError as err:
         raise _unreachable(err, "the IAM endpoint", iam_endpoint, request_id) from None
     if response.status_code != 200:
-        message = f"IAM at {iam_endpoint} refused {named}: {_error_message(response)}"
+        message = f"IAM at {iam_endpoint} refused {named}: {_error_message(response, without=secret)}"
         raise SearchApiAuthError(response.status_code, message, request_id=request_id)
     try:
         answer = _IamAnswer.model_validate_json(response.content)
@@ -247,11 +248,13 @@ def _unreachable(err: httpx.HTTPError, what: str, endpoint: str, request_id: str
     return SearchApiAuthError(0, f"could not reach {what} {endpoint} ({type(err).__name__})", request_id=request_id)
 
 
-def _error_message(response: httpx.Response) -> str:
+def _error_message(response: httpx.Response, *, without: str | None = None) -> str:
+    """The error an answer carries, the secret sent (``without``) cut out: a server may quote the request."""
+    text = response.text.replace(without, "[redacted]") if without else response.text
     try:
-        body = response.json()
+        body = json.loads(text)
     except ValueError:
-        return response.text[:200]
+        return text[:200]
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         return body["message"][:500]
     return str(body)[:200]

@@ -173,14 +173,14 @@ class SearchApiConfig(BaseModel):
     @field_validator("api_key", "iam_token", "oauth_token", mode="before")
     @classmethod
     def _header_safe(cls, value: Any) -> Any:
-        """A credential goes into an HTTP header: trimmed, and refused if spaces or control characters remain."""
+        """A credential goes into an HTTP header: trimmed, and refused unless printable ASCII without spaces."""
         if not isinstance(value, str):
             return value  # pydantic names the wrong type
         text = value.strip()
         if not text:
             raise ValueError("must be a non-empty string")
-        if any(character.isspace() or not character.isprintable() for character in text):
-            raise ValueError("holds a space, line break or control character inside; paste it again")
+        if " " in text or not (text.isascii() and text.isprintable()):
+            raise ValueError("holds a space, line break, control or non-ASCII character inside; paste it again")
         return text
 
     @field_validator("grpc_endpoint")
@@ -287,6 +287,8 @@ def _key_from_path(value: Any) -> AuthorizedKey:
     field = "service_account_json_path"
     if not isinstance(value, str):
         raise SearchApiConfigError(field, "must be a file path")
+    if "PRIVATE KEY" in value or "\n" in value:  # a pasted key: errors below would quote it as the path
+        raise SearchApiConfigError(field, "holds a key, not a path; put the key file's JSON in service_account_json")
     path = Path(value).expanduser()
     try:
         text = path.read_text(encoding="utf-8")

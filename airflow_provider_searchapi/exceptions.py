@@ -111,7 +111,7 @@ def status_hint(status: int) -> str:
 #: What credentials look like in text: PEM keys, Authorization values, IAM tokens, API keys, OAuth tokens.
 _CREDENTIAL_LIKE = re.compile(
     r"-----BEGIN[^-]*PRIVATE KEY-----.*?(-----END[^-]*PRIVATE KEY-----|$)"
-    r"|\b(Bearer|Api-Key)\s+\S+"
+    r"|\b(?i:bearer|api-key)\s+\S+"
     r"|\bt1\.[A-Za-z0-9_.-]{16,}"
     r"|\bAQVN[A-Za-z0-9_-]{16,}"
     r"|\by[0-3]_[A-Za-z0-9_-]{16,}",

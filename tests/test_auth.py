@@ -205,22 +205,24 @@ def test_minted_tokens_are_registered_with_the_masker(make_hook, searchapi_emula
 
 @pytest.fixture
 def iam_answering():
-    """A server on 127.0.0.1 whose IAM exchange answers 200 with the body the test sets."""
+    """A server on 127.0.0.1 whose IAM exchange answers with the status and body the test sets (a
+    body may be a function of the request's body)."""
     from starlette.applications import Starlette
     from starlette.responses import Response
     from starlette.routing import Route
 
     from airflow_provider_searchapi.testing.server import ServerThread
 
-    answer = {"body": b"{}"}
+    answer = {"body": b"{}", "status": 200}
 
     async def tokens(request):
-        return Response(answer["body"], media_type="application/json")
+        body = answer["body"](await request.body()) if callable(answer["body"]) else answer["body"]
+        return Response(body, status_code=answer["status"], media_type="application/json")
 
     server = ServerThread(
         Starlette(routes=[Route("/iam/v1/tokens", tokens, methods=["POST"])]), "127.0.0.1", 0, "critical", None, None
     )
-    yield lambda body: answer.update(body=body) or f"{server.url}/iam/v1/tokens"
+    yield lambda body, status=200: answer.update(body=body, status=status) or f"{server.url}/iam/v1/tokens"
     server.stop()
 
 
@@ -241,6 +243,29 @@ def test_expires_at_is_read_to_the_microsecond_whatever_its_form(iam_answering, 
 def test_an_unreadable_iam_answer_is_an_auth_error(iam_answering, body):
     with pytest.raises(SearchApiAuthError, match="without a readable iamToken/expiresAt"):
         fetch_iam_token(SecretStr("y0_user"), iam_answering(body), timeout=5)
+
+
+@pytest.mark.parametrize("shape", ["message", "text"])
+@pytest.mark.parametrize("credential", ["authorized_key", "oauth"])
+def test_an_iam_refusal_quoting_the_request_does_not_show_the_credential(iam_answering, shape, credential):
+    """The JWT (a bearer credential for the exchange) or the OAuth token, quoted back by IAM or a proxy."""
+    sent = []
+
+    def quoting(request: bytes) -> bytes:
+        sent.append(json.loads(request).popitem()[1])
+        quoted = f"cannot read the request {request.decode()}"
+        return json.dumps({"code": 3, "message": quoted}).encode() if shape == "message" else quoted.encode()
+
+    # An OAuth token of the older kind: nothing in its shape says it is one.
+    given = (
+        AuthorizedKey.from_json(generate_authorized_key())
+        if credential == "authorized_key"
+        else SecretStr("AQAAAAAold" * 4)
+    )
+    with pytest.raises(SearchApiAuthError) as info:
+        fetch_iam_token(given, iam_answering(quoting, status=400), timeout=5)
+    secret = sent[0].rsplit(".", 1)[-1][:24]  # the JWT's signature (its claims are no secret), or the token
+    assert "cannot read the request" in str(info.value) and secret not in f"{info.value} {info.value!r}"
 
 
 def test_the_emulator_exchanges_only_oauth_tokens_it_knows(searchapi_emulator):

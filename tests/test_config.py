@@ -160,6 +160,15 @@ def test_invalid_json_error_does_not_echo_the_content():
     assert _secret_free(str(info.value))
 
 
+@pytest.mark.parametrize("conn_type", ["yandex_searchapi", "yandexcloud"])
+@pytest.mark.parametrize("pasted", [json.dumps(KEY, indent=2), json.dumps(KEY), KEY["private_key"]])
+def test_a_key_pasted_where_its_path_goes_is_named_not_shown(conn_type, pasted):
+    with pytest.raises(SearchApiConfigError) as info:
+        SearchApiConfig.from_connection(conn_type, {"folder_id": "f", "service_account_json_path": pasted})
+    assert info.value.field == "service_account_json_path" and "service_account_json" in info.value.problem
+    assert _secret_free(str(info.value)) and _secret_free(repr(info.value))
+
+
 def test_repr_of_config_hides_secrets():
     config = SearchApiConfig.from_connection(
         "yandex_searchapi", {"folder_id": "f", "service_account_json": json.dumps(KEY)}
@@ -186,8 +195,9 @@ def test_transport_and_grpc_endpoint():
 
 
 @pytest.mark.parametrize("field", ["api_key", "iam_token"])
-@pytest.mark.parametrize("inside", ["\n", "\r\n", " ", "\x00", "\t"])
+@pytest.mark.parametrize("inside", ["\n", "\r\n", " ", "\x00", "\t", "é", "\U0001f600"])
 def test_credentials_with_characters_http_refuses_are_named_not_shown(field, inside):
+    """Non-ASCII too: gRPC refuses such metadata in a way that is retried (sync) or is no SearchApiError (async)."""
     secret = f"AQVNsecretpart1{inside}secretpart2"
     with pytest.raises(SearchApiConfigError) as info:
         SearchApiConfig.from_connection("yandex_searchapi", {"folder_id": "f", field: f"  {secret}\n"})

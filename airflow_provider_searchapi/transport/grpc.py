@@ -112,7 +112,7 @@ class GrpcTransport:
                 return result_from_message(answer)
             except grpc.RpcError as err:
                 if final or err.code() != grpc.StatusCode.UNAUTHENTICATED:
-                    raise _error(err, request_id, self.target) from None
+                    raise _error(err, request_id, self.target, header) from None
             header = authorization_header(self._auth, stale=header)  # refused: one refresh, one resend
         raise AssertionError("unreachable")
 
@@ -125,7 +125,7 @@ class GrpcTransport:
                 return result_from_message(answer)
             except grpc.aio.AioRpcError as err:
                 if final or err.code() != grpc.StatusCode.UNAUTHENTICATED:
-                    raise _error(err, request_id, self.target) from None
+                    raise _error(err, request_id, self.target, header) from None
             header = await aauthorization_header(self._auth, stale=header)
         raise AssertionError("unreachable")
 
@@ -154,15 +154,18 @@ def _metadata(header: str, request_id: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", header), ("x-client-request-id", request_id))
 
 
-def _error(err: Any, client_request_id: str, target: str) -> Exception:
+def _error(err: Any, client_request_id: str, target: str, header: str) -> Exception:
     """Our error for a failed call, with the HTTP status of the same meaning and the gRPC code.
 
     :param err: the ``grpc.RpcError`` (sync) or ``grpc.aio.AioRpcError`` of the call.
     :param client_request_id: the ``x-client-request-id`` we sent, quoted when the server gave none.
     :param target: ``host:port`` called, named when its certificate is refused.
+    :param header: the ``authorization`` sent: the server may quote its credential, which is cut out.
     """
     code = err.code()
+    credential = header.partition(" ")[2]
     details = err.details() or code.name
+    details = details.replace(credential, "[redacted]") if credential else details
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
         return SearchApiResponseError(f"answer larger than {MAX_RESPONSE_BYTES:,} bytes; not read")
     if code == grpc.StatusCode.UNAVAILABLE and any(words in details for words in _CERTIFICATE_REFUSED):

@@ -232,6 +232,9 @@ def _parse(response: httpx.Response, content: bytes, client_request_id: str) -> 
 
 
 def _http_error(response: httpx.Response, content: bytes, client_request_id: str) -> SearchApiHTTPError:
+    # The server may quote the credential sent: it is cut out before the text is read (and shortened).
+    credential = response.request.headers.get("Authorization", "").partition(" ")[2]
+    content = content.replace(credential.encode(), b"[redacted]") if credential else content
     message = response.reason_phrase or "error"
     grpc_code = None
     request_id = _server_request_id(response.headers)

@@ -59,8 +59,9 @@ def test_any_json_parses_or_raises_a_validation_error(value):
     st.sampled_from([200, 200, 400, 429, 500, 503]),
 )
 def test_any_answer_is_a_result_or_one_of_our_errors(content, status):
+    request = httpx.Request("POST", "https://searchapi.test", headers={"Authorization": "Api-Key AQVN-fuzz-key"})
     try:
-        result = _parse(httpx.Response(status, headers={"Retry-After": "1"}), content, "client-id")
+        result = _parse(httpx.Response(status, headers={"Retry-After": "1"}, request=request), content, "client-id")
     except (SearchApiResponseError, SearchApiHTTPError) as err:
         assert status != 200 or isinstance(err, SearchApiResponseError)
         return

@@ -309,6 +309,18 @@ def test_credentials_in_server_messages_are_redacted(make_hook, raw_server):
     assert redact("-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----") == "[redacted]"
 
 
+@pytest.mark.parametrize("shape", ["message", "text"])
+def test_a_server_quoting_a_credential_of_no_known_shape_does_not_show_it(make_hook, raw_server, shape):
+    key = "opaque-key-of-a-new-kind-" + "x" * 1000  # long: a cut of the message would keep its start
+    quoted = f"unknown API key {key}"
+    body = json.dumps({"code": 16, "message": quoted}).encode() if shape == "message" else quoted.encode()
+    server = raw_server(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: %d\r\n\r\n" % len(body), body)
+    hook = make_hook("api_key", api_key=key, endpoint=server.url, retry_policy=ONE_ATTEMPT)
+    with pytest.raises(SearchApiHTTPError) as info:
+        hook.search_by_image(url="https://example.com/a.jpg")
+    assert "unknown API key" in str(info.value) and "opaque-key" not in f"{info.value} {info.value!r}"
+
+
 def test_credentials_to_a_plain_http_endpoint_elsewhere_are_warned_about(make_hook, caplog, capsys):
     def logged() -> str:
         return capsys.readouterr().out + "".join(record.getMessage() for record in caplog.records)

@@ -91,3 +91,12 @@ def test_exception_texts_hold_no_secret(make_hook, searchapi_emulator):
         extras = hook.get_connection(hook.searchapi_conn_id).extra_dejson
         for secret in _secrets_of(extras):
             assert not any(secret in text for text in texts)
+
+
+@pytest.mark.parametrize("quoted", ["authorization: bearer {}", "Authorization=BEARER {}", "api-key {}", "API-KEY\t{}"])
+def test_a_server_quoting_the_authorization_header_in_any_case_is_redacted(quoted):
+    """A credential of no known shape (a static token, a key of a new format) is known by the word before it."""
+    from airflow_provider_searchapi.exceptions import SearchApiHTTPError
+
+    error = SearchApiHTTPError(401, f"refused: {quoted.format('opaque-credential-42')}")
+    assert "opaque-credential-42" not in f"{error} {error!r} {error.message}"

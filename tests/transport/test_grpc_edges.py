@@ -227,6 +227,20 @@ async def _asearch_once(transport: GrpcTransport) -> None:
         await transport.aclose()
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_server_quoting_a_credential_of_no_known_shape_does_not_show_it(mode):
+    key = "opaque-key-of-a-new-kind-0123456789"
+    server = ScriptedServer([(grpc.StatusCode.UNAUTHENTICATED, f"unknown API key {key}", (), ())])
+    caller = Caller(RateLimiter(1000), FAST, CallStats())
+    transport = GrpcTransport(
+        endpoint=f"http://127.0.0.1:{server.port}", auth=ApiKeyAuth(key), caller=caller, timeout=5
+    )
+    with pytest.raises(SearchApiHTTPError) as info:
+        transport.search(REQUEST) if mode == "sync" else asyncio.run(_asearch_once(transport))
+    server.stop()
+    assert "unknown API key" in str(info.value) and "opaque-key" not in f"{info.value} {info.value!r}"
+
+
 def test_retry_after_is_honoured_between_attempts():
     exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED
     server = ScriptedServer([(exhausted, "quota", (), (("retry-after", "0.4"),))])
