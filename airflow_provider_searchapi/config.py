@@ -291,7 +291,7 @@ def _key_from_path(value: Any) -> AuthorizedKey:
         raise SearchApiConfigError(field, "holds a key, not a path; put the key file's JSON in service_account_json")
     path = Path(value).expanduser()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM, as Windows editors write, is skipped
     except FileNotFoundError:
         raise SearchApiConfigError(field, f"no file at {path}") from None
     except (OSError, UnicodeDecodeError) as err:

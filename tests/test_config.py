@@ -50,6 +50,11 @@ def test_key_as_a_json_object_and_from_a_path(tmp_path):
         "yandex_searchapi", {"folder_id": "b1g", "service_account_json_path": str(path)}
     )
     assert by_object.authorized_key == by_path.authorized_key
+    path.write_text(json.dumps(KEY), encoding="utf-8-sig")  # as Windows editors save it: with a BOM
+    with_bom = SearchApiConfig.from_connection(
+        "yandex_searchapi", {"folder_id": "b1g", "service_account_json_path": str(path)}
+    )
+    assert with_bom.authorized_key == by_object.authorized_key
 
 
 def test_other_credentials_and_none_means_metadata():
