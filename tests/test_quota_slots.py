@@ -60,3 +60,52 @@ def test_the_resend_after_a_401_takes_its_own_slot(make_hook, searchapi_emulator
     stats = searchapi_emulator.stats.snapshot()
     assert stats["responses"] == {"200": 2, "401": 1} and stats["token_exchanges"] == 2
     assert limiter.slots == stats["search_requests"] == hook.stats.attempts == 3
+
+
+def test_hooks_of_one_folder_share_one_limiter_whatever_their_connection_or_rate(make_hook, caplog):
+    from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
+
+    first = make_hook(conn_id="searchapi_a", requests_per_second=10)
+    other_connection = make_hook("api_key", conn_id="searchapi_b", requests_per_second=10)
+    with caplog.at_level("WARNING", logger="airflow_provider_searchapi.ratelimit"):
+        own_rate = SearchApiHook("searchapi_a", requests_per_second=4)
+        assert first.limiter is other_connection.limiter is own_rate.limiter
+    assert first.limiter.max_rate == 10
+    assert "requests_per_second=4" in caplog.text and "10" in caplog.text
+    other_folder = make_hook(conn_id="searchapi_c", folder_id=None, hook_kwargs={"folder_id": "b1gother"})
+    assert other_folder.limiter is not first.limiter  # another folder, another quota
+
+
+@pytest.mark.serial
+def test_two_connections_to_one_folder_keep_to_its_quota_together(make_hook, searchapi_emulator):
+    from concurrent.futures import ThreadPoolExecutor
+
+    searchapi_emulator.settings.update({"quota_rps": 20.0, "retry_after": 0.2})
+    hooks = [make_hook(conn_id=f"searchapi_{name}", requests_per_second=20) for name in ("a", "b")]
+    for hook in hooks:
+        hook.search_by_image(url="https://x/warm-up.jpg")  # clients and tokens made before the count
+    searchapi_emulator.stats.reset()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda n: hooks[n % 2].search_by_image(url=f"https://x/{n}.jpg"), range(60)))
+    stats = searchapi_emulator.stats.snapshot()
+    assert stats["responses"] == {"200": 60}  # each at 20/s alone would send 40/s together: 429s
+
+
+def test_later_pages_the_resend_of_an_expired_cbir_id_and_the_connection_test_take_a_slot_each(
+    make_hook, searchapi_emulator
+):
+    searchapi_emulator.settings.update({"cbir_ttl": 0.0, "max_result_pages": 3})  # every CBIR id expired
+    hook = make_hook()
+    limiter = _counted(hook)
+    pages = list(hook.iter_pages(image=make_jpeg(7), max_pages=3))
+
+    async def async_pages() -> list:
+        found = [page async for page in hook.aiter_pages(image=make_jpeg(8), max_pages=3)]
+        await hook.aclose()
+        return found
+
+    pages += asyncio.run(async_pages())
+    assert hook.test_connection()[0]
+    stats = searchapi_emulator.stats.snapshot()
+    assert stats["responses"].get("404") and len(pages) > 2  # later pages asked by id, then with the image
+    assert limiter.slots == stats["search_requests"] == hook.stats.attempts
