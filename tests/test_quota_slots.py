@@ -109,3 +109,14 @@ def test_later_pages_the_resend_of_an_expired_cbir_id_and_the_connection_test_ta
     stats = searchapi_emulator.stats.snapshot()
     assert stats["responses"].get("404") and len(pages) > 2  # later pages asked by id, then with the image
     assert limiter.slots == stats["search_requests"] == hook.stats.attempts
+
+
+def test_the_credentials_httpx_flow_never_resends_on_its_own(make_hook, searchapi_emulator):
+    import httpx
+
+    hook = make_hook()
+    hook.auth.get_token()
+    searchapi_emulator.revoke_tokens()
+    with httpx.Client(auth=hook.auth) as client:  # the resend after a 401 is the caller's, with a slot
+        assert client.post(f"{searchapi_emulator.url}/v2/image/search_by_image", json={}).status_code == 401
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 1
