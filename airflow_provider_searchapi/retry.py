@@ -71,14 +71,15 @@ class wait_retry_after(wait_base):  # noqa: N801 - tenacity's naming style
 
 
 class stop_after_faults(stop_base):  # noqa: N801 - tenacity's naming style
-    """Stop once ``limit`` attempts of a call failed for another reason than a 429 (one per call: it counts)."""
+    """Stop once ``limit`` attempts of a call failed for another reason than a 429 or the 401 that makes
+    the token refresh (one per call: it counts)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.faults = 0
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        if getattr(_error_of(retry_state), "status", None) != 429:
+        if getattr(_error_of(retry_state), "status", None) not in (401, 429):  # a 401 retried is the first
             self.faults += 1
         return self.faults >= self.limit
 
@@ -104,7 +105,8 @@ class CallStats:
 class RetryPolicy:
     """How hard to try a call.
 
-    :param max_attempts: attempts that fail for another reason than a 429, at most (the first included).
+    :param max_attempts: attempts that fail for another reason than a 429 or a 401 refreshing the token,
+        at most (the first included).
     :param max_total_seconds: no new attempt starts after this many seconds since the first began; this
         alone bounds how long a call waits out 429s.
     :param backoff_base: seconds of the first backoff step (doubling after each failure, with jitter).
