@@ -3,7 +3,8 @@
 * :class:`ApiKeyAuth` and :class:`StaticTokenAuth` set a fixed header.
 * :class:`RefreshingTokenAuth` holds an IAM token minted by :func:`fetch_iam_token` (authorized key or
   OAuth token) or :func:`fetch_metadata_token` (the VM's service account), refreshes it before it
-  expires, shares one exchange per process, and on a 401 refreshes once and resends once.
+  expires and shares one exchange per process. It does not resend after a 401: the transports' caller
+  does, after a refresh, so that the resend waits for a rate-limit slot like any request.
 
 :func:`build_auth` picks the flow for a connection's config.
 """
@@ -68,7 +69,7 @@ class ApiKeyAuth(StaticTokenAuth):
 
 
 class RefreshingTokenAuth(httpx.Auth):
-    """A cached IAM token, refreshed before it expires and once after a 401.
+    """A cached IAM token, refreshed before it expires, or when a caller says the server refused it.
 
     :param fetch: mints a new token; called under a lock, so at most one exchange runs at a time.
     :param refresh_after: seconds after which a token is replaced even if it lives longer.
@@ -115,21 +116,13 @@ class RefreshingTokenAuth(httpx.Auth):
         return token.value if self._usable(token, time.time()) else None
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        token = self.get_token()
-        request.headers["Authorization"] = f"Bearer {token}"
-        response = yield request
-        if response.status_code == 401:
-            request.headers["Authorization"] = f"Bearer {self.get_token(stale=token)}"
-            yield request
+        request.headers["Authorization"] = f"Bearer {self.get_token()}"
+        yield request
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         # An exchange runs in a thread, under the lock sync callers use: the process shares one token.
-        token = self.cached_token() or await asyncio.to_thread(self.get_token)
-        request.headers["Authorization"] = f"Bearer {token}"
-        response = yield request
-        if response.status_code == 401:
-            request.headers["Authorization"] = f"Bearer {await asyncio.to_thread(self.get_token, stale=token)}"
-            yield request
+        request.headers["Authorization"] = await aauthorization_header(self)
+        yield request
 
 
 def authorization_header(auth: httpx.Auth, *, stale: str | None = None) -> str:

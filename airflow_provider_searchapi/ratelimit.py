@@ -134,13 +134,27 @@ class RateLimiter:
         )
 
 
-_shared: dict[tuple[str, float], RateLimiter] = {}
+_shared: dict[str, RateLimiter] = {}
 _shared_lock = threading.Lock()
 
 
 def shared_rate_limiter(name: str, rate: float) -> RateLimiter:
-    """One limiter per (name, rate) in this process, so that every hook of a connection shares it."""
+    """One limiter per name (a folder's quota) in this process, so that every hook of the folder shares
+    it. It keeps the rate first asked: a limiter per rate would let the hooks together exceed the quota.
+
+    :param name: what the limiter is for, and what its log lines call it.
+    :param rate: starts per second; a caller asking another rate is warned that it is not applied.
+    """
     with _shared_lock:
-        if (name, rate) not in _shared:
-            _shared[name, rate] = RateLimiter(rate, name=name)
-        return _shared[name, rate]
+        if name not in _shared:
+            _shared[name] = RateLimiter(rate, name=name)
+        limiter = _shared[name]
+    if limiter.max_rate != rate:
+        log.warning(
+            "%s: requests_per_second=%.3g is not applied: the hooks of this process share one limit "
+            "at %.3g, the rate first set (give every hook of the folder the same rate)",
+            name,
+            rate,
+            limiter.max_rate,
+        )
+    return limiter

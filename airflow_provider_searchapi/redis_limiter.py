@@ -88,9 +88,11 @@ class RedisRateLimiter:
         self._async: PerEventLoop[asyncio.Task[Any]] = PerEventLoop(lambda: asyncio.create_task(self._open_async()))
         self._down_since: float | None = None
         self._leaked = 0.0
+        self._held_until = 0.0  # no start of this process before then (``time.monotonic()``): a Retry-After
 
     def acquire(self) -> None:
         """Block the calling thread until it may start a request."""
+        time.sleep(max(0.0, self._held_until - time.monotonic()))
         if self._redis_usable():
             try:
                 limiter, bucket = self._sync_limiter()
@@ -104,6 +106,7 @@ class RedisRateLimiter:
 
     async def aacquire(self) -> None:
         """Wait, without blocking the event loop, until the caller may start a request."""
+        await asyncio.sleep(max(0.0, self._held_until - time.monotonic()))
         if self._redis_usable():
             try:
                 # Shielded: a caller cancelled meanwhile must not cancel the opening for the others.
@@ -117,7 +120,9 @@ class RedisRateLimiter:
         await self.fallback.aacquire()
 
     def throttled(self, retry_after: float | None) -> None:
-        """A 429 came: the fallback limiter slows down (with Redis up, the shared rate stays)."""
+        """A 429 came: this process starts nothing until ``retry_after`` seconds passed, and the fallback
+        limiter slows down (with Redis up, the shared rate stays)."""
+        self._held_until = max(self._held_until, time.monotonic() + (retry_after or 0.0))
         self.fallback.throttled(retry_after)
 
     async def aclose(self) -> None:

@@ -2,8 +2,9 @@
 
 Retried: 429 (waiting as ``Retry-After`` says, when it says), 500/502/503/504, timeouts and connection
 failures, with exponential backoff and full jitter. A 429 is not a fault of the request: it does not
-count against ``max_attempts`` and is retried as long as ``max_total_seconds`` allows. Never retried:
-400, 401 (the auth flow already refreshed once), 403, 404 and unreadable answers.
+count against ``max_attempts`` and is retried as long as ``max_total_seconds`` allows. A 401 is retried
+once with a new token, when the credential mints them. Never retried: 400, 403, 404, another 401 and
+unreadable answers.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import httpx
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -27,12 +29,12 @@ from tenacity import (
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
+from airflow_provider_searchapi.auth import RefreshingTokenAuth, aauthorization_header, authorization_header
 from airflow_provider_searchapi.exceptions import SearchApiAuthError, SearchApiHTTPError
 from airflow_provider_searchapi.ratelimit import Limiter
 
 log = logging.getLogger(__name__)
 
-Prepared = TypeVar("Prepared")
 Result = TypeVar("Result")
 Controller = TypeVar("Controller", Retrying, AsyncRetrying)
 
@@ -69,14 +71,15 @@ class wait_retry_after(wait_base):  # noqa: N801 - tenacity's naming style
 
 
 class stop_after_faults(stop_base):  # noqa: N801 - tenacity's naming style
-    """Stop once ``limit`` attempts of a call failed for another reason than a 429 (one per call: it counts)."""
+    """Stop once ``limit`` attempts of a call failed for another reason than a 429 or the 401 that makes
+    the token refresh (one per call: it counts)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.faults = 0
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        if getattr(_error_of(retry_state), "status", None) != 429:
+        if getattr(_error_of(retry_state), "status", None) not in (401, 429):  # a 401 retried is the first
             self.faults += 1
         return self.faults >= self.limit
 
@@ -102,7 +105,8 @@ class CallStats:
 class RetryPolicy:
     """How hard to try a call.
 
-    :param max_attempts: attempts that fail for another reason than a 429, at most (the first included).
+    :param max_attempts: attempts that fail for another reason than a 429 or a 401 refreshing the token,
+        at most (the first included).
     :param max_total_seconds: no new attempt starts after this many seconds since the first began; this
         alone bounds how long a call waits out 429s.
     :param backoff_base: seconds of the first backoff step (doubling after each failure, with jitter).
@@ -116,10 +120,11 @@ class RetryPolicy:
 
 
 class Caller:
-    """Runs a transport's attempts under the retry policy. Each attempt first prepares (gets the
-    credential: rarely slow, when a token is minted), then waits for a start slot of the rate limiter,
-    then sends what was prepared; so a slow preparation never bunches the starts that follow it. A 429
-    is reported to the limiter, which may slow down.
+    """Runs a transport's attempts under the retry policy. Each attempt first gets the credential's
+    ``Authorization`` value (rarely slow, when a token is minted), then waits for a start slot of the
+    rate limiter, then sends; so a slow token exchange never bunches the starts that follow it, and
+    every request sent, the one after a 401 too, has its own slot. A 429 is reported to the limiter,
+    which may slow down.
 
     :param limiter: the rate limiter every attempt waits on.
     :param policy: how failed attempts are retried.
@@ -131,23 +136,39 @@ class Caller:
         self.policy = policy
         self.stats = stats
 
-    def call(self, prepare: Callable[[], Prepared], send: Callable[[Prepared], Result]) -> Result:
+    def call(self, auth: httpx.Auth, send: Callable[[str], Result]) -> Result:
+        """Send with retries; ``send`` gets the ``Authorization`` value of the attempt.
+
+        :param auth: the connection's credential.
+        :param send: sends one attempt.
+        """
+        refused: list[str] = []  # the value a 401 refused: the next attempts get a new token
+
         def attempt() -> Result:
-            prepared = prepare()
+            header = authorization_header(auth, stale=refused[0] if refused else None)
             self.limiter.acquire()
             self.stats.attempts += 1
-            return send(prepared)
+            try:
+                return send(header)
+            except SearchApiHTTPError as err:
+                _refresh_once(err, auth, header, refused)
+                raise
 
         return self._retrying(Retrying)(attempt)
 
-    async def acall(
-        self, prepare: Callable[[], Awaitable[Prepared]], send: Callable[[Prepared], Awaitable[Result]]
-    ) -> Result:
+    async def acall(self, auth: httpx.Auth, send: Callable[[str], Awaitable[Result]]) -> Result:
+        """Async twin of :meth:`call`."""
+        refused: list[str] = []
+
         async def attempt() -> Result:
-            prepared = await prepare()
+            header = await aauthorization_header(auth, stale=refused[0] if refused else None)
             await self.limiter.aacquire()
             self.stats.attempts += 1
-            return await send(prepared)
+            try:
+                return await send(header)
+            except SearchApiHTTPError as err:
+                _refresh_once(err, auth, header, refused)
+                raise
 
         return await self._retrying(AsyncRetrying)(attempt)
 
@@ -172,6 +193,13 @@ class Caller:
             if err.status == 429 and not isinstance(err, SearchApiAuthError):  # IAM's quota is not the folder's
                 self.limiter.throttled(err.retry_after)
         return is_retryable(err)
+
+
+def _refresh_once(err: SearchApiHTTPError, auth: httpx.Auth, header: str, refused: list[str]) -> None:
+    """Make a call's first 401 retryable when the credential mints tokens (the next attempt refreshes)."""
+    if err.status == 401 and not refused and isinstance(auth, RefreshingTokenAuth):
+        refused.append(header)
+        err.retryable = True
 
 
 def _error_of(state: RetryCallState) -> BaseException | None:

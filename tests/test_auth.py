@@ -277,3 +277,13 @@ def test_the_emulator_exchanges_only_oauth_tokens_it_knows(searchapi_emulator):
     assert unknown.status_code == 401 and "OAuth" in unknown.json()["message"]
     assert httpx.post(url, json={"something": "else"}).status_code == 400
     assert searchapi_emulator.stats.snapshot()["token_exchanges"] == 1
+
+
+def test_the_refresh_after_a_401_is_not_counted_against_max_attempts(make_hook, searchapi_emulator, jpeg):
+    from airflow_provider_searchapi.retry import RetryPolicy
+
+    hook = make_hook("authorized_key", retry_policy=RetryPolicy(max_attempts=1))
+    hook.search_by_image(image=jpeg)
+    searchapi_emulator.revoke_tokens()
+    assert hook.search_by_image(image=jpeg).images  # a single attempt for faults, yet the token is refreshed
+    assert searchapi_emulator.stats.snapshot()["responses"] == {"200": 2, "401": 1}

@@ -198,3 +198,17 @@ def test_the_hook_uses_the_connections_redis_limit_unless_told_otherwise(make_ho
         "api_key", conn_id="searchapi_other", rate_limit_conn_id=fake_redis, hook_kwargs={"rate_limit_conn_id": ""}
     )
     assert isinstance(without.limiter, RateLimiter)
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("shared", [True, False], ids=["redis", "local"])
+def test_after_a_429_no_start_comes_before_retry_after(make_hook, searchapi_emulator, fake_redis, shared):
+    from tests.conftest import make_jpeg
+
+    # A quota lower than the client's rate: one start a second, and a 429 asks to wait 1 s.
+    searchapi_emulator.settings.update({"quota_rps": 1.0, "retry_after": 1.0})
+    hook = make_hook("api_key", requests_per_second=20, rate_limit_conn_id=fake_redis if shared else None)
+    assert isinstance(hook.limiter, RedisRateLimiter) is shared
+    hook.search_by_image(image=make_jpeg(1))
+    hook.search_by_image(image=make_jpeg(2))  # refused once, then sent again only after Retry-After
+    assert searchapi_emulator.stats.snapshot()["responses"] == {"200": 2, "429": 1}

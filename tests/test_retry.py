@@ -100,7 +100,7 @@ def test_quota_429_honours_retry_after(make_hook, searchapi_emulator):
     hook = make_hook("api_key", requests_per_second=1000)  # a client that ignores the quota
     hook.search_by_image(image=make_jpeg(1))
     with pytest.raises(SearchApiHTTPError) as info:
-        hook.transport._send(hook._request(image=make_jpeg(2)).encode())
+        hook.transport._send(hook._request(image=make_jpeg(2)).encode(), hook.auth.header)
     assert info.value.status == 429 and info.value.retry_after == pytest.approx(0.4)
 
 

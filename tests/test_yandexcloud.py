@@ -17,7 +17,7 @@ LEGACY = "extra__yandexcloud__"
 
 
 def _search(config: SearchApiConfig) -> httpx.Response:
-    """One search through the config's auth flow, as the REST transport sends it."""
+    """One search with the config's credential, through its httpx auth flow."""
     with httpx.Client(auth=build_auth(config)) as client:
         body = {"folderId": config.folder_id, "url": "https://example.com/cat.jpg"}
         return client.post(f"{config.endpoint}/v2/image/search_by_image", json=body)

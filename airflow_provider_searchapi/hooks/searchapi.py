@@ -28,7 +28,7 @@ class SearchApiHook(BaseHook):
     ``yandexcloud`` connection of Yandex's managed Airflow).
 
     Nothing touches the network until the first call. Calls are retried when that is safe and held to
-    the connection's ``requests_per_second`` across every hook of the connection in the process (or,
+    the connection's ``requests_per_second`` across every hook of the folder in the process (or,
     with a Redis ``rate_limit_conn_id``, across every process using the folder).
 
     :param searchapi_conn_id: the ``yandex_searchapi`` or ``yandexcloud`` connection to use.
@@ -129,10 +129,11 @@ class SearchApiHook(BaseHook):
 
     @cached_property
     def limiter(self) -> Limiter:
-        """The rate limiter of every call: this process's for the connection, or the folder's in Redis
-        (with this process's as its fallback) when ``rate_limit_conn_id`` names a Redis connection."""
+        """The rate limiter of every call: this process's for the folder (whatever the connection), or
+        the folder's in Redis (with this process's as its fallback) when ``rate_limit_conn_id`` names a
+        Redis connection."""
         config = self.config
-        local = shared_rate_limiter(f"{self.searchapi_conn_id}|{config.endpoint}", config.requests_per_second)
+        local = shared_rate_limiter(f"folder {config.folder_id} at {config.endpoint}", config.requests_per_second)
         if not config.rate_limit_conn_id:
             return local
         from airflow_provider_searchapi.redis_limiter import shared_redis_limiter

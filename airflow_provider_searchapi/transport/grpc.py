@@ -26,7 +26,6 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
     ) from err
 
 from airflow_provider_searchapi.aio import PerEventLoop
-from airflow_provider_searchapi.auth import RefreshingTokenAuth, aauthorization_header, authorization_header
 from airflow_provider_searchapi.config import grpc_target
 from airflow_provider_searchapi.models import ImageSearchResult, SearchRequest
 from airflow_provider_searchapi.retry import Caller, retry_after_seconds
@@ -64,7 +63,7 @@ class GrpcTransport:
 
     :param endpoint: ``host:port`` (TLS), ``https://host:port`` (TLS) or ``http://host:port`` (plaintext).
     :param auth: the connection's credential (its header value goes into the ``authorization`` metadata).
-    :param caller: runs each call's attempts (retries, rate limit, counters).
+    :param caller: runs each call's attempts (credential, retries, rate limit, counters).
     :param timeout: seconds per call (the gRPC deadline).
     :param verify_tls: must stay on: gRPC offers no switch to skip certificate checks.
     """
@@ -80,8 +79,6 @@ class GrpcTransport:
         self._timeout = timeout
         self._channel: Any = None
         self._achannels = PerEventLoop(lambda: self._open(grpc.aio))
-        # One refresh and resend after UNAUTHENTICATED, for a credential that can be refreshed.
-        self._attempts = (False, True) if isinstance(auth, RefreshingTokenAuth) else (True,)
 
     def _open(self, module: ModuleType) -> Any:
         """A channel of ``grpc`` or ``grpc.aio``."""
@@ -93,41 +90,31 @@ class GrpcTransport:
     def search(self, request: SearchRequest) -> ImageSearchResult:
         """Send one request (with retries) and return the parsed page."""
         message = request_message(request)
-        return self._caller.call(lambda: authorization_header(self._auth), lambda header: self._send(message, header))
+        return self._caller.call(self._auth, lambda header: self._send(message, header))
 
     async def asearch(self, request: SearchRequest) -> ImageSearchResult:
         """Send one request (with retries) without blocking the event loop."""
         message = request_message(request)
-        return await self._caller.acall(
-            lambda: aauthorization_header(self._auth), lambda header: self._asend(message, header)
-        )
+        return await self._caller.acall(self._auth, lambda header: self._asend(message, header))
 
     def _send(self, message: Any, header: str) -> ImageSearchResult:
         if self._channel is None:
             self._channel = self._open(grpc)
-        for final in self._attempts:
-            request_id = str(uuid.uuid4())
-            try:
-                answer = _method(self._channel)(message, timeout=self._timeout, metadata=_metadata(header, request_id))
-                return result_from_message(answer)
-            except grpc.RpcError as err:
-                if final or err.code() != grpc.StatusCode.UNAUTHENTICATED:
-                    raise _error(err, request_id, self.target, header) from None
-            header = authorization_header(self._auth, stale=header)  # refused: one refresh, one resend
-        raise AssertionError("unreachable")
+        request_id = str(uuid.uuid4())
+        try:
+            answer = _method(self._channel)(message, timeout=self._timeout, metadata=_metadata(header, request_id))
+        except grpc.RpcError as err:
+            raise _error(err, request_id, self.target, header) from None
+        return result_from_message(answer)
 
     async def _asend(self, message: Any, header: str) -> ImageSearchResult:
         method = _method(self._achannels.get())
-        for final in self._attempts:
-            request_id = str(uuid.uuid4())
-            try:
-                answer = await method(message, timeout=self._timeout, metadata=_metadata(header, request_id))
-                return result_from_message(answer)
-            except grpc.aio.AioRpcError as err:
-                if final or err.code() != grpc.StatusCode.UNAUTHENTICATED:
-                    raise _error(err, request_id, self.target, header) from None
-            header = await aauthorization_header(self._auth, stale=header)
-        raise AssertionError("unreachable")
+        request_id = str(uuid.uuid4())
+        try:
+            answer = await method(message, timeout=self._timeout, metadata=_metadata(header, request_id))
+        except grpc.aio.AioRpcError as err:
+            raise _error(err, request_id, self.target, header) from None
+        return result_from_message(answer)
 
     def close(self) -> None:
         """Close the sync channel."""

@@ -1,9 +1,9 @@
 """REST transport: ``POST {endpoint}/v2/image/search_by_image`` over httpx, sync and async.
 
 httpx does the HTTP: connection pools, TLS, proxies from the environment (``HTTPS_PROXY``,
-``NO_PROXY``), decompression, the credential's ``httpx.Auth`` flow (one refresh and resend after a 401).
-What is ours: request ids, the cap on how much of an answer is read, a deadline for the whole request,
-and turning failures into :class:`SearchApiHTTPError`.
+``NO_PROXY``), decompression. What is ours: the ``Authorization`` header the caller gives each attempt
+(so that a resend after a 401 takes its own rate-limit slot), request ids, the cap on how much of an
+answer is read, a deadline for the whole request, and turning failures into :class:`SearchApiHTTPError`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import httpx
 from pydantic import ValidationError
 
 from airflow_provider_searchapi.aio import PerEventLoop
-from airflow_provider_searchapi.auth import RefreshingTokenAuth
 from airflow_provider_searchapi.exceptions import SearchApiHTTPError, SearchApiResponseError, certificate_refused
 from airflow_provider_searchapi.models import ImageSearchResult, SearchRequest
 from airflow_provider_searchapi.retry import Caller, retry_after_seconds
@@ -35,8 +34,8 @@ class RestTransport:
     """Sends search requests over REST.
 
     :param endpoint: base URL of the Search API.
-    :param auth: the ``httpx.Auth`` that sets the Authorization header.
-    :param caller: runs each call's attempts (retries, rate limit, counters).
+    :param auth: the connection's credential (its header value goes into ``Authorization``).
+    :param caller: runs each call's attempts (credential, retries, rate limit, counters).
     :param timeout: seconds a request may take in all: connecting, sending and reading the answer.
     :param verify_tls: verify the server's certificate.
     :param max_connections: connections open at most (sync calls; async calls, per event loop).
@@ -57,7 +56,6 @@ class RestTransport:
         self._caller = caller
         self._timeout = timeout
         self._settings: dict[str, Any] = {
-            "auth": auth,
             "timeout": timeout,
             # One TLS context for every client: each would otherwise load the CA bundle again.
             "verify": httpx.create_ssl_context(verify=verify_tls),
@@ -70,29 +68,21 @@ class RestTransport:
     def search(self, request: SearchRequest) -> ImageSearchResult:
         """Send one request (with retries) and return the parsed page."""
         body = request.encode()
-        return self._caller.call(self._prepare, lambda _: self._send(body))
+        return self._caller.call(self._auth, lambda header: self._send(body, header))
 
     async def asearch(self, request: SearchRequest) -> ImageSearchResult:
         """Send one request (with retries) without blocking the event loop."""
         body = request.encode()
-        return await self._caller.acall(self._aprepare, lambda _: self._asend(body))
+        return await self._caller.acall(self._auth, lambda header: self._asend(body, header))
 
-    def _prepare(self) -> None:
-        """Get the token before the rate limiter's slot (the auth flow then finds it cached)."""
-        if isinstance(self._auth, RefreshingTokenAuth):
-            self._auth.get_token()
-
-    async def _aprepare(self) -> None:
-        if isinstance(self._auth, RefreshingTokenAuth) and self._auth.cached_token() is None:
-            await asyncio.to_thread(self._auth.get_token)
-
-    def _send(self, body: bytes) -> ImageSearchResult:
+    def _send(self, body: bytes, authorization: str) -> ImageSearchResult:
         if self._client is None:
             self._client = httpx.Client(**self._settings, limits=_limits(self._max_connections))
         request_id = str(uuid.uuid4())
         deadline = time.monotonic() + self._timeout  # httpx's timeout is per read, this one for the whole
         try:
-            with self._client.stream("POST", self.url, content=body, headers=_headers(request_id)) as response:
+            headers = _headers(authorization, request_id)
+            with self._client.stream("POST", self.url, content=body, headers=headers) as response:
                 content = _CappedBody(response.status_code)
                 try:
                     for chunk in response.iter_bytes():
@@ -105,11 +95,12 @@ class RestTransport:
             raise self._transport_error(err, request_id) from None
         return _parse(response, bytes(content), request_id)
 
-    async def _asend(self, body: bytes) -> ImageSearchResult:
+    async def _asend(self, body: bytes, authorization: str) -> ImageSearchResult:
         request_id = str(uuid.uuid4())
+        headers = _headers(authorization, request_id)
         try:
             async with asyncio.timeout(self._timeout), self._async_clients.get().lend() as client:
-                async with client.stream("POST", self.url, content=body, headers=_headers(request_id)) as response:
+                async with client.stream("POST", self.url, content=body, headers=headers) as response:
                     content = _CappedBody(response.status_code)
                     try:
                         async for chunk in response.aiter_bytes():
@@ -188,8 +179,8 @@ class _AsyncClients:
             self._busy[index] -= 1
 
 
-def _headers(request_id: str) -> dict[str, str]:
-    return {"x-client-request-id": request_id}
+def _headers(authorization: str, request_id: str) -> dict[str, str]:
+    return {"Authorization": authorization, "x-client-request-id": request_id}
 
 
 class _CappedBody(bytearray):
