@@ -117,9 +117,10 @@ class RateLimiter:
         """Lower the rate (once per burst of 429s) and hold starts until ``retry_after`` seconds passed."""
         with self._lock:
             now = time.monotonic()
-            if now - self._last_cut < 1.0:
-                if retry_after:
-                    self._next = max(self._next, now + retry_after)
+            if now - self._last_cut < 1.0:  # the same burst: the rate stays, the wait may grow
+                if retry_after and now + retry_after > self._next:
+                    self._next = now + retry_after
+                    self._generation += 1  # the slots taken would start inside the wait
                 return
             self._last_cut = self._updated = now
             self.rate = max(self._min_rate, self.rate * self._decrease)

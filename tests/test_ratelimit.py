@@ -115,6 +115,28 @@ def test_adaptive_limiter_slows_once_per_burst_of_429s_and_climbs_back(caplog):
     assert "slows to 7 requests/s" in messages[0] and "back to the configured 10" in messages[1]
 
 
+def test_a_later_429_of_the_same_burst_holds_the_slots_already_taken():
+    limiter = RateLimiter(50)
+    limiter.throttled(None)  # the burst's first 429: the rate drops to 35/s
+    starts: list[float] = []
+
+    async def caller():
+        await limiter.aacquire()
+        starts.append(time.monotonic())
+
+    async def run():
+        callers = [asyncio.create_task(caller()) for _ in range(12)]
+        await asyncio.sleep(0.05)  # some have started; the next ones hold slots within the horizon
+        limiter.throttled(0.5)  # another 429 of the burst, with Retry-After
+        held = time.monotonic()
+        await asyncio.gather(*callers)
+        return held
+
+    held = asyncio.run(run())
+    assert len(starts) == 12
+    assert not [start for start in starts if held < start < held + 0.45]  # none within its Retry-After
+
+
 @pytest.mark.serial  # measures time
 def test_retry_after_holds_every_start_of_the_process():
     limiter = RateLimiter(100)
