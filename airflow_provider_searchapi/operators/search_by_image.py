@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import reprlib
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from functools import cached_property
@@ -135,6 +136,8 @@ class SearchByImageOperator(BaseOperator):
     ) -> None:
         if (source is None) == (image_urls is None):
             raise ValueError("give exactly one of source (object storage) or image_urls (public URLs)")
+        if isinstance(image_urls, str) and "{{" not in image_urls:
+            raise _not_a_list(image_urls)
         if output not in (None, "xcom"):
             raise ValueError(
                 f"output must be 'xcom' or None (got {output!r}); use output_path or sql_conn_id for storage"
@@ -241,6 +244,8 @@ class SearchByImageOperator(BaseOperator):
         return result
 
     def _sources(self) -> Iterator[SourceImage]:
+        if isinstance(self.image_urls, str):  # as rendered from a template
+            raise _not_a_list(self.image_urls)
         if self.image_urls is not None:
             return images_from_urls(self.image_urls)
         if isinstance(self.source, str):
@@ -288,6 +293,14 @@ def _at_most(sources: Iterator[SourceImage], limit: int) -> list[SourceImage]:
             "write to object storage (output_path=…) or SQL (sql_conn_id=…, sql_table=…) instead"
         )
     return listed
+
+
+def _not_a_list(urls: str) -> ValueError:
+    """The error of ``image_urls`` given as a string, which would be searched character by character."""
+    return ValueError(
+        f"SearchByImageOperator: image_urls must be a list of URLs, not a string ({reprlib.repr(urls)}); "
+        "a template renders a string unless the DAG has render_template_as_native_obj=True"
+    )
 
 
 def _static_prefix(output_path: str) -> str | None:

@@ -136,3 +136,19 @@ def test_commit_every_sets_the_batch(tmp_path, searchapi_connection):
     )
     assert op.execute({})["searched"] == 6
     assert len(list((tmp_path / "out" / "results").glob("*.jsonl"))) >= 3
+
+
+@pytest.mark.parametrize("urls", ["https://example.com/1.jpg", "{{ params.urls }}"])
+def test_image_urls_as_a_string_are_refused_before_any_search(urls, searchapi_connection, searchapi_emulator):
+    """A string is not a list of URLs (searched as such, each of its characters would be paid for):
+    refused when the DAG is parsed, or once a template rendered one."""
+    problem = r"^SearchByImageOperator: image_urls must be a list of URLs, not a string \('https://example.com/1.jpg'\)"
+    if "{{" not in urls:
+        with pytest.raises(ValueError, match=problem):
+            SearchByImageOperator(task_id="t", image_urls=urls, output="xcom")
+        return
+    op = SearchByImageOperator(task_id="t", image_urls=urls, output="xcom")
+    op.image_urls = "https://example.com/1.jpg"  # a template renders a string, unless the DAG renders native objects
+    with pytest.raises(ValueError, match=problem):
+        op.execute({})
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 0
