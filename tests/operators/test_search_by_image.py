@@ -152,3 +152,11 @@ def test_image_urls_as_a_string_are_refused_before_any_search(urls, searchapi_co
     with pytest.raises(ValueError, match=problem):
         op.execute({})
     assert searchapi_emulator.stats.snapshot()["search_requests"] == 0
+
+
+@pytest.mark.parametrize("value, problem", [(0, "must be greater than 0"), ("ten", "must be a valid number")])
+def test_a_bad_requests_per_second_is_refused_naming_it(value, problem, searchapi_connection, searchapi_emulator):
+    op = SearchByImageOperator(task_id="t", image_urls=["https://x/y.jpg"], output="xcom", requests_per_second=value)
+    with pytest.raises(ValueError, match=rf"^requests_per_second {problem}.* \(got {value!r}\)$"):
+        op.execute({})
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 0
