@@ -9,6 +9,7 @@ from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
 from airflow_provider_searchapi.engine import (
@@ -33,6 +34,15 @@ from airflow_provider_searchapi.retry import RetryPolicy
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+#: The parameters that name an Airflow connection.
+_CONNECTION_PARAMETERS = (
+    "searchapi_conn_id",
+    "rate_limit_conn_id",
+    "source_conn_id",
+    "output_conn_id",
+    "state_conn_id",
+    "sql_conn_id",
+)
 #: ``output="xcom"`` refuses more images than this: use object storage or SQL instead.
 MAX_XCOM_IMAGES = 500
 
@@ -208,6 +218,7 @@ class SearchByImageOperator(BaseOperator):
             settings = replace(
                 self.settings, max_pages=self.max_pages, site=self.site or None, reprocess=self.reprocess
             )
+        self._check_connections()
         sources = self._sources()
         xcom_sink = XComSink() if self.output_mode == "xcom" else None
         if xcom_sink is not None:
@@ -243,6 +254,17 @@ class SearchByImageOperator(BaseOperator):
             )
         return result
 
+    def _check_connections(self) -> None:
+        """Refuse a connection id that names no connection, naming its parameter: storage would
+        otherwise fall back on whatever credentials the worker has, or ignore it (local paths)."""
+        for parameter in _CONNECTION_PARAMETERS:
+            conn_id = getattr(self, parameter)
+            try:
+                if conn_id:
+                    BaseHook.get_connection(conn_id)
+            except AirflowNotFoundException:
+                raise ValueError(f"{parameter} {conn_id!r}: no Airflow connection has this id") from None
+
     def _sources(self) -> Iterator[SourceImage]:
         if isinstance(self.image_urls, str):  # as rendered from a template
             raise _not_a_list(self.image_urls)
@@ -258,6 +280,9 @@ class SearchByImageOperator(BaseOperator):
         return images_from_paths(self.source or [], conn_id=self.source_conn_id or None)
 
     def _storage_sinks(self, report: Report | None) -> list[Sink]:
+        for name in ("output_path", "sql_conn_id", "sql_table"):
+            if getattr(self, name) is not None and not getattr(self, name).strip():
+                raise ValueError(f"{name} rendered empty: the results would go nowhere; check its template")
         sinks: list[Sink] = []
         if self.output_path:
             path = ObjectStoragePath(self.output_path, conn_id=self.output_conn_id or None)
