@@ -288,10 +288,7 @@ class SqlSink(Sink):
                     values = ", ".join([self.hook.placeholder] * len(columns))
                     sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})"
                     cursor.executemany(sql, [tuple(row.get(c) for c in columns) for row in rows])
-            if keep:
-                conn.commit()
-            else:
-                conn.rollback()
+            (conn.commit if keep else conn.rollback)()
 
     def location(self) -> dict[str, Any]:
         return {"sql_conn_id": self.conn_id, "table": self.table, "errors_table": self.errors_table}
