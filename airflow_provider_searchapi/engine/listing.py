@@ -47,7 +47,10 @@ def list_images(
         matches no file fails.
     :param follow_symlinks: descend into linked local folders.
     :raises FileNotFoundError: nothing exists at ``source``, or (unless ``allow_empty``) it matches no file.
+    :raises ValueError: ``source`` is empty or blank (as a template left blank renders).
     """
+    if not source.strip():  # fsspec would read it as the current folder
+        raise ValueError(f"source {source!r} is empty: give a file, a folder or a glob (s3://b/images/)")
     root_url, pattern = _split_glob(source)
     if pattern is not None and ObjectStoragePath(source, conn_id=conn_id).exists():
         root_url, pattern = source, None  # a real name that holds glob characters
