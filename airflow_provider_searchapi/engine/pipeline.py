@@ -78,8 +78,7 @@ class Enricher:
 
         Failures of single images are recorded, not raised; an output that cannot be written fails the
         run before any search, and one that fails later stops it (what was committed stays, and a re-run
-        resumes after it). From code that already runs an
-        event loop, await :meth:`arun` instead.
+        resumes after it). From code that already runs an event loop, await :meth:`arun` instead.
 
         :param sources: the images, e.g. from :func:`~airflow_provider_searchapi.engine.list_images`.
         """
