@@ -21,9 +21,9 @@ from typing import NamedTuple
 from airflow.sdk import ObjectStoragePath
 from tenacity import retry, retry_if_exception_type, stop_after_attempt
 
-from airflow_provider_searchapi.engine.sinks import Batch, Sink, SqlSink
+from airflow_provider_searchapi.engine.sinks import Batch, Sink, SqlSink, writable
 from airflow_provider_searchapi.engine.sources import SourceImage, stable_uri
-from airflow_provider_searchapi.jsonl import commit_lines, read_jsonl
+from airflow_provider_searchapi.jsonl import commit_lines, read_jsonl, write_and_remove
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,9 @@ class BaseLedger:
         self.held = []
         return rows
 
+    def check_writable(self) -> None:
+        """Fail, naming the state folder, if the ledger could not be written: called before any search."""
+
     def load(self) -> None:
         """Read the entries."""
 
@@ -190,6 +193,10 @@ class Ledger(BaseLedger):
         self._base = prefix.path.rstrip("/")
         self._parts: list[str] = []  # the committed parts last listed
         self._written = 0  # parts this object wrote
+
+    def check_writable(self) -> None:
+        with writable(f"state_path {self.location()!r}"):
+            write_and_remove(self.prefix.fs, self._base)
 
     def load(self) -> None:
         """Read every part (streamed, line by line); compact them when there are many."""

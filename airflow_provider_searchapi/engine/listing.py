@@ -7,6 +7,7 @@ grow with the number of objects, and the first search starts at once.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import glob_translate
 
 from airflow_provider_searchapi.engine.sources import SourceImage, local_path, source_from_info, stable_uri
+
+log = logging.getLogger(__name__)
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -40,10 +43,14 @@ def list_images(
         a glob (``s3://b/images/**/*.jpg``: ``**`` spans folders, ``*`` and ``?`` stay within one). A
         name that exists is taken as it is, even with glob characters (``photos [2020]/``).
     :param conn_id: the storage connection (e.g. an ``aws`` connection; ``None`` for ``file://``).
-    :param allow_empty: list nothing without failing; by default a source that matches no file fails.
+    :param allow_empty: list nothing without failing (a warning says so); by default a source that
+        matches no file fails.
     :param follow_symlinks: descend into linked local folders.
     :raises FileNotFoundError: nothing exists at ``source``, or (unless ``allow_empty``) it matches no file.
+    :raises ValueError: ``source`` is empty or blank (as a template left blank renders).
     """
+    if not source.strip():  # fsspec would read it as the current folder
+        raise ValueError(f"source {source!r} is empty: give a file, a folder or a glob (s3://b/images/)")
     root_url, pattern = _split_glob(source)
     if pattern is not None and ObjectStoragePath(source, conn_id=conn_id).exists():
         root_url, pattern = source, None  # a real name that holds glob characters
@@ -58,6 +65,7 @@ def list_images(
             raise FileNotFoundError(f"source {source!r}: no such file or folder")
         if not allow_empty:
             raise FileNotFoundError(f"source {source!r} matched no files: {stable_uri(root)} does not exist")
+        log.warning("0 images listed: source %r matched no files", source)
         return
     try:
         matcher = glob_matcher(pattern) if pattern else None
@@ -71,7 +79,9 @@ def list_images(
         if matcher is None or matcher.match(key[len(base) :].lstrip("/")):
             found += 1
             yield source_from_info(root, info, key=key, real_root=real_root)
-    if not found and not allow_empty:
+    if not found and allow_empty:
+        log.warning("0 images listed: source %r matched no files", source)
+    elif not found:
         raise FileNotFoundError(
             f"source {source!r} matched no files{' under ' + stable_uri(root) if pattern else ''}; "
             "check the path and the pattern (allow_empty=True accepts an empty source)"

@@ -76,9 +76,9 @@ class Enricher:
     def run(self, sources: Iterable[SourceImage]) -> RunSummary:
         """Search every source not already done and commit the rows; return the summary.
 
-        Failures of single images are recorded, not raised; a sink that cannot commit stops the run
-        (what was committed stays, and a re-run resumes after it). From code that already runs an
-        event loop, await :meth:`arun` instead.
+        Failures of single images are recorded, not raised; an output that cannot be written fails the
+        run before any search, and one that fails later stops it (what was committed stays, and a re-run
+        resumes after it). From code that already runs an event loop, await :meth:`arun` instead.
 
         :param sources: the images, e.g. from :func:`~airflow_provider_searchapi.engine.list_images`.
         """
@@ -88,6 +88,9 @@ class Enricher:
         """:meth:`run` for async callers."""
         self._progress = Progress(self.summary, self.hook.stats, interval=self.settings.progress_seconds)
         await self.hook.aget_config()  # read the connection (and fail on bad settings) before any work
+        for output in (*self.sinks, self.ledger):  # and fail on an output that cannot be written
+            if hasattr(output, "check_writable"):  # a sink of one's own may have none
+                await asyncio.to_thread(output.check_writable)
         everything = self.settings.reprocess is Reprocess.ALL
         if self.ledger is not None and not everything:
             await asyncio.to_thread(self.ledger.load)

@@ -9,6 +9,7 @@ retryable error is searched again by the next run.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import re
 import secrets
@@ -22,9 +23,9 @@ from airflow.providers.common.compat.sdk import BaseHook
 from airflow.sdk import ObjectStoragePath
 from fsspec.implementations.local import LocalFileSystem
 
-from airflow_provider_searchapi.engine.records import ERROR_COLUMNS, RESULT_COLUMNS
-from airflow_provider_searchapi.engine.sources import local_path, stable_uri
-from airflow_provider_searchapi.jsonl import commit_lines, read_jsonl
+from airflow_provider_searchapi.engine.records import ERROR_COLUMNS, RESULT_COLUMNS, STAGE_READ, error_row, result_rows
+from airflow_provider_searchapi.engine.sources import SourceImage, local_path, stable_uri
+from airflow_provider_searchapi.jsonl import commit_lines, read_jsonl, write_and_remove
 
 #: What tells one version of a source from another in its result rows.
 VERSION_COLUMNS = ("source_uri", "source_etag", "source_size", "source_mtime")
@@ -89,6 +90,9 @@ class Sink(Protocol):
     that subclasses it inherits the defaults: nothing done yet, nothing to finish. The built-in sinks
     also tell which versions they hold (``done_versions``), which a ledger needs after a crash."""
 
+    def check_writable(self) -> None:
+        """Fail, naming the output, if no batch could be committed here: called before any search."""
+
     def done_sources(self) -> set[str]:
         """URIs of the sources whose results are already committed here."""
         return set()
@@ -144,6 +148,10 @@ class JsonLinesSink(Sink):
         self.parts: list[str] = []
         self.on_write = on_write
 
+    def check_writable(self) -> None:
+        with writable(f"output_path {stable_uri(self.prefix).rstrip('/') + '/'!r}"):
+            write_and_remove(self.prefix.fs, self.prefix.path.rstrip("/"))
+
     def done_sources(self) -> set[str]:
         return {version[0] for version in self.done_versions()}
 
@@ -187,6 +195,16 @@ class JsonLinesSink(Sink):
             "errors": f"{base}/errors/",
             "manifest": f"{base}/_manifest/{self.run_id}.json",
         }
+
+
+@contextlib.contextmanager
+def writable(name: str) -> Iterator[None]:
+    """Raise what fails inside as an ``OSError`` naming the output at fault and why:
+    ``output_path 's3://b/out/': cannot write there (FileNotFoundError: …bucket does not exist)``."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - raised again, naming the output
+        raise OSError(f"{name}: cannot write there ({type(err).__name__}: {err})") from None
 
 
 def _line(row: dict[str, Any], columns: tuple[str, ...]) -> str:
@@ -250,7 +268,18 @@ class SqlSink(Sink):
         refused = self.hook.get_records(f"SELECT DISTINCT source_uri FROM {self.errors_table} WHERE retryable = 0")
         yield from ((row[0], None, None, None) for row in refused)
 
+    def check_writable(self) -> None:
+        """Insert into each table a row such as a run writes, and roll it back."""
+        probe = SourceImage("check://writable", None)
+        rows = Batch(results=result_rows(probe, [], None), errors=[error_row(probe, STAGE_READ, OSError("probe"))])
+        with writable(f"sql_table {self.table!r} (sql_conn_id {self.conn_id!r})"):
+            self._insert(rows, keep=False)
+
     def write(self, batch: Batch) -> None:
+        self._insert(batch, keep=True)
+
+    def _insert(self, batch: Batch, *, keep: bool) -> None:
+        """Insert a batch in one transaction, committed if ``keep``, else rolled back."""
         with closing(self.hook.get_conn()) as conn, closing(conn.cursor()) as cursor:
             for table, rows, columns in (
                 (self.table, batch.results, RESULT_COLUMNS),
@@ -260,7 +289,7 @@ class SqlSink(Sink):
                     values = ", ".join([self.hook.placeholder] * len(columns))
                     sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})"
                     cursor.executemany(sql, [tuple(row.get(c) for c in columns) for row in rows])
-            conn.commit()
+            (conn.commit if keep else conn.rollback)()
 
     def location(self) -> dict[str, Any]:
         return {"sql_conn_id": self.conn_id, "table": self.table, "errors_table": self.errors_table}

@@ -8,6 +8,7 @@ from functools import cached_property
 from typing import Any
 
 import httpx
+import pydantic
 from airflow.providers.common.compat.connection import get_async_connection
 from airflow.providers.common.compat.sdk import BaseHook
 
@@ -117,10 +118,15 @@ class SearchApiHook(BaseHook):
                 )
         overrides: dict[str, Any] = {}
         if self._requests_per_second is not None:
-            overrides["requests_per_second"] = float(self._requests_per_second)
+            overrides["requests_per_second"] = self._requests_per_second
         if self._rate_limit_conn_id is not None:
             overrides["rate_limit_conn_id"] = self._rate_limit_conn_id or None
-        return config.model_copy(update=overrides)
+        try:  # checked as the connection's own settings are
+            return SearchApiConfig.model_validate({**dict(config), **overrides})
+        except pydantic.ValidationError as err:
+            error = err.errors()[0]  # only the overrides can be wrong: no secret in the input
+            reason = error["msg"].replace("Input should be", "must be", 1)
+            raise ValueError(f"{error['loc'][0]} {reason} (got {error['input']!r})") from None
 
     @cached_property
     def auth(self) -> httpx.Auth:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import reprlib
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
 from airflow_provider_searchapi.engine import (
@@ -32,6 +34,15 @@ from airflow_provider_searchapi.retry import RetryPolicy
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+#: The parameters that name an Airflow connection.
+_CONNECTION_PARAMETERS = (
+    "searchapi_conn_id",
+    "rate_limit_conn_id",
+    "source_conn_id",
+    "output_conn_id",
+    "state_conn_id",
+    "sql_conn_id",
+)
 #: ``output="xcom"`` refuses more images than this: use object storage or SQL instead.
 MAX_XCOM_IMAGES = 500
 
@@ -135,6 +146,8 @@ class SearchByImageOperator(BaseOperator):
     ) -> None:
         if (source is None) == (image_urls is None):
             raise ValueError("give exactly one of source (object storage) or image_urls (public URLs)")
+        if isinstance(image_urls, str) and "{{" not in image_urls:
+            raise _not_a_list(image_urls)
         if output not in (None, "xcom"):
             raise ValueError(
                 f"output must be 'xcom' or None (got {output!r}); use output_path or sql_conn_id for storage"
@@ -205,6 +218,7 @@ class SearchByImageOperator(BaseOperator):
             settings = replace(
                 self.settings, max_pages=self.max_pages, site=self.site or None, reprocess=self.reprocess
             )
+        self._check_connections()
         sources = self._sources()
         xcom_sink = XComSink() if self.output_mode == "xcom" else None
         if xcom_sink is not None:
@@ -240,7 +254,20 @@ class SearchByImageOperator(BaseOperator):
             )
         return result
 
+    def _check_connections(self) -> None:
+        """Refuse a connection id that names no connection, naming its parameter: storage would
+        otherwise fall back on whatever credentials the worker has, or ignore it (local paths)."""
+        for parameter in _CONNECTION_PARAMETERS:
+            conn_id = getattr(self, parameter)
+            try:
+                if conn_id:
+                    BaseHook.get_connection(conn_id)
+            except AirflowNotFoundException:
+                raise ValueError(f"{parameter} {conn_id!r}: no Airflow connection has this id") from None
+
     def _sources(self) -> Iterator[SourceImage]:
+        if isinstance(self.image_urls, str):  # as rendered from a template
+            raise _not_a_list(self.image_urls)
         if self.image_urls is not None:
             return images_from_urls(self.image_urls)
         if isinstance(self.source, str):
@@ -253,6 +280,9 @@ class SearchByImageOperator(BaseOperator):
         return images_from_paths(self.source or [], conn_id=self.source_conn_id or None)
 
     def _storage_sinks(self, report: Report | None) -> list[Sink]:
+        for name in ("output_path", "sql_conn_id", "sql_table"):
+            if getattr(self, name) is not None and not getattr(self, name).strip():
+                raise ValueError(f"{name} rendered empty: the results would go nowhere; check its template")
         sinks: list[Sink] = []
         if self.output_path:
             path = ObjectStoragePath(self.output_path, conn_id=self.output_conn_id or None)
@@ -288,6 +318,14 @@ def _at_most(sources: Iterator[SourceImage], limit: int) -> list[SourceImage]:
             "write to object storage (output_path=…) or SQL (sql_conn_id=…, sql_table=…) instead"
         )
     return listed
+
+
+def _not_a_list(urls: str) -> ValueError:
+    """The error of ``image_urls`` given as a string, which would be searched character by character."""
+    return ValueError(
+        f"SearchByImageOperator: image_urls must be a list of URLs, not a string ({reprlib.repr(urls)}); "
+        "a template renders a string unless the DAG has render_template_as_native_obj=True"
+    )
 
 
 def _static_prefix(output_path: str) -> str | None:

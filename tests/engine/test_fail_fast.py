@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 
 from airflow_provider_searchapi.engine import Enricher, EnrichmentSettings, XComSink, images_from_urls
@@ -56,3 +58,84 @@ def test_image_refusals_never_stop_a_run_and_failures_group_by_cause(make_hook, 
     assert summary.failure_causes["invalid image: the file is empty (0 bytes)"] == 1
     assert [n for cause, n in summary.failure_causes.items() if cause.startswith("Search API 400")] == [8]
     assert "8 × Search API 400" in summary.top_causes()
+
+
+# -- an output or state folder that cannot be written: refused before the first search -------------
+def _run_into(hook, tmp_path, sinks, ledger=None):
+    from airflow_provider_searchapi.engine import list_images
+    from tests.conftest import write_images
+
+    write_images(tmp_path / "in", 40)
+    return Enricher(hook, sinks, EnrichmentSettings(max_concurrency=4), ledger).run(
+        list_images(f"file://{tmp_path}/in/")
+    )
+
+
+@pytest.mark.parametrize("store", ["below a file", "missing bucket"])
+def test_an_output_that_cannot_be_written_fails_before_any_search(
+    store, make_hook, searchapi_emulator, tmp_path, request
+):
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_provider_searchapi.engine import JsonLinesSink
+
+    if store == "below a file":  # a folder cannot be made there, whoever runs the test (root too)
+        (tmp_path / "a-file").write_text("x")
+        url, conn_id, reason = f"file://{tmp_path}/a-file/out/", None, "Not a directory"
+    else:
+        url, conn_id = f"s3://no-such-{secrets.token_hex(4)}/out/", request.getfixturevalue("s3_conn_id")
+        reason = "bucket does not exist"
+    sink = JsonLinesSink(ObjectStoragePath(url, conn_id=conn_id))
+    with pytest.raises(OSError, match=rf"^output_path '{url}': cannot write there \(.*{reason}"):
+        _run_into(make_hook("api_key"), tmp_path, [sink])
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 0
+
+
+def test_a_state_folder_that_cannot_be_written_fails_before_any_search(
+    make_hook, searchapi_emulator, tmp_path, s3_conn_id
+):
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_provider_searchapi.engine import JsonLinesSink, Ledger
+
+    state = f"s3://no-such-{secrets.token_hex(4)}/_state/"
+    ledger = Ledger(ObjectStoragePath(state, conn_id=s3_conn_id))
+    sink = JsonLinesSink(ObjectStoragePath(f"file://{tmp_path}/out/"))
+    with pytest.raises(OSError, match=rf"^state_path '{state}': cannot write there \(.*bucket does not exist"):
+        _run_into(make_hook("api_key"), tmp_path, [sink], ledger)
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 0
+
+
+def test_a_sql_table_that_refuses_inserts_fails_before_any_search(
+    make_hook, searchapi_emulator, tmp_path, sqlite_conn_id
+):
+    import sqlite3
+
+    from airflow_provider_searchapi.engine import SqlSink
+
+    sink = SqlSink(sqlite_conn_id, "found")
+    with sqlite3.connect(tmp_path / "results.db") as db:  # as a database refuses a user without INSERT rights
+        db.execute("CREATE TRIGGER deny BEFORE INSERT ON found BEGIN SELECT RAISE(ABORT, 'permission denied'); END")
+    with pytest.raises(
+        OSError, match=r"^sql_table 'found' \(sql_conn_id 'results_db'\): cannot write there \(.*permission denied"
+    ):
+        _run_into(make_hook("api_key"), tmp_path, [sink])
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 0
+
+
+def test_the_write_checks_leave_nothing_behind(make_hook, tmp_path, sqlite_conn_id):
+    import sqlite3
+
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_provider_searchapi.engine import JsonLinesSink, Ledger, SqlSink
+
+    out, state = ObjectStoragePath(f"file://{tmp_path}/out/"), ObjectStoragePath(f"file://{tmp_path}/state/")
+    hook = make_hook("api_key", requests_per_second=1000)
+    assert (
+        _run_into(hook, tmp_path, [JsonLinesSink(out), SqlSink(sqlite_conn_id, "found")], Ledger(state)).searched == 40
+    )
+    assert not list((tmp_path / "out" / "_tmp").iterdir()) and not list((tmp_path / "state" / "_tmp").iterdir())
+    with sqlite3.connect(tmp_path / "results.db") as db:
+        assert db.execute("SELECT COUNT(DISTINCT source_uri) FROM found").fetchone()[0] == 40
+        assert db.execute("SELECT COUNT(*) FROM found_errors").fetchone()[0] == 0

@@ -136,3 +136,61 @@ def test_commit_every_sets_the_batch(tmp_path, searchapi_connection):
     )
     assert op.execute({})["searched"] == 6
     assert len(list((tmp_path / "out" / "results").glob("*.jsonl"))) >= 3
+
+
+@pytest.mark.parametrize("urls", ["https://example.com/1.jpg", "{{ params.urls }}"])
+def test_image_urls_as_a_string_are_refused_before_any_search(urls, searchapi_connection, searchapi_emulator):
+    """A string is not a list of URLs (searched as such, each of its characters would be paid for):
+    refused when the DAG is parsed, or once a template rendered one."""
+    problem = r"^SearchByImageOperator: image_urls must be a list of URLs, not a string \('https://example.com/1.jpg'\)"
+    if "{{" not in urls:
+        with pytest.raises(ValueError, match=problem):
+            SearchByImageOperator(task_id="t", image_urls=urls, output="xcom")
+        return
+    op = SearchByImageOperator(task_id="t", image_urls=urls, output="xcom")
+    op.image_urls = "https://example.com/1.jpg"  # a template renders a string, unless the DAG renders native objects
+    with pytest.raises(ValueError, match=problem):
+        op.execute({})
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 0
+
+
+@pytest.mark.parametrize(
+    "parameter",
+    ["searchapi_conn_id", "source_conn_id", "output_conn_id", "state_conn_id", "sql_conn_id", "rate_limit_conn_id"],
+)
+def test_a_connection_id_that_names_no_connection_is_refused_naming_the_parameter(
+    parameter, tmp_path, searchapi_connection, searchapi_emulator
+):
+    """Storage would otherwise fall back on whatever credentials the worker has (another account's
+    bucket, or a local path that ignores the connection): a typo must not go unnoticed."""
+    write_images(tmp_path / "in", 3)
+    kwargs = {"source": f"file://{tmp_path}/in/", "output_path": f"file://{tmp_path}/out/", parameter: "typo_conn"}
+    if parameter == "sql_conn_id":
+        kwargs["sql_table"] = "found"
+    with pytest.raises(ValueError, match=rf"^{parameter} 'typo_conn': no Airflow connection has this id$"):
+        SearchByImageOperator(task_id="t", **kwargs).execute({})
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 0
+
+
+@pytest.mark.parametrize("rendered", [{"output_path": ""}, {"sql_conn_id": "", "sql_table": ""}])
+def test_outputs_rendered_empty_are_refused_before_any_search(
+    rendered, tmp_path, searchapi_connection, searchapi_emulator
+):
+    """A template that renders an output to nothing (a param left empty) would search every image and
+    keep nothing."""
+    write_images(tmp_path / "in", 3)
+    templates = {name: "{{ params.out }}" for name in rendered}
+    op = SearchByImageOperator(task_id="t", source=f"file://{tmp_path}/in/", **templates)
+    for name, value in rendered.items():
+        setattr(op, name, value)
+    with pytest.raises(ValueError, match=rf"^{next(iter(rendered))} rendered empty: the results would go nowhere"):
+        op.execute({})
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 0
+
+
+@pytest.mark.parametrize("value, problem", [(0, "must be greater than 0"), ("ten", "must be a valid number")])
+def test_a_bad_requests_per_second_is_refused_naming_it(value, problem, searchapi_connection, searchapi_emulator):
+    op = SearchByImageOperator(task_id="t", image_urls=["https://x/y.jpg"], output="xcom", requests_per_second=value)
+    with pytest.raises(ValueError, match=rf"^requests_per_second {problem}.* \(got {value!r}\)$"):
+        op.execute({})
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 0

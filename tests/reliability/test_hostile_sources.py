@@ -111,6 +111,34 @@ def test_a_source_that_matches_nothing_fails_naming_it(tmp_path):
     assert list(list_images(f"file://{tmp_path}/photos/*.jgp", allow_empty=True)) == []
 
 
+@pytest.mark.parametrize("source", ["", "  "])
+def test_an_empty_source_is_refused_not_read_as_the_working_folder(
+    source, tmp_path, monkeypatch, searchapi_connection, searchapi_emulator
+):
+    """A template rendered empty (a param left blank) must not list the worker's current folder."""
+    from airflow_provider_searchapi.operators.search_by_image import SearchByImageOperator
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.jpg").write_bytes(make_jpeg(1))
+    with pytest.raises(ValueError, match=rf"^source {source!r} is empty: give a file, a folder or a glob"):
+        list(list_images(source, allow_empty=True))
+    op = SearchByImageOperator(task_id="t", source="{{ params.source }}", output="xcom")
+    op.source = source  # as rendered
+    with pytest.raises(ValueError, match="is empty"):
+        op.execute({})
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 0
+
+
+def test_an_empty_match_that_is_allowed_says_so_in_the_log(tmp_path, caplog):
+    """``allow_empty=True`` succeeds, and the log says that nothing was listed and where."""
+    (tmp_path / "empty").mkdir()
+    for source in (f"file://{tmp_path}/empty/", f"file://{tmp_path}/empty/*.jpg", f"file://{tmp_path}/missing/**"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="airflow_provider_searchapi"):
+            assert list(list_images(source, allow_empty=True)) == []
+        assert [r.getMessage() for r in caplog.records] == [f"0 images listed: source {source!r} matched no files"]
+
+
 def test_the_operator_fails_on_an_empty_match_unless_allowed(tmp_path, searchapi_connection):
     from airflow_provider_searchapi.operators.search_by_image import SearchByImageOperator
 
