@@ -139,3 +139,26 @@ def test_the_write_checks_leave_nothing_behind(make_hook, tmp_path, sqlite_conn_
     with sqlite3.connect(tmp_path / "results.db") as db:
         assert db.execute("SELECT COUNT(DISTINCT source_uri) FROM found").fetchone()[0] == 40
         assert db.execute("SELECT COUNT(*) FROM found_errors").fetchone()[0] == 0
+
+
+def test_the_sql_check_passes_a_table_of_ones_own_that_requires_every_column_a_run_fills(
+    make_hook, tmp_path, sqlite_conn_id
+):
+    import sqlite3
+
+    from airflow_provider_searchapi.engine import SqlSink
+
+    with sqlite3.connect(tmp_path / "results.db") as db:  # made by the user, stricter than the provider's own
+        db.execute(
+            "CREATE TABLE found (source_uri TEXT NOT NULL, source_size BIGINT, source_etag TEXT, source_mtime TEXT,"
+            " cbir_id TEXT, page INTEGER, rank INTEGER, url TEXT, format TEXT, width INTEGER, height INTEGER,"
+            " passage TEXT, host TEXT, page_title TEXT, page_url TEXT, searched_at TEXT NOT NULL)"
+        )
+        db.execute(
+            "CREATE TABLE found_errors (source_uri TEXT NOT NULL, stage TEXT NOT NULL, error_class TEXT NOT NULL,"
+            " http_status INTEGER, message TEXT NOT NULL, request_id TEXT, retryable INTEGER NOT NULL,"
+            " failed_at TEXT NOT NULL)"
+        )
+    sink = SqlSink(sqlite_conn_id, "found", create_table=False)
+    hook = make_hook("api_key", requests_per_second=1000)
+    assert _run_into(hook, tmp_path, [sink]).searched == 40
