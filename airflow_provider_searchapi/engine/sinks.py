@@ -281,6 +281,8 @@ class SqlSink(Sink):
     def _insert(self, batch: Batch, *, keep: bool) -> None:
         """Insert a batch in one transaction, committed if ``keep``, else rolled back."""
         with closing(self.hook.get_conn()) as conn, closing(conn.cursor()) as cursor:
+            if self.hook.supports_autocommit:  # as DbApiHook.run: sessions may autocommit (Snowflake's do)
+                self.hook.set_autocommit(conn, False)
             for table, rows, columns in (
                 (self.table, batch.results, RESULT_COLUMNS),
                 (self.errors_table, batch.errors, ERROR_COLUMNS),

@@ -162,3 +162,39 @@ def test_the_sql_check_passes_a_table_of_ones_own_that_requires_every_column_a_r
     sink = SqlSink(sqlite_conn_id, "found", create_table=False)
     hook = make_hook("api_key", requests_per_second=1000)
     assert _run_into(hook, tmp_path, [sink]).searched == 40
+
+
+def test_the_sql_check_leaves_no_row_on_a_connection_that_autocommits(tmp_path, sqlite_conn_id, monkeypatch):
+    """Sessions that commit each statement unless told not to (Snowflake's, or any with autocommit on)
+    would keep the check's rows, and a batch half-written by a failure."""
+    import sqlite3
+
+    from airflow_provider_searchapi.engine.records import result_rows
+    from airflow_provider_searchapi.engine.sinks import Batch, SqlSink
+    from airflow_provider_searchapi.engine.sources import SourceImage
+
+    class AutocommitConnection:
+        """sqlite3 with PEP 249's ``autocommit`` attribute, on by default."""
+
+        def __init__(self) -> None:
+            self.db = sqlite3.connect(tmp_path / "results.db", isolation_level=None)
+
+        @property
+        def autocommit(self) -> bool:
+            return self.db.isolation_level is None
+
+        @autocommit.setter
+        def autocommit(self, on: bool) -> None:
+            self.db.isolation_level = None if on else "DEFERRED"
+
+        def __getattr__(self, name):
+            return getattr(self.db, name)
+
+    sink = SqlSink(sqlite_conn_id, "found")
+    monkeypatch.setattr(sink.hook, "supports_autocommit", True, raising=False)
+    monkeypatch.setattr(sink.hook, "get_conn", AutocommitConnection)
+    sink.check_writable()
+    sink.write(Batch(results=result_rows(SourceImage("https://example.com/1.jpg"), [], None)))
+    with sqlite3.connect(tmp_path / "results.db") as db:
+        assert db.execute("SELECT source_uri FROM found").fetchall() == [("https://example.com/1.jpg",)]
+        assert db.execute("SELECT COUNT(*) FROM found_errors").fetchone()[0] == 0
