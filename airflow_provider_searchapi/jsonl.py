@@ -67,5 +67,6 @@ def commit_lines(fs: AbstractFileSystem, folder: str, name: str, lines: Iterable
 
 def write_and_remove(fs: AbstractFileSystem, folder: str) -> None:
     """Commit a small file into ``folder`` as :func:`commit_lines` does, and remove it: what fails on a
-    folder that cannot hold the run's files (a missing bucket, no write permission), before any work."""
-    fs.rm_file(commit_lines(fs, folder, f"_tmp/check-{secrets.token_hex(4)}", ["ok\n"]))
+    folder that cannot hold the run's files (a missing bucket, no write permission), before any work.
+    Removed as ``fs.mv`` removes: s3fs's bulk delete does not fail where deleting is denied, nor does a run."""
+    fs.rm(commit_lines(fs, folder, f"_tmp/check-{secrets.token_hex(4)}", ["ok\n"]))

@@ -198,3 +198,25 @@ def test_the_sql_check_leaves_no_row_on_a_connection_that_autocommits(tmp_path, 
     with sqlite3.connect(tmp_path / "results.db") as db:
         assert db.execute("SELECT source_uri FROM found").fetchall() == [("https://example.com/1.jpg",)]
         assert db.execute("SELECT COUNT(*) FROM found_errors").fetchone()[0] == 0
+
+
+def test_a_bucket_that_lets_write_but_not_delete_passes_the_check(make_hook, tmp_path, bucket, s3_conn_id, monkeypatch):
+    """A write-only policy (no s3:DeleteObject) lets a run commit its parts (the leftover of each move
+    stays under ``_tmp/``: s3fs's bulk delete does not raise), so the check must not ask for more."""
+    import s3fs
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_provider_searchapi.engine import JsonLinesSink
+
+    call = s3fs.S3FileSystem._call_s3
+
+    async def deny_deletes(self, method, *args, **kwargs):  # as S3 answers a caller without s3:DeleteObject
+        if method == "delete_object":
+            raise PermissionError("Access Denied")
+        if method == "delete_objects":
+            return {"Errors": [{"Key": item["Key"], "Code": "AccessDenied"} for item in kwargs["Delete"]["Objects"]]}
+        return await call(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", deny_deletes)
+    sink = JsonLinesSink(ObjectStoragePath(f"{bucket}/out/", conn_id=s3_conn_id))
+    assert _run_into(make_hook("api_key", requests_per_second=1000), tmp_path, [sink]).searched == 40
