@@ -23,8 +23,8 @@ from airflow.providers.common.compat.sdk import BaseHook
 from airflow.sdk import ObjectStoragePath
 from fsspec.implementations.local import LocalFileSystem
 
-from airflow_provider_searchapi.engine.records import ERROR_COLUMNS, RESULT_COLUMNS, STAGE_READ, error_row, result_rows
-from airflow_provider_searchapi.engine.sources import SourceImage, local_path, stable_uri
+from airflow_provider_searchapi.engine.records import ERROR_COLUMNS, RESULT_COLUMNS
+from airflow_provider_searchapi.engine.sources import local_path, stable_uri
 from airflow_provider_searchapi.jsonl import commit_lines, read_jsonl, write_and_remove
 
 #: What tells one version of a source from another in its result rows.
@@ -241,6 +241,7 @@ class SqlSink(Sink):
         self.hook = hook
         self.conn_id = conn_id
         self.table = table
+        self.name = f"sql_table {table!r} (sql_conn_id {conn_id!r})"
         self.errors_table = f"{table}_errors"
         if create_table:
             self._create_tables()
@@ -268,19 +269,10 @@ class SqlSink(Sink):
         refused = self.hook.get_records(f"SELECT DISTINCT source_uri FROM {self.errors_table} WHERE retryable = 0")
         yield from ((row[0], None, None, None) for row in refused)
 
-    def check_writable(self) -> None:
-        """Insert into each table a row such as a run writes, and roll it back."""
-        probe = SourceImage("check://writable", None)
-        rows = Batch(results=result_rows(probe, [], None), errors=[error_row(probe, STAGE_READ, OSError("probe"))])
-        with writable(f"sql_table {self.table!r} (sql_conn_id {self.conn_id!r})"):
-            self._insert(rows, keep=False)
-
+    # No check_writable: an insert rolled back is no check on databases without transactions (BigQuery,
+    # Databricks); the tables are created when the sink is built and read before any search.
     def write(self, batch: Batch) -> None:
-        self._insert(batch, keep=True)
-
-    def _insert(self, batch: Batch, *, keep: bool) -> None:
-        """Insert a batch in one transaction, committed if ``keep``, else rolled back."""
-        with closing(self.hook.get_conn()) as conn, closing(conn.cursor()) as cursor:
+        with writable(self.name), closing(self.hook.get_conn()) as conn, closing(conn.cursor()) as cursor:
             if self.hook.supports_autocommit:  # as DbApiHook.run: sessions may autocommit (Snowflake's do)
                 self.hook.set_autocommit(conn, False)
             for table, rows, columns in (
@@ -291,7 +283,7 @@ class SqlSink(Sink):
                     values = ", ".join([self.hook.placeholder] * len(columns))
                     sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})"
                     cursor.executemany(sql, [tuple(row.get(c) for c in columns) for row in rows])
-            (conn.commit if keep else conn.rollback)()
+            conn.commit()
 
     def location(self) -> dict[str, Any]:
         return {"sql_conn_id": self.conn_id, "table": self.table, "errors_table": self.errors_table}

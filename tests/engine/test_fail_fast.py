@@ -106,7 +106,7 @@ def test_a_state_folder_that_cannot_be_written_fails_before_any_search(
     assert searchapi_emulator.stats.snapshot()["search_requests"] == 0
 
 
-def test_a_sql_table_that_refuses_inserts_fails_before_any_search(
+def test_a_sql_table_that_refuses_inserts_fails_the_first_commit_naming_it(
     make_hook, searchapi_emulator, tmp_path, sqlite_conn_id
 ):
     import sqlite3
@@ -119,8 +119,9 @@ def test_a_sql_table_that_refuses_inserts_fails_before_any_search(
     with pytest.raises(
         OSError, match=r"^sql_table 'found' \(sql_conn_id 'results_db'\): cannot write there \(.*permission denied"
     ):
-        _run_into(make_hook("api_key"), tmp_path, [sink])
-    assert searchapi_emulator.stats.snapshot()["search_requests"] == 0
+        _run_into(make_hook("api_key", requests_per_second=1000), tmp_path, [sink])
+    settings = EnrichmentSettings(max_concurrency=4)  # as _run_into runs
+    assert searchapi_emulator.stats.snapshot()["search_requests"] <= settings.max_uncommitted
 
 
 def test_the_write_checks_leave_nothing_behind(make_hook, tmp_path, sqlite_conn_id):
@@ -141,9 +142,7 @@ def test_the_write_checks_leave_nothing_behind(make_hook, tmp_path, sqlite_conn_
         assert db.execute("SELECT COUNT(*) FROM found_errors").fetchone()[0] == 0
 
 
-def test_the_sql_check_passes_a_table_of_ones_own_that_requires_every_column_a_run_fills(
-    make_hook, tmp_path, sqlite_conn_id
-):
+def test_a_table_of_ones_own_that_requires_every_column_a_run_fills_takes_its_rows(make_hook, tmp_path, sqlite_conn_id):
     import sqlite3
 
     from airflow_provider_searchapi.engine import SqlSink
@@ -164,12 +163,11 @@ def test_the_sql_check_passes_a_table_of_ones_own_that_requires_every_column_a_r
     assert _run_into(hook, tmp_path, [sink]).searched == 40
 
 
-def test_the_sql_check_leaves_no_row_on_a_connection_that_autocommits(tmp_path, sqlite_conn_id, monkeypatch):
-    """Sessions that commit each statement unless told not to (Snowflake's, or any with autocommit on)
-    would keep the check's rows, and a batch half-written by a failure."""
+def test_a_batch_is_one_transaction_on_a_connection_that_autocommits(tmp_path, sqlite_conn_id, monkeypatch):
+    """Sessions that commit each statement unless told not to (Snowflake's) would keep half a batch."""
     import sqlite3
 
-    from airflow_provider_searchapi.engine.records import result_rows
+    from airflow_provider_searchapi.engine.records import STAGE_READ, error_row, result_rows
     from airflow_provider_searchapi.engine.sinks import Batch, SqlSink
     from airflow_provider_searchapi.engine.sources import SourceImage
 
@@ -193,11 +191,16 @@ def test_the_sql_check_leaves_no_row_on_a_connection_that_autocommits(tmp_path, 
     sink = SqlSink(sqlite_conn_id, "found")
     monkeypatch.setattr(sink.hook, "supports_autocommit", True, raising=False)
     monkeypatch.setattr(sink.hook, "get_conn", AutocommitConnection)
-    sink.check_writable()
-    sink.write(Batch(results=result_rows(SourceImage("https://example.com/1.jpg"), [], None)))
+    with sqlite3.connect(tmp_path / "results.db") as db:  # the errors' insert fails after the results'
+        db.execute("DROP TABLE found_errors")
+    source = SourceImage("https://example.com/1.jpg")
+    batch = Batch(results=result_rows(source, [], None), errors=[error_row(source, STAGE_READ, OSError("x"))])
+    with pytest.raises(
+        OSError, match=r"^sql_table 'found' \(sql_conn_id 'results_db'\): cannot write there \(.*no such table"
+    ):
+        sink.write(batch)
     with sqlite3.connect(tmp_path / "results.db") as db:
-        assert db.execute("SELECT source_uri FROM found").fetchall() == [("https://example.com/1.jpg",)]
-        assert db.execute("SELECT COUNT(*) FROM found_errors").fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM found").fetchone()[0] == 0
 
 
 def test_a_bucket_that_lets_write_but_not_delete_passes_the_check(make_hook, tmp_path, bucket, s3_conn_id, monkeypatch):
