@@ -179,17 +179,22 @@ def test_fingerprints():
     assert Reprocess.parse("never") is Reprocess.NEVER
 
 
+def _run_into_both(hook, tmp_path, sqlite_conn_id):
+    """One run of ``tmp_path/in/`` into JSON Lines and SQLite outputs, with a ledger in ``tmp_path/state/``."""
+    from airflow_provider_searchapi.engine import SqlSink
+
+    sinks = [JsonLinesSink(ObjectStoragePath(f"file://{tmp_path}/out/")), SqlSink(sqlite_conn_id, "found")]
+    ledger = Ledger(ObjectStoragePath(f"file://{tmp_path}/state/"))
+    return Enricher(hook, sinks, EnrichmentSettings(), ledger).run(list_images(f"file://{tmp_path}/in/"))
+
+
 def test_a_changed_source_gets_new_rows_beside_the_old_in_the_same_output(hook, tmp_path, sqlite_conn_id):
     import sqlite3
 
-    from airflow_provider_searchapi.engine import SqlSink
-
     write_images(tmp_path / "in", 3)
-    state = ObjectStoragePath(f"file://{tmp_path}/state/")
 
     def run_once():
-        sinks = [JsonLinesSink(ObjectStoragePath(f"file://{tmp_path}/out/")), SqlSink(sqlite_conn_id, "found")]
-        return Enricher(hook, sinks, EnrichmentSettings(), Ledger(state)).run(list_images(f"file://{tmp_path}/in/"))
+        return _run_into_both(hook, tmp_path, sqlite_conn_id)
 
     assert run_once().searched == 3
     (tmp_path / "in" / "img-0001.jpg").write_bytes(make_jpeg(777))
@@ -417,11 +422,9 @@ def test_a_changed_source_committed_to_one_output_before_a_crash_is_written_only
     from airflow_provider_searchapi.engine import SqlSink
 
     write_images(tmp_path / "in", 3)
-    state = ObjectStoragePath(f"file://{tmp_path}/state/")
 
     def run_once():
-        sinks = [JsonLinesSink(ObjectStoragePath(f"file://{tmp_path}/out/")), SqlSink(sqlite_conn_id, "found")]
-        return Enricher(hook, sinks, EnrichmentSettings(), Ledger(state)).run(list_images(f"file://{tmp_path}/in/"))
+        return _run_into_both(hook, tmp_path, sqlite_conn_id)
 
     assert run_once().searched == 3
     (tmp_path / "in" / "img-0001.jpg").write_bytes(make_jpeg(777))
