@@ -122,7 +122,9 @@ def test_callers_that_always_wake_late_still_start_at_the_loops_pace():
 
     asyncio.run(run())
     assert 30 <= len(starts) <= rate + 5
-    assert max_in_window(starts, window=0.01) <= 2  # still no bunch of the starts the stalls delayed
+    assert max_in_window(starts) <= rate + 1
+    # A late start comes a slot's length after the last start, so it adds one at most to a slot's starts.
+    assert max_in_window(starts, window=1 / rate) <= 3
 
 
 @pytest.mark.serial  # measures time
