@@ -35,7 +35,7 @@ from airflow_provider_searchapi.connection_fields import (
     DEFAULT_TIMEOUT_SECONDS,
     FIELD_NAMES,
 )
-from airflow_provider_searchapi.exceptions import SearchApiConfigError
+from airflow_provider_searchapi.exceptions import SearchApiConfigError, redact
 from airflow_provider_searchapi.models import MAX_FOLDER_ID_CHARS
 
 #: The ``aud`` claim IAM expects in a service-account JWT, whatever address the exchange goes to.
@@ -290,12 +290,13 @@ def _key_from_path(value: Any) -> AuthorizedKey:
     if "PRIVATE KEY" in value or "\n" in value:  # a pasted key: errors below would quote it as the path
         raise SearchApiConfigError(field, "holds a key, not a path; put the key file's JSON in service_account_json")
     path = Path(value).expanduser()
+    shown = redact(str(path))  # an API key or OAuth token pasted here is not quoted
     try:
         text = path.read_text(encoding="utf-8-sig")  # a BOM, as Windows editors write, is skipped
     except FileNotFoundError:
-        raise SearchApiConfigError(field, f"no file at {path}") from None
+        raise SearchApiConfigError(field, f"no file at {shown}") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise SearchApiConfigError(field, f"cannot read {path}: {type(err).__name__}") from None
+        raise SearchApiConfigError(field, f"cannot read {shown}: {type(err).__name__}") from None
     except ValueError:  # e.g. a NUL character in the path
         raise SearchApiConfigError(field, "is not a valid file path") from None
-    return AuthorizedKey.from_json(text, field=f"{field} ({path})")
+    return AuthorizedKey.from_json(text, field=f"{field} ({shown})")

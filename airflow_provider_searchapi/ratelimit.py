@@ -4,7 +4,8 @@ Each caller takes the next free start slot under a short lock, then waits for it
 Slots are ``1 / rate`` apart, so the starts never exceed the rate over any window, however many
 callers there are. A slot is taken only when it is due within ``HORIZON_SECONDS``, so that a change
 of rate applies at once to everyone waiting. A caller that wakes a slot or more late (a stalled event
-loop, a busy machine) takes a fresh slot instead, so that the starts a stall delayed do not go together.
+loop, a busy machine) starts only if no other start came within a slot's length, else takes a fresh
+slot, so that the starts a stall delayed do not go together.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class RateLimiter:
         self._updated = time.monotonic()  # when the rate was last brought up to date
         self._last_cut = -1e9
         self._generation = 0  # changes when a 429 voids the slots taken so far
+        self._last_start = -1e9
 
     def _reserve(self) -> tuple[bool, float]:
         """Take the next slot if it is due within the horizon; return whether it was taken and when to
@@ -89,9 +91,18 @@ class RateLimiter:
             return True, slot
 
     def _may_start(self, taken: bool, due: float, generation: int) -> bool:
-        """Whether a caller that woke for its slot may start: the slot is still valid and not late."""
-        late = time.monotonic() - due >= max(LATE_SECONDS, 1.0 / self.rate)
-        return taken and generation == self._generation and not late
+        """Whether a caller that woke for its slot may start: the slot is still valid, and the caller is on
+        time or no start came within the last slot's length (a late start then bunches with none; refusing
+        every late caller would starve them all when wake-ups are always late, e.g. a busy GIL)."""
+        with self._lock:
+            now, interval = time.monotonic(), 1.0 / self.rate
+            late = now - due >= max(LATE_SECONDS, interval)
+            if not taken or generation != self._generation or (late and now - self._last_start < interval):
+                return False
+            if late:  # the start takes the place of a fresh slot: later reservations keep their distance
+                self._next = max(self._next, now + interval)
+            self._last_start = now
+            return True
 
     def acquire(self) -> None:
         """Block the calling thread until it may start a request."""

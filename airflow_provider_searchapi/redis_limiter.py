@@ -202,19 +202,21 @@ def _limiter(bucket: Any) -> Any:
     return Limiter(SingleBucketFactory(bucket, schedule_leak=False), buffer_ms=0)
 
 
-_shared: dict[tuple[str, str, float], RedisRateLimiter] = {}
+_shared: dict[tuple[str, str], RedisRateLimiter] = {}
 _shared_lock = threading.Lock()
 
 
 def shared_redis_limiter(redis_conn_id: str, folder_id: str, rate: float, fallback: RateLimiter) -> RedisRateLimiter:
-    """One :class:`RedisRateLimiter` per (Redis connection, folder, rate) in this process.
+    """One :class:`RedisRateLimiter` per Redis connection and folder (its local limiter) in this process,
+    at the rate it was first made with, as :func:`~airflow_provider_searchapi.ratelimit.shared_rate_limiter`
+    does: so that a 429's hold applies to every hook of the folder.
 
     :param redis_conn_id: the Airflow ``redis`` connection.
     :param folder_id: the folder whose quota the limit is.
     :param rate: starts per second, all processes together.
-    :param fallback: the limiter used while Redis cannot be reached.
+    :param fallback: this process's limiter of the folder, used while Redis cannot be reached.
     """
-    key = (redis_conn_id, folder_id, rate)
+    key = (redis_conn_id, fallback.name)
     with _shared_lock:
         if key not in _shared:
             _shared[key] = RedisRateLimiter(redis_conn_id, folder_id, rate, fallback)

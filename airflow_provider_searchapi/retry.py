@@ -191,7 +191,10 @@ class Caller:
         if isinstance(err, SearchApiHTTPError):
             self.stats.failures[err.status] += 1
             if err.status == 429 and not isinstance(err, SearchApiAuthError):  # IAM's quota is not the folder's
-                self.limiter.throttled(err.retry_after)
+                # Held no longer than a call may last: a far Retry-After (or a lagging clock's HTTP date)
+                # would stall every call of the process past max_total_seconds.
+                asked = err.retry_after
+                self.limiter.throttled(None if asked is None else min(asked, self.policy.max_total_seconds))
         return is_retryable(err)
 
 

@@ -174,6 +174,13 @@ def test_a_key_pasted_where_its_path_goes_is_named_not_shown(conn_type, pasted):
     assert _secret_free(str(info.value)) and _secret_free(repr(info.value))
 
 
+@pytest.mark.parametrize("pasted", ["AQVNsecret" + "x" * 30, "y0_" + "A" * 40, "t1." + "b" * 40])
+def test_an_api_key_or_token_pasted_where_a_key_path_goes_is_not_shown(pasted):
+    with pytest.raises(SearchApiConfigError) as info:
+        SearchApiConfig.from_connection("yandex_searchapi", {"folder_id": "f", "service_account_json_path": pasted})
+    assert info.value.field == "service_account_json_path" and pasted not in str(info.value)
+
+
 def test_repr_of_config_hides_secrets():
     config = SearchApiConfig.from_connection(
         "yandex_searchapi", {"folder_id": "f", "service_account_json": json.dumps(KEY)}

@@ -98,6 +98,36 @@ def test_a_stalled_event_loop_does_not_send_the_starts_it_delayed_together():
 
 
 @pytest.mark.serial  # measures time
+def test_callers_that_always_wake_late_still_start_at_the_loops_pace():
+    # A loop that stalls 15 ms at each turn wakes every sleeper a slot (10 ms at 100/s) or more late.
+    # Were each late caller sent to the back of the queue, behind slots the others will miss too, the
+    # starts would all but stop (3/s); one start per turn of the loop is what it can do.
+    rate = 100
+    limiter = RateLimiter(rate)
+    starts: list[float] = []
+    stop = time.monotonic() + 1.0
+
+    async def busy_loop():
+        while time.monotonic() < stop:
+            time.sleep(0.015)
+            await asyncio.sleep(0)
+
+    async def caller():
+        while time.monotonic() < stop:
+            await limiter.aacquire()
+            starts.append(time.monotonic())
+
+    async def run():
+        await asyncio.gather(busy_loop(), *(caller() for _ in range(5)))
+
+    asyncio.run(run())
+    assert 30 <= len(starts) <= rate + 5
+    assert max_in_window(starts) <= rate + 1
+    # A late start comes a slot's length after the last start, so it adds one at most to a slot's starts.
+    assert max_in_window(starts, window=1 / rate) <= 3
+
+
+@pytest.mark.serial  # measures time
 def test_adaptive_limiter_slows_once_per_burst_of_429s_and_climbs_back(caplog):
     limiter = RateLimiter(10, recovery=0.5)  # +5 requests/s per second without 429
     with caplog.at_level("INFO", logger="airflow_provider_searchapi.ratelimit"):

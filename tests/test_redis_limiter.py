@@ -200,6 +200,17 @@ def test_the_hook_uses_the_connections_redis_limit_unless_told_otherwise(make_ho
     assert isinstance(without.limiter, RateLimiter)
 
 
+def test_hooks_of_a_folder_asking_other_rates_share_one_redis_limiter_and_its_hold(make_hook, fake_redis):
+    # As without Redis, the first rate wins: a second limiter, at another rate, would not hold its starts
+    # during the Retry-After the first one saw.
+    first = make_hook("api_key", requests_per_second=20, rate_limit_conn_id=fake_redis)
+    second = make_hook("api_key", conn_id="searchapi_other", requests_per_second=5, rate_limit_conn_id=fake_redis)
+    first.limiter.throttled(0.3)
+    started = time.monotonic()
+    second.limiter.acquire()
+    assert time.monotonic() - started >= 0.25
+
+
 @pytest.mark.serial
 @pytest.mark.parametrize("shared", [True, False], ids=["redis", "local"])
 def test_after_a_429_no_start_comes_before_retry_after(make_hook, searchapi_emulator, fake_redis, shared):

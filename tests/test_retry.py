@@ -216,3 +216,15 @@ def test_429s_stop_at_the_time_bound(make_hook, searchapi_emulator):
     with pytest.raises(SearchApiHTTPError) as info:
         hook.search_by_image(image=make_jpeg(502))
     assert info.value.status == 429 and hook.stats.throttled > 2  # many 429s, then the time bound
+
+
+async def test_a_far_retry_after_holds_the_process_no_longer_than_a_call_may_last(make_hook, searchapi_emulator):
+    # An hour's Retry-After (or an HTTP date read on a clock that lags) must not hold every start of the
+    # process for an hour: the limiter holds them no longer than a call may last.
+    searchapi_emulator.settings.update({"quota_rps": 1.0, "retry_after": 3600})
+    policy = RetryPolicy(backoff_base=0.01, backoff_max=0.05, max_total_seconds=2)
+    hook = make_hook("api_key", requests_per_second=1000, retry_policy=policy)
+    await hook.asearch_by_image(image=make_jpeg(1))
+    result = await asyncio.wait_for(hook.asearch_by_image(image=make_jpeg(2)), timeout=10)
+    await hook.aclose()
+    assert result.images and hook.stats.throttled >= 1

@@ -144,7 +144,7 @@ class SearchApiHook(BaseHook):
             return local
         from airflow_provider_searchapi.redis_limiter import shared_redis_limiter
 
-        return shared_redis_limiter(config.rate_limit_conn_id, config.folder_id, config.requests_per_second, local)
+        return shared_redis_limiter(config.rate_limit_conn_id, config.folder_id, local.max_rate, local)
 
     @cached_property
     def transport(self) -> SearchTransport:
