@@ -126,7 +126,7 @@ class RefreshingTokenAuth(httpx.Auth):
 
 
 def authorization_header(auth: httpx.Auth, *, stale: str | None = None) -> str:
-    """The ``Authorization`` value for transports that set the header themselves (gRPC).
+    """The ``Authorization`` value of a request (the transports set the header themselves).
 
     :param auth: an :class:`ApiKeyAuth`, :class:`StaticTokenAuth` or :class:`RefreshingTokenAuth`.
     :param stale: a value the server refused with 401: a refreshing token is replaced (once for every
@@ -141,8 +141,8 @@ async def aauthorization_header(auth: httpx.Auth, *, stale: str | None = None) -
     """:func:`authorization_header` for async code: a token exchange runs in a thread."""
     if not isinstance(auth, RefreshingTokenAuth):
         return authorization_header(auth)
-    token = None if stale else auth.cached_token()
-    return f"Bearer {token}" if token else await asyncio.to_thread(authorization_header, auth, stale=stale)
+    cached = f"Bearer {token}" if (token := auth.cached_token()) else None
+    return cached if cached and cached != stale else await asyncio.to_thread(authorization_header, auth, stale=stale)
 
 
 def sign_jwt(key: AuthorizedKey, *, now: float | None = None) -> str:

@@ -92,7 +92,8 @@ class RedisRateLimiter:
 
     def acquire(self) -> None:
         """Block the calling thread until it may start a request."""
-        time.sleep(max(0.0, self._held_until - time.monotonic()))
+        if (held := self._held_until - time.monotonic()) > 0:
+            time.sleep(held)
         if self._redis_usable():
             try:
                 limiter, bucket = self._sync_limiter()
@@ -106,7 +107,8 @@ class RedisRateLimiter:
 
     async def aacquire(self) -> None:
         """Wait, without blocking the event loop, until the caller may start a request."""
-        await asyncio.sleep(max(0.0, self._held_until - time.monotonic()))
+        if (held := self._held_until - time.monotonic()) > 0:
+            await asyncio.sleep(held)
         if self._redis_usable():
             try:
                 # Shielded: a caller cancelled meanwhile must not cancel the opening for the others.
