@@ -116,14 +116,18 @@ def test_slow_storage_does_not_cap_the_reads_in_flight(hook, tmp_path, monkeypat
     # asyncio.to_thread's pool has min(32, cores + 4) threads; the run reads with one thread per worker.
     workers = min(32, (os.cpu_count() or 1) + 4) + 4
     write_images(tmp_path / "in", workers)
-    reading, peak, lock = 0, 0, threading.Lock()
+    reading, peak, lock, all_reading = 0, 0, threading.Lock(), threading.Event()
 
     def slow_read(*args, **kwargs):
         nonlocal reading, peak
         with lock:
             reading += 1
             peak = max(peak, reading)
-        time.sleep(0.5)  # an object store's latency
+            if reading == workers:
+                all_reading.set()
+        # A slow store: each read lasts until every worker reads at once (10 s at most, if they cannot),
+        # so that a busy machine starting the workers late does not change the count.
+        all_reading.wait(timeout=10)
         with lock:
             reading -= 1
         return read_image(*args, **kwargs)
