@@ -258,7 +258,7 @@ def test_json_always_parses_under_injected_faults(cli, emulator, tmp_path):
     emulator.settings.update({"fault_rate": 0.3, "fault_kinds": ["503", "429", "500"], "retry_after": 0.01})
     conn = emulator.connection_json(credential="api_key")
     warned = 0
-    for seed in range(6):
+    for seed in (1, 3, 5):  # faults are drawn per image and page, alike on every run: one on each first page
         image = tmp_path / f"{seed}.jpg"
         image.write_bytes(make_jpeg(seed))
         result = cli("search", str(image), "--pages", "2", "--json", conn=conn)
@@ -267,8 +267,7 @@ def test_json_always_parses_under_injected_faults(cli, emulator, tmp_path):
         else:  # every attempt failed: no JSON at all, one error line
             assert result.returncode == 1 and result.stdout == "" and "error: " in result.stderr
         warned += result.stderr.count("retrying in")
-    assert emulator.stats.snapshot()["faults"], "no fault was injected"
-    assert warned >= 1
+    assert sum(emulator.stats.snapshot()["faults"].values()) == warned == 3  # each retried once, with a warning
 
 
 def test_input_mistakes_are_reported_before_airflow_is_imported(tmp_path):
