@@ -1,12 +1,7 @@
-"""Credentials as ``httpx.Auth`` flows, each serving sync and async clients alike.
+"""Credentials as ``httpx.Auth`` flows (sync and async), picked for a connection by :func:`build_auth`.
 
-* :class:`ApiKeyAuth` and :class:`StaticTokenAuth` set a fixed header.
-* :class:`RefreshingTokenAuth` holds an IAM token minted by :func:`fetch_iam_token` (authorized key or
-  OAuth token) or :func:`fetch_metadata_token` (the VM's service account), refreshes it before it
-  expires and shares one exchange per process. It does not resend after a 401: the transports' caller
-  does, after a refresh, so that the resend waits for a rate-limit slot like any request.
-
-:func:`build_auth` picks the flow for a connection's config.
+IAM tokens are refreshed before they expire, one exchange per process. No flow resends after a 401: the
+transports' caller does, after a refresh, so that the resend waits for a rate-limit slot like any request.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ Airflow is imported, and ``report`` imports it only to use a connection.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -114,11 +115,8 @@ def _search(args: argparse.Namespace, query: dict[str, object], out: TextIO) -> 
     Page 0 is searched with the image, later pages with the CBIR id the first answer returned,
     until --pages pages or an empty page.
     """
-    hook = _hook(args.conn_id)
-    try:
+    with contextlib.closing(_hook(args.conn_id)) as hook:
         pages = list(hook.iter_pages(**query, max_pages=args.pages))
-    finally:
-        hook.close()
     if args.json:
         json.dump([page.model_dump(mode="json") for page in pages], out, indent=2, ensure_ascii=False)
         out.write("\n")

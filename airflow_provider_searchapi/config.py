@@ -274,12 +274,12 @@ def _config_error(err: ValidationError, prefix: str | None = None) -> SearchApiC
     """The first pydantic error as a config error, without the offending input (it may be a secret)."""
     first = err.errors(include_input=False, include_url=False)[0]
     context = first.get("ctx", {})
-    if isinstance(context.get("error"), SearchApiConfigError):
-        return context["error"]
+    raised = context.get("error")  # what a validator of ours raised
+    if isinstance(raised, SearchApiConfigError):
+        return raised
     field = ".".join(str(part) for part in (prefix, *first["loc"]) if part is not None) or "value"
     if first["type"] in _MESSAGES:
         return SearchApiConfigError(field, _MESSAGES[first["type"]].format(**context))
-    raised = context.get("error")
     return SearchApiConfigError(field, str(raised) if isinstance(raised, ValueError) else first["msg"].lower())
 
 

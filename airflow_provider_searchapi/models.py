@@ -188,10 +188,6 @@ class SearchRequest(BaseModel):
             folder_id=folder_id, image=image, url=url, cbir_id=cbir_id, page=page, site=site, family_mode=family_mode
         )
 
-    def to_json(self) -> dict[str, Any]:
-        """The REST body as a dict."""
-        return self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
-
     def encode(self) -> bytes:
         """The REST body as compact JSON bytes."""
         return self.model_dump_json(by_alias=True, exclude_defaults=True).encode()

@@ -290,10 +290,9 @@ def needs_airflow(location: str, conn_id: str | None) -> bool:
 
 
 def _storage(location: str, conn_id: str | None) -> tuple[AbstractFileSystem, str]:
-    """The filesystem and path of a storage URL or a local path: through Airflow's ``ObjectStoragePath``
-    when a connection is named (``conn_id``, or ``s3://conn_id@bucket/…``), else straight from fsspec
-    (as the environment grants access)."""
-    if "://" not in location:
+    """The filesystem and path of a storage URL or a local path, through Airflow when
+    :func:`needs_airflow`, else straight from fsspec (as the environment grants access)."""
+    if "://" not in location:  # a local path as it is: fsspec would read "::" in it as a chain of URLs
         return LocalFileSystem(), os.path.abspath(os.path.expanduser(location))
     if not needs_airflow(location, conn_id):
         return url_to_fs(location)

@@ -63,7 +63,7 @@ def test_request_body_uses_camel_case_base64_and_int64_strings():
     request = SearchRequest.build(
         folder_id="b1g", image=b"\xff\xd8\xffdata", page=3, site="a.com", family_mode="strict"
     )
-    assert request.to_json() == {
+    assert json.loads(request.encode()) == {
         "folderId": "b1g",
         "data": base64.b64encode(b"\xff\xd8\xffdata").decode(),
         "page": "3",
@@ -73,8 +73,8 @@ def test_request_body_uses_camel_case_base64_and_int64_strings():
 
 
 def test_page_zero_and_unset_options_are_omitted():
-    assert SearchRequest.build(folder_id="f", cbir_id="1/x").to_json() == {"folderId": "f", "id": "1/x"}
-    assert SearchRequest.build(folder_id="f", url="https://x/a.jpg").to_json() == {
+    assert json.loads(SearchRequest.build(folder_id="f", cbir_id="1/x").encode()) == {"folderId": "f", "id": "1/x"}
+    assert json.loads(SearchRequest.build(folder_id="f", url="https://x/a.jpg").encode()) == {
         "folderId": "f",
         "url": "https://x/a.jpg",
     }
@@ -117,9 +117,11 @@ def test_family_mode_accepts_names_and_wire_values():
         {"cbir_id": "1/x"},
     ],
 )
-def test_encoded_body_is_the_json_of_the_request(kwargs):
-    request = SearchRequest.build(folder_id="b1g", **kwargs)
-    assert json.loads(request.encode()) == request.to_json()
+def test_encoded_body_carries_the_request(kwargs):
+    body = json.loads(SearchRequest.build(folder_id="b1g", **kwargs).encode())
+    assert base64.b64decode(body.get("data", "")) == kwargs.get("image", b"")
+    assert (body.get("url"), body.get("id"), body.get("site")) == tuple(map(kwargs.get, ("url", "cbir_id", "site")))
+    assert body.get("page", "0") == str(kwargs.get("page", 0)) and body["folderId"] == "b1g"
 
 
 @pytest.mark.parametrize(

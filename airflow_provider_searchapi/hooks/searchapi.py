@@ -64,40 +64,31 @@ class SearchApiHook(BaseHook):
         self._rate_limit_conn_id = rate_limit_conn_id
         self._retry_policy = retry_policy or RetryPolicy()
         self._max_connections = max_connections
-        self._config: SearchApiConfig | None = None
         #: counters of this hook's calls: attempts sent, failures by status, 429s
         self.stats = CallStats()
 
-    @staticmethod
-    def get_connection_form_widgets() -> dict[str, Any]:
-        """The connection form's fields on Airflow 3.0/3.1 (3.2+ reads them from the provider info)."""
-        return connection_fields.connection_form_widgets()
+    # The connection form on Airflow 3.0/3.1 (3.2+ reads it from the provider info).
+    get_connection_form_widgets = staticmethod(connection_fields.connection_form_widgets)
+    get_ui_field_behaviour = staticmethod(connection_fields.ui_field_behaviour)
 
-    @staticmethod
-    def get_ui_field_behaviour() -> dict[str, Any]:
-        """Hidden standard fields and placeholders of the form on Airflow 3.0/3.1."""
-        return connection_fields.ui_field_behaviour()
-
-    @property
+    @cached_property
     def config(self) -> SearchApiConfig:
         """The validated connection settings (read once, on first use)."""
-        if self._config is None:
-            conn = self.get_connection(self.searchapi_conn_id)
-            config = self._load_config(conn.conn_type, conn.extra_dejson)
-            _mask_credentials(config)
-            self._config = config
-        return self._config
+        conn = self.get_connection(self.searchapi_conn_id)
+        config = self._load_config(conn.conn_type, conn.extra_dejson)
+        _mask_credentials(config)
+        return config
 
     async def aget_config(self) -> SearchApiConfig:
         """The validated connection settings, read without blocking the event loop."""
-        if self._config is None:
+        if "config" not in self.__dict__:
             conn = await get_async_connection(self.searchapi_conn_id, hook=self)
             config = self._load_config(conn.conn_type, conn.extra_dejson)
             await asyncio.to_thread(_mask_credentials, config)  # talks to the task supervisor
-            self._config = config
+            self.__dict__["config"] = config
         if "limiter" not in self.__dict__:  # may read a Redis connection
             await asyncio.to_thread(lambda: self.limiter)
-        return self._config
+        return self.config
 
     def _load_config(self, conn_type: str, extras: dict[str, Any]) -> SearchApiConfig:
         config = SearchApiConfig.from_connection(conn_type, extras, folder_id=self._folder_id)

@@ -186,4 +186,4 @@ def test_no_network_in_init(monkeypatch):
         '{"conn_type": "yandex_searchapi", "extra": {"folder_id": "f", "api_key": "AQVN-abc", "endpoint": "http://127.0.0.1:9"}}',
     )
     hook = SearchApiHook("nowhere")
-    assert hook._config is None
+    assert "config" not in hook.__dict__
