@@ -37,11 +37,11 @@ def quota_conn_id(searchapi_emulator, monkeypatch) -> str:
     return "searchapi_quota"
 
 
-def run_processes(tmp_path, conn_id: str, rate_limit_conn_id: str = "", images: int = IMAGES) -> list[dict]:
-    """Four task processes at once, each enriching its own ``images`` images; their summaries."""
+def run_processes(tmp_path, conn_id: str, rate_limit_conn_id: str = "") -> list[dict]:
+    """Four task processes at once, each enriching its own 50 images; their summaries."""
     workers = []
     for index in range(PROCESSES):
-        write_images(tmp_path / f"in{index}", images, start=index * images)
+        write_images(tmp_path / f"in{index}", IMAGES, start=index * IMAGES)
         command = [sys.executable, "-m", "tests.quota_worker", conn_id, f"file://{tmp_path}/in{index}/"]
         command += [f"file://{tmp_path}/out{index}/", rate_limit_conn_id]
         workers.append(subprocess.Popen(command, cwd=ROOT, env=os.environ, stdout=subprocess.PIPE, text=True))
@@ -54,11 +54,10 @@ def run_processes(tmp_path, conn_id: str, rate_limit_conn_id: str = "", images: 
 
 
 def test_four_processes_share_one_quota_through_redis(tmp_path, quota_conn_id, redis_conn_id, searchapi_emulator):
-    images = IMAGES // 2  # 100 searches, 10 s at the quota: enough to measure the rate
-    summaries = run_processes(tmp_path, quota_conn_id, redis_conn_id, images)
-    assert [(s["searched"], s["failed"], s["throttled_429"]) for s in summaries] == [(images, 0, 0)] * PROCESSES
+    summaries = run_processes(tmp_path, quota_conn_id, redis_conn_id)
+    assert [(s["searched"], s["failed"], s["throttled_429"]) for s in summaries] == [(IMAGES, 0, 0)] * PROCESSES
     stats = searchapi_emulator.stats.snapshot()
-    assert stats["responses"] == {"200": PROCESSES * images}  # not one 429
+    assert stats["responses"] == {"200": PROCESSES * IMAGES}  # not one 429
     arrivals = sorted(searchapi_emulator.stats.arrivals)
     rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
     assert 0.9 * QUOTA <= rate <= 1.02 * QUOTA  # the processes together keep the quota busy, never over it
