@@ -112,22 +112,17 @@ def _mtime(info: dict[str, Any]) -> str | None:
     return str(value) if value else None
 
 
-def _etag(info: dict[str, Any]) -> str | None:
-    value = info.get("ETag") or info.get("etag")
-    return str(value).strip('"') if value else None
-
-
 def source_from_info(
     root: ObjectStoragePath, info: dict[str, Any], *, key: str | None = None, real_root: str | None = None
 ) -> SourceImage:
     """The source of a file as a listing describes it (``info``: fsspec's, or ``os.stat``'s size/mtime)."""
-    size = info.get("size", info.get("Size"))
+    size, etag = info.get("size", info.get("Size")), info.get("ETag") or info.get("etag")
     return SourceImage(
         uri=_uri(root.protocol, key) if key else stable_uri(root),
         root=root,
         key=key,
         size=int(size) if size is not None else None,
-        etag=_etag(info),
+        etag=str(etag).strip('"') if etag else None,
         mtime=_mtime(info),
         real_root=real_root,
     )
@@ -142,16 +137,16 @@ def images_from_paths(paths: Iterable[str], *, conn_id: str | None = None) -> It
     :param paths: storage URLs (``s3://bucket/images/cat.jpg``, ``file:///data/cat.jpg``).
     :param conn_id: the storage connection of every path.
     """
-    roots: dict[str, ObjectStoragePath | None] = {}
+    roots: dict[str | None, ObjectStoragePath | None] = {}
     for url in dict.fromkeys(paths):  # the same path twice is searched once
         scheme, netloc = urlsplit(url)[:2]
-        root = None
-        if url.startswith(f"{scheme}://"):  # not a bare path, nor an upper-case scheme (fsspec keeps those)
-            store = f"{scheme}://{netloc}/"
-            if store not in roots:
-                roots[store] = _store_root(store, conn_id)
-            root = roots[store]
-        if root is None:  # a path object for this file, as ObjectStoragePath makes it
+        # a store's root, unless the URL is a bare path or has an upper-case scheme (fsspec keeps those)
+        store = f"{scheme}://{netloc}/" if url.startswith(f"{scheme}://") else None
+        if store is not None and store not in roots:
+            roots[store] = None  # a store with no root of its own (memory://dir/)
+            with contextlib.suppress(Exception):
+                roots[store] = ObjectStoragePath(store, conn_id=conn_id)
+        if (root := roots.get(store)) is None:  # a path object for this file, as ObjectStoragePath makes it
             path = ObjectStoragePath(url, conn_id=conn_id)
             yield SourceImage(uri=stable_uri(path), root=path)
             continue
@@ -181,8 +176,10 @@ def read_image(source: SourceImage, *, downscale: bool = False, follow_symlinks:
     if isinstance(fs, LocalFileSystem):
         if not stat.S_ISREG(os.stat(key).st_mode):
             raise InvalidImageError(f"{source.uri}: not a regular file (a folder, pipe, socket or device); not read")
-        if not follow_symlinks and not _inside(key, source.real_root or os.path.realpath(source.root.path)):
-            raise InvalidImageError(f"{source.uri}: a link to a file outside the source folder; not read")
+        if not follow_symlinks:
+            real_root = source.real_root or os.path.realpath(source.root.path)
+            if os.path.commonpath([os.path.realpath(key), real_root]) != real_root:
+                raise InvalidImageError(f"{source.uri}: a link to a file outside the source folder; not read")
     with fs.open(key, "rb") as handle:
         data = handle.read(limit + 1)
     if len(data) > limit:
@@ -193,19 +190,7 @@ def read_image(source: SourceImage, *, downscale: bool = False, follow_symlinks:
     return data, size
 
 
-def _inside(path: str, real_root: str) -> bool:
-    return os.path.commonpath([os.path.realpath(path), real_root]) == real_root
-
-
 def images_from_urls(urls: Iterable[str]) -> Iterator[SourceImage]:
     """Sources for public image URLs, sent to the API as ``url`` (nothing is downloaded); each once."""
     for url in dict.fromkeys(urls):
         yield SourceImage(uri=url)
-
-
-def _store_root(store: str, conn_id: str | None) -> ObjectStoragePath | None:
-    """A store's root path, or ``None`` for a store that has none of its own (``memory://dir/``)."""
-    try:
-        return ObjectStoragePath(store, conn_id=conn_id)
-    except Exception:  # noqa: BLE001 - its files then get a path object each, as before
-        return None
