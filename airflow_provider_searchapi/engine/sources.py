@@ -79,7 +79,11 @@ def stable_uri(path: ObjectStoragePath) -> str:
 
 
 def _uri(protocol: str, path: str) -> str:
-    return f"{protocol or 'file'}://{_text(path)}"  # a bare local path is a file:// one
+    """``<protocol>://<path>`` (a bare local path is a ``file://`` one) as text that any output can store:
+    the bytes of a local name that is not valid UTF-8 (which Python carries as surrogates) are
+    percent-encoded, ``caf\\xe9.jpg`` → ``caf%E9.jpg``."""
+    text = _UNDECODED.sub(lambda match: f"%{ord(match[0]) - 0xDC00:02X}", path)
+    return f"{protocol or 'file'}://{text}"
 
 
 def local_path(path: str) -> str:
@@ -89,14 +93,8 @@ def local_path(path: str) -> str:
     return "/" + "/".join(parts)
 
 
-def _text(path: str) -> str:
-    """A path as text that any output can store: the bytes of a local name that is not valid UTF-8
-    (which Python carries as surrogates) are percent-encoded, ``caf\\xe9.jpg`` → ``caf%E9.jpg``."""
-    return _UNDECODED.sub(lambda match: f"%{ord(match[0]) - 0xDC00:02X}", path)
-
-
 def _listed_name(path: str) -> str:
-    """The local file a listed URI names: a name that is not UTF-8 comes percent-encoded (``_text``),
+    """The local file a listed URI names: a name that is not UTF-8 comes percent-encoded (``_uri``),
     decoded here when the path as written does not exist."""
     if "%" not in path or os.path.lexists(path):
         return path
@@ -118,7 +116,7 @@ def source_from_info(
     """The source of a file as a listing describes it (``info``: fsspec's, or ``os.stat``'s size/mtime)."""
     size, etag = info.get("size", info.get("Size")), info.get("ETag") or info.get("etag")
     return SourceImage(
-        uri=_uri(root.protocol, key) if key else stable_uri(root),
+        uri=_uri(root.protocol, key or root.path),
         root=root,
         key=key,
         size=int(size) if size is not None else None,
