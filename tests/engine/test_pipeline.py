@@ -157,13 +157,13 @@ class SlowSink(XComSink):
 @pytest.mark.serial  # measures time
 def test_slow_commits_do_not_idle_searches_and_uncommitted_work_is_bounded(hook, tmp_path, searchapi_emulator):
     searchapi_emulator.settings.latency = 0.05
-    write_images(tmp_path / "in", 60)
+    write_images(tmp_path / "in", 24)
     settings = EnrichmentSettings(max_concurrency=4, commit_every=2)
     enricher = Enricher(hook, [], settings)
     sink = SlowSink(enricher.summary, seconds=0.3)
     enricher.sinks = [sink]
     summary = enricher.run(list_images(f"file://{tmp_path}/in/"))
-    assert summary.searched == 60 and len({row["source_uri"] for row in sink.results}) == 60
+    assert summary.searched == 24 and len({row["source_uri"] for row in sink.results}) == 24
     # While a commit takes 0.3 s, all 4 search slots keep working (searches take 0.05 s) ...
     assert searchapi_emulator.stats.snapshot()["max_in_flight"] == 4
     # ... until 4 searching + 2 committing + 2 waiting for the next commit are uncommitted: that
