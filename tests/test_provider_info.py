@@ -3,6 +3,7 @@ every field of the connection."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -170,10 +171,18 @@ def test_modules_listed_in_provider_info_import():
 
 def test_airflow_cli_lists_the_provider_and_the_hook(tmp_path):
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
+    env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)  # it prints a line before the JSON
     airflow = str(Path(sys.executable).with_name("airflow"))
-    providers = subprocess.run([airflow, "providers", "list"], env=env, capture_output=True, text=True, timeout=180)
-    assert providers.returncode == 0, providers.stderr[-2000:]
-    assert "airflow-provider-searchapi" in providers.stdout
-    hooks = subprocess.run([airflow, "providers", "hooks"], env=env, capture_output=True, text=True, timeout=180)
-    assert "yandex_searchapi" in hooks.stdout
-    assert "airflow_provider_searchapi.hooks.searchapi.SearchApiHook" in hooks.stdout
+    command = [airflow, "providers", "hooks", "--output", "json"]  # one Airflow start: each takes seconds
+    hooks = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert hooks.returncode == 0, hooks.stderr[-2000:]
+    ours = [hook for hook in json.loads(hooks.stdout) if hook["connection_type"] == "yandex_searchapi"]
+    assert ours == [
+        {
+            "connection_type": "yandex_searchapi",
+            "class": "airflow_provider_searchapi.hooks.searchapi.SearchApiHook",
+            "conn_id_attribute_name": "searchapi_conn_id",
+            "package_name": "airflow-provider-searchapi",
+            "hook_name": "Yandex Cloud Search API",
+        }
+    ]
