@@ -99,6 +99,10 @@ class BaseLedger:
 
     def __init__(self) -> None:
         self.entries: dict[str, Entry] = {}
+        self.start_run()
+
+    def start_run(self) -> None:
+        """Forget what the last run noted (the object may serve one run after another)."""
         self._searching: dict[str, str | None] = {}  # fingerprints of the sources being searched
         self.held: list[Row] = []  # sources every output holds that the ledger does not record yet
         # Per output: the sources it holds (the run's set), and the versions it holds of those the ledger

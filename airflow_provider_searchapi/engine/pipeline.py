@@ -92,8 +92,10 @@ class Enricher:
             if hasattr(output, "check_writable"):  # a sink of one's own may have none
                 await asyncio.to_thread(output.check_writable)
         everything = self.settings.reprocess is Reprocess.ALL
-        if self.ledger is not None and not everything:
-            await asyncio.to_thread(self.ledger.load)
+        if self.ledger is not None:
+            self.ledger.start_run()
+            if not everything:
+                await asyncio.to_thread(self.ledger.load)
         # after load: a ledger read from a sink's tables (SqlLedger) tells what it holds without a second scan
         ask = self.ledger.done_sources if self.ledger is not None else lambda sink: sink.done_sources()
         self._done_per_sink = [set() if everything else await asyncio.to_thread(ask, s) for s in self.sinks]

@@ -351,13 +351,15 @@ def test_sources_the_outputs_held_before_the_ledger_existed_are_added_to_it(
     assert searches(searchapi_emulator) == before
 
 
+@pytest.mark.parametrize("reuse", [False, True], ids=["ledger-per-run", "one-ledger-object"])
 @pytest.mark.parametrize("case", ["changed", "retried"])
 def test_a_crash_before_the_ledger_records_a_new_version_pays_and_writes_it_once(
-    case, make_hook, searchapi_emulator, tmp_path, sqlite_conn_id, monkeypatch
+    case, reuse, make_hook, searchapi_emulator, tmp_path, sqlite_conn_id, monkeypatch
 ):
     """A source the ledger knows, searched again (its object changed, or its last search failed), whose
     rows both outputs committed before the run died ahead of the ledger's write: the re-run neither
-    pays for it again nor writes its rows twice, and records it."""
+    pays for it again nor writes its rows twice, and records it. Alike when a program gives every run
+    the same ledger object."""
     import sqlite3
 
     from airflow_provider_searchapi.engine import SqlSink
@@ -368,9 +370,12 @@ def test_a_crash_before_the_ledger_records_a_new_version_pays_and_writes_it_once
     state = ObjectStoragePath(f"file://{tmp_path}/state/")
     hook = make_hook("api_key", requests_per_second=1000, retry_policy=RetryPolicy(max_attempts=1))
 
+    one_ledger = Ledger(state)
+
     def run_once():
         sinks = [JsonLinesSink(ObjectStoragePath(f"file://{tmp_path}/out/")), SqlSink(sqlite_conn_id, "found")]
-        return Enricher(hook, sinks, EnrichmentSettings(), Ledger(state)).run(list_images(f"file://{tmp_path}/in/"))
+        ledger = one_ledger if reuse else Ledger(state)
+        return Enricher(hook, sinks, EnrichmentSettings(), ledger).run(list_images(f"file://{tmp_path}/in/"))
 
     if case == "retried":
         searchapi_emulator.settings.update({"fault_rate": 1.0, "fault_kinds": ["500"]})
