@@ -11,6 +11,7 @@ import enum
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -120,8 +121,8 @@ class ImageSearchResult(_WireModel):
     :param images: the images found on this page (empty past the last page); at most
         :data:`MAX_IMAGES_PER_PAGE`.
     :param page: zero-based index of this page.
-    :param max_page: last page index as reported by the API; deprecated upstream and not meaningful.
-        Paginate until a page comes back empty.
+    :param max_page: last page index as reported by the API (``None`` when absent or 0); deprecated
+        upstream and not meaningful. Paginate until a page comes back empty.
     :param cbir_id: CBIR id of the query image; send it with a later ``page`` instead of the bytes.
     """
 
@@ -131,7 +132,10 @@ class ImageSearchResult(_WireModel):
         Field(max_length=MAX_IMAGES_PER_PAGE),
     ] = ()
     page: Int64 = 0
-    max_page: Int64 | None = Field(default=None, alias="maxPage")
+    # proto3 cannot tell 0 from unset (gRPC never sends it): an explicit "0" reads as not given too.
+    max_page: Annotated[Int64 | None, AfterValidator(lambda value: value or None)] = Field(
+        default=None, alias="maxPage"
+    )
     cbir_id: str = Field(default="", alias="id")
 
 

@@ -30,7 +30,9 @@ def test_parses_the_spec_example_with_int64_strings():
     assert image.page_title == "Cats" and image.page_url == "https://example.com/cats"
 
 
-@pytest.mark.parametrize("body", ["{}", '{"images": null}', '{"id": "1/x"}', '{"images": []}'])
+@pytest.mark.parametrize(
+    "body", ["{}", '{"images": null}', '{"id": "1/x"}', '{"images": []}', '{"page": "0", "maxPage": "0"}']
+)
 def test_empty_answers_mean_no_images_and_page_zero(body):
     result = ImageSearchResult.model_validate_json(body)
     assert result.images == ()

@@ -448,9 +448,11 @@ class Emulator:
         shard = int.from_bytes(digest[1:4], "big") % 9_000_000 + 1_000_000
         cbir_id = f"{shard}/{base64.urlsafe_b64encode(digest[4:16]).decode().rstrip('=')}"
         self._cbir[cbir_id] = (query, time.monotonic())
-        body: dict[str, Any] = {"id": cbir_id, "maxPage": str(max(pages - 1, 0))}
+        body: dict[str, Any] = {"id": cbir_id}
+        if pages > 1:  # proto3 JSON drops the default 0, of maxPage and of page
+            body["maxPage"] = str(pages - 1)
         if page:
-            body["page"] = str(page)  # proto3 JSON drops page 0
+            body["page"] = str(page)
         if page >= pages:
             return body
         host = site or f"site{digest[5] % 50}.example.com"
