@@ -226,22 +226,24 @@ class SearchApiHook(BaseHook):
         max_pages: int | None = None,
     ) -> Iterator[ImageSearchResult]:
         """Yield page 0, then later pages by CBIR id (no re-upload), until a page comes back empty.
-        Should the CBIR id expire (404), the image or URL is sent again.
+        Should the CBIR id expire (404), the image or URL is sent again, and its new id used after.
 
         :param max_pages: stop after this many pages (``None``: until the results run out).
         Other parameters as in :meth:`search_by_image`.
         """
         first = self.search_by_image(image=image, url=url, cbir_id=cbir_id, site=site, family_mode=family_mode)
         yield first
+        cbir_id = first.cbir_id
         for page in _later_pages(first, max_pages):
             try:
-                result = self.search_by_image(cbir_id=first.cbir_id, page=page, site=site, family_mode=family_mode)
+                result = self.search_by_image(cbir_id=cbir_id, page=page, site=site, family_mode=family_mode)
             except SearchApiHTTPError as err:
                 if not _cbir_id_expired(err, image, url):
                     raise
                 result = self.search_by_image(image=image, url=url, page=page, site=site, family_mode=family_mode)
             if not result.images:
                 return
+            cbir_id = result.cbir_id or cbir_id  # a new one once the image was sent again
             yield result
 
     async def aiter_pages(
@@ -258,15 +260,17 @@ class SearchApiHook(BaseHook):
         search = self.asearch_by_image
         first = await search(image=image, url=url, cbir_id=cbir_id, site=site, family_mode=family_mode)
         yield first
+        cbir_id = first.cbir_id
         for page in _later_pages(first, max_pages):
             try:
-                result = await search(cbir_id=first.cbir_id, page=page, site=site, family_mode=family_mode)
+                result = await search(cbir_id=cbir_id, page=page, site=site, family_mode=family_mode)
             except SearchApiHTTPError as err:
                 if not _cbir_id_expired(err, image, url):
                     raise
                 result = await search(image=image, url=url, page=page, site=site, family_mode=family_mode)
             if not result.images:
                 return
+            cbir_id = result.cbir_id or cbir_id  # a new one once the image was sent again
             yield result
 
     def close(self) -> None:
