@@ -56,6 +56,8 @@ HTTP_STATUS_OF = {
 
 #: What gRPC core says when the TLS handshake fails on the server's certificate (BoringSSL's words).
 _CERTIFICATE_REFUSED = ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed", "Hostname Verification Check failed")
+#: What gRPC core says when no server could be reached (REST's status 0, "no answer").
+_NOT_REACHED = ("failed to connect to all addresses", "DNS resolution failed", "errors resolving")
 
 
 class GrpcTransport:
@@ -171,8 +173,9 @@ def _error(err: Any, client_request_id: str, target: str, header: str) -> Except
         for key, value in (*(err.initial_metadata() or ()), *(err.trailing_metadata() or ()))
         if isinstance(value, str)
     }
+    unreached = code == grpc.StatusCode.UNAVAILABLE and any(words in details for words in _NOT_REACHED)
     return SearchApiHTTPError(
-        HTTP_STATUS_OF.get(code.name, 500),
+        0 if unreached else HTTP_STATUS_OF.get(code.name, 500),
         details,
         request_id=metadata.get("x-request-id") or metadata.get("x-server-trace-id") or client_request_id,
         grpc_code=code.value[0],

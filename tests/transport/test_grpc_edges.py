@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 
 from airflow_provider_searchapi.auth import ApiKeyAuth  # noqa: E402
-from airflow_provider_searchapi.exceptions import SearchApiHTTPError  # noqa: E402
+from airflow_provider_searchapi.exceptions import SearchApiHTTPError, is_setup_failure  # noqa: E402
 from airflow_provider_searchapi.hooks.searchapi import SearchApiHook  # noqa: E402
 from airflow_provider_searchapi.models import SearchRequest  # noqa: E402
 from airflow_provider_searchapi.ratelimit import RateLimiter  # noqa: E402
@@ -93,6 +93,17 @@ def test_retried_failures_are_counted_alike(hook_on, searchapi_emulator, kind, s
     hook = hook_on()
     assert hook.search_by_image(image=make_jpeg(4)).images
     assert hook.stats.attempts == 3 and hook.stats.failures == {status: 2}
+
+
+def test_an_unreachable_endpoint_is_no_answer_over_both(hook_on, searchapi_emulator):
+    """Status 0 ("no answer"), as REST says it: what the setup breaker and the hints take for a wrong
+    endpoint (gRPC said 503, as if the service had answered)."""
+    closed = "http://127.0.0.1:9"
+    hook = hook_on(endpoint=closed, grpc_endpoint=closed)
+    with pytest.raises(SearchApiHTTPError) as info:
+        hook.search_by_image(url="https://x/1.jpg")
+    assert (info.value.status, info.value.retryable) == (0, True) and is_setup_failure(info.value)
+    assert hook.stats.failures == {0: FAST.max_attempts}
 
 
 def test_a_refused_api_key_is_final_and_never_shown(hook_on, searchapi_emulator):
