@@ -231,10 +231,11 @@ class SearchApiHook(BaseHook):
         :param max_pages: stop after this many pages (``None``: until the results run out).
         Other parameters as in :meth:`search_by_image`.
         """
+        at_most = _pages_at_most(max_pages)
         first = self.search_by_image(image=image, url=url, cbir_id=cbir_id, site=site, family_mode=family_mode)
         yield first
         cbir_id = first.cbir_id
-        for page in _later_pages(first, max_pages):
+        for page in _later_pages(first, at_most):
             try:
                 result = self.search_by_image(cbir_id=cbir_id, page=page, site=site, family_mode=family_mode)
             except SearchApiHTTPError as err:
@@ -257,11 +258,12 @@ class SearchApiHook(BaseHook):
         max_pages: int | None = None,
     ) -> AsyncIterator[ImageSearchResult]:
         """Async twin of :meth:`iter_pages`."""
+        at_most = _pages_at_most(max_pages)
         search = self.asearch_by_image
         first = await search(image=image, url=url, cbir_id=cbir_id, site=site, family_mode=family_mode)
         yield first
         cbir_id = first.cbir_id
-        for page in _later_pages(first, max_pages):
+        for page in _later_pages(first, at_most):
             try:
                 result = await search(cbir_id=cbir_id, page=page, site=site, family_mode=family_mode)
             except SearchApiHTTPError as err:
@@ -314,12 +316,17 @@ def _mask_credentials(config: SearchApiConfig) -> None:
         mask_secret(secret)
 
 
-def _later_pages(first: ImageSearchResult, max_pages: int | None) -> range:
+def _pages_at_most(max_pages: int | None) -> int:
+    """``max_pages``, checked before any search is spent; no cap (``None``) as more than any search finds."""
     if max_pages is not None and max_pages < 1:
         raise ValueError(f"max_pages must be >= 1 (got {max_pages})")
+    return max_pages or 1_000_000
+
+
+def _later_pages(first: ImageSearchResult, at_most: int) -> range:
     if not first.images or not first.cbir_id:
         return range(0)
-    return range(first.page + 1, first.page + (max_pages or 1_000_000))
+    return range(first.page + 1, first.page + at_most)
 
 
 def _cbir_id_expired(err: SearchApiHTTPError, image: bytes | None, url: str | None) -> bool:

@@ -58,6 +58,15 @@ def test_iter_pages_respects_max_pages(make_hook, searchapi_emulator, jpeg):
     assert len(list(hook.iter_pages(image=make_jpeg(3), max_pages=1))) == 1
 
 
+async def test_a_bad_max_pages_is_refused_before_any_request(make_hook, searchapi_emulator, jpeg):
+    hook = make_hook()
+    with pytest.raises(ValueError, match=r"max_pages must be >= 1 \(got 0\)"):
+        list(hook.iter_pages(image=jpeg, max_pages=0))
+    with pytest.raises(ValueError, match=r"max_pages must be >= 1 \(got -1\)"):
+        [page async for page in hook.aiter_pages(image=jpeg, max_pages=-1)]
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 0
+
+
 def test_expired_cbir_id_falls_back_to_the_image(make_hook, searchapi_emulator):
     hook = make_hook()
     image = next(make_jpeg(s) for s in range(100) if _pages_for(hook, make_jpeg(s)) >= 2)
