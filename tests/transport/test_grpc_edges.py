@@ -106,6 +106,22 @@ def test_an_unreachable_endpoint_is_no_answer_over_both(hook_on, searchapi_emula
     assert hook.stats.failures == {0: FAST.max_attempts}
 
 
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_no_answer_within_the_timeout_is_status_0_over_both(hook_on, searchapi_emulator, use_async):
+    """A call that outlives the connection's timeout had no answer: status 0, as REST says it (gRPC
+    said 504, as if the service had answered "deadline exceeded")."""
+    searchapi_emulator.settings.update({"fault_rate": 1.0, "fault_kinds": ["stall"], "fault_attempts": 9})
+    searchapi_emulator.settings.stall_seconds = 2.0
+    hook = hook_on(timeout=0.3)
+    with pytest.raises(SearchApiHTTPError) as info:
+        if use_async:
+            await hook.asearch_by_image(url="https://x/1.jpg")
+        else:
+            hook.search_by_image(url="https://x/1.jpg")
+    assert (info.value.status, info.value.retryable) == (0, True) and "no answer within 0.3 s" in str(info.value)
+    assert hook.stats.failures == {0: FAST.max_attempts}
+
+
 def test_a_refused_api_key_is_final_and_never_shown(hook_on, searchapi_emulator):
     hook = hook_on(api_key=SECRET_KEY)
     with pytest.raises(SearchApiHTTPError) as info:
