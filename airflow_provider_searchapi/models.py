@@ -86,6 +86,8 @@ def _int64(value: Any, handler: ValidatorFunctionWrapHandler) -> int:
 
 #: Proto3 JSON int64: an integer, or a string of digits (how the API sends them); missing means 0.
 Int64 = Annotated[int, WrapValidator(_int64)]
+#: Proto3 JSON string: ``null`` means the default, as a missing field does.
+Text = Annotated[str, BeforeValidator(lambda value: "" if value is None else value)]
 
 
 class _WireModel(BaseModel):
@@ -105,14 +107,14 @@ class FoundImage(_WireModel):
     :param page_url: address of that page.
     """
 
-    url: str = ""
+    url: Text = ""
     format: ImageFormat = ImageFormat.UNSPECIFIED
     width: Int64 = 0
     height: Int64 = 0
-    passage: str = ""
-    host: str = ""
-    page_title: str = Field(default="", alias="pageTitle")
-    page_url: str = Field(default="", alias="pageUrl")
+    passage: Text = ""
+    host: Text = ""
+    page_title: Text = Field(default="", alias="pageTitle")
+    page_url: Text = Field(default="", alias="pageUrl")
 
 
 class ImageSearchResult(_WireModel):
@@ -136,7 +138,7 @@ class ImageSearchResult(_WireModel):
     max_page: Annotated[Int64 | None, AfterValidator(lambda value: value or None)] = Field(
         default=None, alias="maxPage"
     )
-    cbir_id: str = Field(default="", alias="id")
+    cbir_id: Text = Field(default="", alias="id")
 
 
 class SearchRequest(BaseModel):

@@ -49,6 +49,14 @@ def test_missing_fields_default_and_unknown_fields_are_ignored():
     assert (image.width, image.height, image.passage, image.host) == (0, 0, "", "")
 
 
+def test_null_is_the_default_of_every_field_as_in_proto3_json():
+    keys = ("url", "format", "width", "height", "passage", "host", "pageTitle", "pageUrl")
+    result = ImageSearchResult.model_validate_json(
+        json.dumps({"images": [dict.fromkeys(keys)], "page": None, "maxPage": None, "id": None})
+    )
+    assert result == ImageSearchResult(images=(FoundImage(),))
+
+
 def test_numbers_are_accepted_as_well_as_strings_and_unknown_formats_degrade():
     image = FoundImage.model_validate({"width": 10, "height": "20", "format": "IMAGE_FORMAT_AVIF"})
     assert (image.width, image.height, image.format) == (10, 20, ImageFormat.UNSPECIFIED)
