@@ -76,6 +76,9 @@ def _search(emulator: Emulator, body: dict, auth: str | None = None) -> httpx.Re
         ({"data": base64.b64encode(b"plain text").decode()}, 400, 3),
         ({"url": "https://x/y.jpg", "page": "-1"}, 400, 3),
         ({"id": "1/never-issued"}, 404, 5),
+        ({"url": "https://x/" + "y" * 1015}, 400, 3),  # 1,025 characters: one too many
+        ({"id": "1/" + "x" * 1023}, 400, 3),
+        ({"url": "https://x/y.jpg", "site": "s" * 1025}, 400, 3),
     ],
 )
 def test_search_refuses_what_the_api_refuses(searchapi_emulator, body, status, code):
