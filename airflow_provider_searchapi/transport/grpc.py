@@ -49,7 +49,7 @@ HTTP_STATUS_OF = {
     "RESOURCE_EXHAUSTED": 429,
     "INTERNAL": 500,
     "UNKNOWN": 500,
-    "UNIMPLEMENTED": 501,
+    "UNIMPLEMENTED": 404,  # no such method there: a wrong endpoint, which REST answers with 404
     "UNAVAILABLE": 503,
     "DEADLINE_EXCEEDED": 504,
 }

@@ -122,6 +122,22 @@ async def test_no_answer_within_the_timeout_is_status_0_over_both(hook_on, searc
     assert hook.stats.failures == {0: FAST.max_attempts}
 
 
+def test_an_endpoint_without_the_search_is_a_setup_failure_over_both(hook_on, searchapi_emulator):
+    """A server that has no such method (a wrong endpoint) answers 404 over REST; over gRPC it says
+    UNIMPLEMENTED, which must weigh the same: final, and the setup's fault, with its hint."""
+    other = grpc.server(futures.ThreadPoolExecutor(1))  # a gRPC server of other services
+    port = other.add_insecure_port("127.0.0.1:0")
+    other.start()
+    try:
+        hook = hook_on(endpoint=f"{searchapi_emulator.url}/elsewhere", grpc_endpoint=f"http://127.0.0.1:{port}")
+        with pytest.raises(SearchApiHTTPError) as info:
+            hook.search_by_image(url="https://x/1.jpg")
+    finally:
+        other.stop(grace=None)
+    assert (info.value.status, info.value.retryable) == (404, False) and is_setup_failure(info.value)
+    assert hook.stats.attempts == 1
+
+
 def test_a_refused_api_key_is_final_and_never_shown(hook_on, searchapi_emulator):
     hook = hook_on(api_key=SECRET_KEY)
     with pytest.raises(SearchApiHTTPError) as info:
