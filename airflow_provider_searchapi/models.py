@@ -11,6 +11,7 @@ import enum
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -85,6 +86,8 @@ def _int64(value: Any, handler: ValidatorFunctionWrapHandler) -> int:
 
 #: Proto3 JSON int64: an integer, or a string of digits (how the API sends them); missing means 0.
 Int64 = Annotated[int, WrapValidator(_int64)]
+#: Proto3 JSON string: ``null`` means the default, as a missing field does.
+Text = Annotated[str, BeforeValidator(lambda value: "" if value is None else value)]
 
 
 class _WireModel(BaseModel):
@@ -104,14 +107,14 @@ class FoundImage(_WireModel):
     :param page_url: address of that page.
     """
 
-    url: str = ""
+    url: Text = ""
     format: ImageFormat = ImageFormat.UNSPECIFIED
     width: Int64 = 0
     height: Int64 = 0
-    passage: str = ""
-    host: str = ""
-    page_title: str = Field(default="", alias="pageTitle")
-    page_url: str = Field(default="", alias="pageUrl")
+    passage: Text = ""
+    host: Text = ""
+    page_title: Text = Field(default="", alias="pageTitle")
+    page_url: Text = Field(default="", alias="pageUrl")
 
 
 class ImageSearchResult(_WireModel):
@@ -120,8 +123,8 @@ class ImageSearchResult(_WireModel):
     :param images: the images found on this page (empty past the last page); at most
         :data:`MAX_IMAGES_PER_PAGE`.
     :param page: zero-based index of this page.
-    :param max_page: last page index as reported by the API; deprecated upstream and not meaningful.
-        Paginate until a page comes back empty.
+    :param max_page: last page index as reported by the API (``None`` when absent or 0); deprecated
+        upstream and not meaningful. Paginate until a page comes back empty.
     :param cbir_id: CBIR id of the query image; send it with a later ``page`` instead of the bytes.
     """
 
@@ -131,8 +134,11 @@ class ImageSearchResult(_WireModel):
         Field(max_length=MAX_IMAGES_PER_PAGE),
     ] = ()
     page: Int64 = 0
-    max_page: Int64 | None = Field(default=None, alias="maxPage")
-    cbir_id: str = Field(default="", alias="id")
+    # proto3 cannot tell 0 from unset (gRPC never sends it): an explicit "0" reads as not given too.
+    max_page: Annotated[Int64 | None, AfterValidator(lambda value: value or None)] = Field(
+        default=None, alias="maxPage"
+    )
+    cbir_id: Text = Field(default="", alias="id")
 
 
 class SearchRequest(BaseModel):

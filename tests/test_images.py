@@ -10,7 +10,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from airflow_provider_searchapi.engine.downscale import downscale_to_limit
 from airflow_provider_searchapi.exceptions import InvalidImageError
@@ -130,6 +130,23 @@ def test_downscale_fits_the_limit_and_stays_a_valid_image():
     assert len(small) <= 50_000
     with Image.open(io.BytesIO(small)) as image:
         assert image.width == image.height and image.width < 1200
+
+
+def test_downscale_keeps_a_photo_the_way_up_its_exif_orientation_says():
+    """A camera JPEG stored landscape, tagged "rotate 90°" (EXIF Orientation 6), is a portrait: so is
+    what is sent for it (the re-encoded JPEG had the pixels as stored and no tag: sent on its side)."""
+    photo = Image.frombytes("RGB", (300, 200), os.urandom(300 * 200 * 3))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", quality=95, exif=exif)
+    shrunk = downscale_to_limit(buffer.getvalue(), name="phone.jpg", limit=buffer.tell() // 2)
+    with Image.open(io.BytesIO(shrunk)) as image:
+        width, height = ImageOps.exif_transpose(image).size
+    assert height > width
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", quality=95, exif=b"Exif\x00\x00not a TIFF block")  # damaged: pixels as stored
+    assert downscale_to_limit(buffer.getvalue(), name="odd.jpg", limit=buffer.tell() // 2)
 
 
 @pytest.mark.parametrize(

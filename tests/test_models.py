@@ -30,7 +30,9 @@ def test_parses_the_spec_example_with_int64_strings():
     assert image.page_title == "Cats" and image.page_url == "https://example.com/cats"
 
 
-@pytest.mark.parametrize("body", ["{}", '{"images": null}', '{"id": "1/x"}', '{"images": []}'])
+@pytest.mark.parametrize(
+    "body", ["{}", '{"images": null}', '{"id": "1/x"}', '{"images": []}', '{"page": "0", "maxPage": "0"}']
+)
 def test_empty_answers_mean_no_images_and_page_zero(body):
     result = ImageSearchResult.model_validate_json(body)
     assert result.images == ()
@@ -45,6 +47,14 @@ def test_missing_fields_default_and_unknown_fields_are_ignored():
     image = result.images[0]
     assert image == FoundImage(url="u")
     assert (image.width, image.height, image.passage, image.host) == (0, 0, "", "")
+
+
+def test_null_is_the_default_of_every_field_as_in_proto3_json():
+    keys = ("url", "format", "width", "height", "passage", "host", "pageTitle", "pageUrl")
+    result = ImageSearchResult.model_validate_json(
+        json.dumps({"images": [dict.fromkeys(keys)], "page": None, "maxPage": None, "id": None})
+    )
+    assert result == ImageSearchResult(images=(FoundImage(),))
 
 
 def test_numbers_are_accepted_as_well_as_strings_and_unknown_formats_degrade():

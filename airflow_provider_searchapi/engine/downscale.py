@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+
+from PIL import ImageOps
 
 from airflow_provider_searchapi.exceptions import InvalidImageError
 from airflow_provider_searchapi.images import open_image
@@ -26,6 +29,9 @@ def downscale_to_limit(data: bytes, *, name: str, limit: int = MAX_IMAGE_BYTES) 
             rgb = image.convert("RGB")
         except Exception as err:  # noqa: BLE001 - any decoder failure is a bad image
             raise InvalidImageError(f"{name}: cannot be decoded for downscaling ({type(err).__name__})") from None
+    # Turned the way its EXIF says (the JPEG made carries no EXIF); a damaged EXIF block leaves it as stored.
+    with contextlib.suppress(Exception):
+        ImageOps.exif_transpose(rgb, in_place=True)
     width, height = rgb.size
     scale = 1.0
     while True:

@@ -217,22 +217,25 @@ class SearchApiHook(BaseHook):
         max_pages: int | None = None,
     ) -> Iterator[ImageSearchResult]:
         """Yield page 0, then later pages by CBIR id (no re-upload), until a page comes back empty.
-        Should the CBIR id expire (404), the image or URL is sent again.
+        Should the CBIR id expire (404), the image or URL is sent again, and its new id used after.
 
         :param max_pages: stop after this many pages (``None``: until the results run out).
         Other parameters as in :meth:`search_by_image`.
         """
+        at_most = _pages_at_most(max_pages)
         first = self.search_by_image(image=image, url=url, cbir_id=cbir_id, site=site, family_mode=family_mode)
         yield first
-        for page in _later_pages(first, max_pages):
+        cbir_id = first.cbir_id
+        for page in _later_pages(first, at_most):
             try:
-                result = self.search_by_image(cbir_id=first.cbir_id, page=page, site=site, family_mode=family_mode)
+                result = self.search_by_image(cbir_id=cbir_id, page=page, site=site, family_mode=family_mode)
             except SearchApiHTTPError as err:
                 if not _cbir_id_expired(err, image, url):
                     raise
                 result = self.search_by_image(image=image, url=url, page=page, site=site, family_mode=family_mode)
             if not result.images:
                 return
+            cbir_id = result.cbir_id or cbir_id  # a new one once the image was sent again
             yield result
 
     async def aiter_pages(
@@ -246,18 +249,21 @@ class SearchApiHook(BaseHook):
         max_pages: int | None = None,
     ) -> AsyncIterator[ImageSearchResult]:
         """Async twin of :meth:`iter_pages`."""
+        at_most = _pages_at_most(max_pages)
         search = self.asearch_by_image
         first = await search(image=image, url=url, cbir_id=cbir_id, site=site, family_mode=family_mode)
         yield first
-        for page in _later_pages(first, max_pages):
+        cbir_id = first.cbir_id
+        for page in _later_pages(first, at_most):
             try:
-                result = await search(cbir_id=first.cbir_id, page=page, site=site, family_mode=family_mode)
+                result = await search(cbir_id=cbir_id, page=page, site=site, family_mode=family_mode)
             except SearchApiHTTPError as err:
                 if not _cbir_id_expired(err, image, url):
                     raise
                 result = await search(image=image, url=url, page=page, site=site, family_mode=family_mode)
             if not result.images:
                 return
+            cbir_id = result.cbir_id or cbir_id  # a new one once the image was sent again
             yield result
 
     def close(self) -> None:
@@ -301,12 +307,17 @@ def _mask_credentials(config: SearchApiConfig) -> None:
         mask_secret(secret)
 
 
-def _later_pages(first: ImageSearchResult, max_pages: int | None) -> range:
+def _pages_at_most(max_pages: int | None) -> int:
+    """``max_pages``, checked before any search is spent; no cap (``None``) as more than any search finds."""
     if max_pages is not None and max_pages < 1:
         raise ValueError(f"max_pages must be >= 1 (got {max_pages})")
+    return max_pages or 1_000_000
+
+
+def _later_pages(first: ImageSearchResult, at_most: int) -> range:
     if not first.images or not first.cbir_id:
         return range(0)
-    return range(first.page + 1, first.page + (max_pages or 1_000_000))
+    return range(first.page + 1, first.page + at_most)
 
 
 def _cbir_id_expired(err: SearchApiHTTPError, image: bytes | None, url: str | None) -> bool:

@@ -2,7 +2,7 @@
 
 It speaks the wire contract: the IAM token exchange (PS256 JWT checked against the registered public
 key, ``aud``, ``exp``; or a registered OAuth token), the VM metadata token, and
-``POST /v2/image/search_by_image`` with its checks (Authorization, folderId, one-of, base64, 3 MiB,
+``POST /v2/image/search_by_image`` with its checks (Authorization, folderId, one-of, lengths, base64, 3 MiB,
 image format). Results are derived from the image bytes, so they are the same on every run: several
 pages and a CBIR id that works for later pages. Found images' URLs point back at the emulator
 (``/img/…``), which serves a small picture drawn for each, so that reports show real thumbnails.
@@ -42,7 +42,7 @@ from starlette.routing import Route
 
 from airflow_provider_searchapi.config import IAM_AUDIENCE
 from airflow_provider_searchapi.images import sniff_format
-from airflow_provider_searchapi.models import MAX_IMAGE_BYTES
+from airflow_provider_searchapi.models import MAX_IMAGE_BYTES, MAX_TEXT_FIELD_CHARS
 from airflow_provider_searchapi.testing.emulator_state import (
     EmulatorSettings,
     EmulatorStats,
@@ -371,6 +371,9 @@ class Emulator:
         given = [name for name in ("url", "data", "id") if body.get(name)]
         if len(given) != 1:
             return SearchOutcome.error(400, 3, f"Exactly one of url, data, id must be set (got {given or 'none'}).")
+        for name in ("url", "id", "site"):
+            if len(str(body.get(name) or "")) > MAX_TEXT_FIELD_CHARS:
+                return SearchOutcome.error(400, 3, f"{name} is longer than {MAX_TEXT_FIELD_CHARS} characters.")
         try:
             page = int(body.get("page", 0))
         except (TypeError, ValueError):
@@ -448,9 +451,11 @@ class Emulator:
         shard = int.from_bytes(digest[1:4], "big") % 9_000_000 + 1_000_000
         cbir_id = f"{shard}/{base64.urlsafe_b64encode(digest[4:16]).decode().rstrip('=')}"
         self._cbir[cbir_id] = (query, time.monotonic())
-        body: dict[str, Any] = {"id": cbir_id, "maxPage": str(max(pages - 1, 0))}
+        body: dict[str, Any] = {"id": cbir_id}
+        if pages > 1:  # proto3 JSON drops the default 0, of maxPage and of page
+            body["maxPage"] = str(pages - 1)
         if page:
-            body["page"] = str(page)  # proto3 JSON drops page 0
+            body["page"] = str(page)
         if page >= pages:
             return body
         host = site or f"site{digest[5] % 50}.example.com"

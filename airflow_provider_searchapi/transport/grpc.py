@@ -49,13 +49,15 @@ HTTP_STATUS_OF = {
     "RESOURCE_EXHAUSTED": 429,
     "INTERNAL": 500,
     "UNKNOWN": 500,
-    "UNIMPLEMENTED": 501,
+    "UNIMPLEMENTED": 404,  # no such method there: a wrong endpoint, which REST answers with 404
     "UNAVAILABLE": 503,
     "DEADLINE_EXCEEDED": 504,
 }
 
 #: What gRPC core says when the TLS handshake fails on the server's certificate (BoringSSL's words).
 _CERTIFICATE_REFUSED = ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed", "Hostname Verification Check failed")
+#: What gRPC core says when no server could be reached (REST's status 0, "no answer").
+_NOT_REACHED = ("failed to connect to all addresses", "DNS resolution failed", "errors resolving")
 
 
 class GrpcTransport:
@@ -104,7 +106,7 @@ class GrpcTransport:
         try:
             answer = _method(self._channel)(message, timeout=self._timeout, metadata=_metadata(header, request_id))
         except grpc.RpcError as err:
-            raise _error(err, request_id, self.target, header) from None
+            raise _error(err, request_id, self.target, header, self._timeout) from None
         return result_from_message(answer)
 
     async def _asend(self, message: Any, header: str) -> ImageSearchResult:
@@ -113,7 +115,7 @@ class GrpcTransport:
         try:
             answer = await method(message, timeout=self._timeout, metadata=_metadata(header, request_id))
         except grpc.aio.AioRpcError as err:
-            raise _error(err, request_id, self.target, header) from None
+            raise _error(err, request_id, self.target, header, self._timeout) from None
         return result_from_message(answer)
 
     def close(self) -> None:
@@ -141,13 +143,14 @@ def _metadata(header: str, request_id: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", header), ("x-client-request-id", request_id))
 
 
-def _error(err: Any, client_request_id: str, target: str, header: str) -> Exception:
+def _error(err: Any, client_request_id: str, target: str, header: str, timeout: float) -> Exception:
     """Our error for a failed call, with the HTTP status of the same meaning and the gRPC code.
 
     :param err: the ``grpc.RpcError`` (sync) or ``grpc.aio.AioRpcError`` of the call.
     :param client_request_id: the ``x-client-request-id`` we sent, quoted when the server gave none.
     :param target: ``host:port`` called, named when its certificate is refused.
     :param header: the ``authorization`` sent: the server may quote its credential, which is cut out.
+    :param timeout: the call's deadline, in seconds.
     """
     code = err.code()
     credential = header.partition(" ")[2]
@@ -155,6 +158,8 @@ def _error(err: Any, client_request_id: str, target: str, header: str) -> Except
     details = details.replace(credential, "[redacted]") if credential else details
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
         return SearchApiResponseError(f"answer larger than {MAX_RESPONSE_BYTES:,} bytes; not read")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED and details == "Deadline Exceeded":  # gRPC's words for ours
+        return SearchApiHTTPError(0, f"no answer within {timeout:g} s", request_id=client_request_id)
     if code == grpc.StatusCode.UNAVAILABLE and any(words in details for words in _CERTIFICATE_REFUSED):
         return SearchApiHTTPError(  # trying again cannot help: final, as over REST
             0,
@@ -171,8 +176,9 @@ def _error(err: Any, client_request_id: str, target: str, header: str) -> Except
         for key, value in (*(err.initial_metadata() or ()), *(err.trailing_metadata() or ()))
         if isinstance(value, str)
     }
+    unreached = code == grpc.StatusCode.UNAVAILABLE and any(words in details for words in _NOT_REACHED)
     return SearchApiHTTPError(
-        HTTP_STATUS_OF.get(code.name, 500),
+        0 if unreached else HTTP_STATUS_OF.get(code.name, 500),
         details,
         request_id=metadata.get("x-request-id") or metadata.get("x-server-trace-id") or client_request_id,
         grpc_code=code.value[0],

@@ -114,6 +114,5 @@ def result_from_message(message: Any) -> ImageSearchResult:
         }
         for info in message.images
     ]
-    # proto3 cannot tell an unset max_page from 0; like json_format, 0 reads as not given.
-    body = {"images": images, "page": message.page, "maxPage": message.max_page or None, "id": message.id}
+    body = {"images": images, "page": message.page, "maxPage": message.max_page, "id": message.id}
     return ImageSearchResult.model_validate(body)

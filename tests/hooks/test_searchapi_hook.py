@@ -58,6 +58,15 @@ def test_iter_pages_respects_max_pages(make_hook, searchapi_emulator, jpeg):
     assert len(list(hook.iter_pages(image=make_jpeg(3), max_pages=1))) == 1
 
 
+async def test_a_bad_max_pages_is_refused_before_any_request(make_hook, searchapi_emulator, jpeg):
+    hook = make_hook()
+    with pytest.raises(ValueError, match=r"max_pages must be >= 1 \(got 0\)"):
+        list(hook.iter_pages(image=jpeg, max_pages=0))
+    with pytest.raises(ValueError, match=r"max_pages must be >= 1 \(got -1\)"):
+        [page async for page in hook.aiter_pages(image=jpeg, max_pages=-1)]
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == 0
+
+
 def test_expired_cbir_id_falls_back_to_the_image(make_hook, searchapi_emulator):
     hook = make_hook()
     image = next(make_jpeg(s) for s in range(100) if _pages_for(hook, make_jpeg(s)) >= 2)
@@ -66,6 +75,40 @@ def test_expired_cbir_id_falls_back_to_the_image(make_hook, searchapi_emulator):
     pages = list(hook.iter_pages(image=image, max_pages=2))
     assert len(pages) == 2
     assert searchapi_emulator.stats.snapshot()["uploads"] == 2
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_after_a_fallback_later_pages_follow_the_new_cbir_id(
+    make_hook, searchapi_emulator, monkeypatch, use_async
+):
+    """The image sent again when its CBIR id expired comes back with a new id: the pages after use
+    that one, not the expired one (a 404 and an upload more for every page)."""
+    searchapi_emulator.settings.max_result_pages = 4
+    hook = make_hook()
+    image = next(make_jpeg(s) for s in range(100) if _pages_for(hook, make_jpeg(s)) == 4)
+    pages = hook.aiter_pages(image=image) if use_async else _as_async(hook.iter_pages(image=image))
+    first = await anext(pages)
+    emulator, answer = searchapi_emulator, searchapi_emulator._results
+
+    def answer_with_a_new_id(query, page, site):  # ids issued from now on differ from the first
+        body = answer(query, page, site)
+        del emulator._cbir[body["id"]]
+        body["id"] += "-renewed"
+        emulator._cbir[body["id"]] = (query, 0.0)
+        return body
+
+    emulator._cbir.clear()  # the first id has expired
+    monkeypatch.setattr(emulator, "_results", answer_with_a_new_id)
+    emulator.stats.reset()
+    later = [page async for page in pages]
+    assert [p.page for p in [first, *later]] == [0, 1, 2, 3]
+    stats = emulator.stats.snapshot()
+    assert stats["responses"] == {"404": 1, "200": 4} and stats["uploads"] == 1
+
+
+async def _as_async(pages):
+    for page in pages:
+        yield page
 
 
 def test_url_and_cbir_queries(make_hook):

@@ -76,6 +76,9 @@ def _search(emulator: Emulator, body: dict, auth: str | None = None) -> httpx.Re
         ({"data": base64.b64encode(b"plain text").decode()}, 400, 3),
         ({"url": "https://x/y.jpg", "page": "-1"}, 400, 3),
         ({"id": "1/never-issued"}, 404, 5),
+        ({"url": "https://x/" + "y" * 1015}, 400, 3),  # 1,025 characters: one too many
+        ({"id": "1/" + "x" * 1023}, 400, 3),
+        ({"url": "https://x/y.jpg", "site": "s" * 1025}, 400, 3),
     ],
 )
 def test_search_refuses_what_the_api_refuses(searchapi_emulator, body, status, code):
@@ -130,11 +133,17 @@ def test_results_are_deterministic_paged_and_proto3_shaped(searchapi_emulator):
     assert "page" not in first  # proto3 JSON drops page 0
     assert first == _search(searchapi_emulator, body).json()
     assert isinstance(first["images"][0]["width"], str)  # int64 as a string
-    last = int(first["maxPage"])
+    last = int(first.get("maxPage", 0))
     beyond = _search(
         searchapi_emulator, {"folderId": searchapi_emulator.folder_id, "id": first["id"], "page": str(last + 1)}
     ).json()
     assert "images" not in beyond and beyond["page"] == str(last + 1)
+
+
+def test_a_single_page_of_results_carries_no_max_page(searchapi_emulator):
+    searchapi_emulator.settings.max_result_pages = 1
+    body = {"folderId": searchapi_emulator.folder_id, "data": base64.b64encode(make_jpeg(3)).decode()}
+    assert "maxPage" not in _search(searchapi_emulator, body).json()  # proto3 JSON drops the default 0
 
 
 def test_found_images_are_served_by_the_emulator_as_real_pictures(searchapi_emulator):

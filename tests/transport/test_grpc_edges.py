@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 
 from airflow_provider_searchapi.auth import ApiKeyAuth  # noqa: E402
-from airflow_provider_searchapi.exceptions import SearchApiHTTPError  # noqa: E402
+from airflow_provider_searchapi.exceptions import SearchApiHTTPError, is_setup_failure  # noqa: E402
 from airflow_provider_searchapi.hooks.searchapi import SearchApiHook  # noqa: E402
 from airflow_provider_searchapi.models import SearchRequest  # noqa: E402
 from airflow_provider_searchapi.ratelimit import RateLimiter  # noqa: E402
@@ -93,6 +93,49 @@ def test_retried_failures_are_counted_alike(hook_on, searchapi_emulator, kind, s
     hook = hook_on()
     assert hook.search_by_image(image=make_jpeg(4)).images
     assert hook.stats.attempts == 3 and hook.stats.failures == {status: 2}
+
+
+def test_an_unreachable_endpoint_is_no_answer_over_both(hook_on, searchapi_emulator):
+    """Status 0 ("no answer"), as REST says it: what the setup breaker and the hints take for a wrong
+    endpoint (gRPC said 503, as if the service had answered)."""
+    closed = "http://127.0.0.1:9"
+    hook = hook_on(endpoint=closed, grpc_endpoint=closed)
+    with pytest.raises(SearchApiHTTPError) as info:
+        hook.search_by_image(url="https://x/1.jpg")
+    assert (info.value.status, info.value.retryable) == (0, True) and is_setup_failure(info.value)
+    assert hook.stats.failures == {0: FAST.max_attempts}
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_no_answer_within_the_timeout_is_status_0_over_both(hook_on, searchapi_emulator, use_async):
+    """A call that outlives the connection's timeout had no answer: status 0, as REST says it (gRPC
+    said 504, as if the service had answered "deadline exceeded")."""
+    searchapi_emulator.settings.update({"fault_rate": 1.0, "fault_kinds": ["stall"], "fault_attempts": 9})
+    searchapi_emulator.settings.stall_seconds = 2.0
+    hook = hook_on(timeout=0.3)
+    with pytest.raises(SearchApiHTTPError) as info:
+        if use_async:
+            await hook.asearch_by_image(url="https://x/1.jpg")
+        else:
+            hook.search_by_image(url="https://x/1.jpg")
+    assert (info.value.status, info.value.retryable) == (0, True) and "no answer within 0.3 s" in str(info.value)
+    assert hook.stats.failures == {0: FAST.max_attempts}
+
+
+def test_an_endpoint_without_the_search_is_a_setup_failure_over_both(hook_on, searchapi_emulator):
+    """A server that has no such method (a wrong endpoint) answers 404 over REST; over gRPC it says
+    UNIMPLEMENTED, which must weigh the same: final, and the setup's fault, with its hint."""
+    other = grpc.server(futures.ThreadPoolExecutor(1))  # a gRPC server of other services
+    port = other.add_insecure_port("127.0.0.1:0")
+    other.start()
+    try:
+        hook = hook_on(endpoint=f"{searchapi_emulator.url}/elsewhere", grpc_endpoint=f"http://127.0.0.1:{port}")
+        with pytest.raises(SearchApiHTTPError) as info:
+            hook.search_by_image(url="https://x/1.jpg")
+    finally:
+        other.stop(grace=None)
+    assert (info.value.status, info.value.retryable) == (404, False) and is_setup_failure(info.value)
+    assert hook.stats.attempts == 1
 
 
 def test_a_refused_api_key_is_final_and_never_shown(hook_on, searchapi_emulator):

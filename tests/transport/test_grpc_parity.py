@@ -65,6 +65,21 @@ def test_same_results_over_both_transports(searchapi_emulator, monkeypatch):
     assert results["rest"] == results["grpc"]
 
 
+@pytest.mark.parametrize("knob", [{"max_result_pages": 1}, {"no_results_rate": 1.0}])
+def test_a_last_page_zero_reads_alike_over_both_transports(searchapi_emulator, monkeypatch, knob):
+    """``maxPage`` 0 is proto3's default: gRPC cannot tell it from unset, so REST must read it the same."""
+    searchapi_emulator.settings.update(knob)
+    results = {}
+    for transport in ("rest", "grpc"):
+        extras = searchapi_emulator.connection_extras(credential="api_key", transport=transport)
+        monkeypatch.setenv("AIRFLOW_CONN_SEARCHAPI_ONE", json.dumps({"conn_type": "yandex_searchapi", "extra": extras}))
+        hook = SearchApiHook("searchapi_one")
+        results[transport] = hook.search_by_image(image=make_jpeg(11))
+        hook.close()
+    assert results["rest"] == results["grpc"]
+    assert results["rest"].max_page is None
+
+
 def test_pages_follow_the_cbir_id(hook_over, searchapi_emulator):
     searchapi_emulator.settings.max_result_pages = 6
     hook = hook_over("api_key")
