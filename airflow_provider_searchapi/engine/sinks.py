@@ -248,10 +248,12 @@ class SqlSink(Sink):
 
     def _create_tables(self) -> None:
         schema, _, name = self.table.rpartition(".")
-        if schema and getattr(self.hook, "conn_type", None) == "sqlite":  # SQLite qualifies the index, not the table
+        dialect = getattr(self.hook, "conn_type", None)
+        if schema and dialect == "sqlite":  # SQLite qualifies the index, not the table
             index = f"CREATE INDEX IF NOT EXISTS {schema}.{name}_source_uri_idx ON {name} (source_uri)"
-        else:
-            index = f"CREATE INDEX IF NOT EXISTS {name}_source_uri_idx ON {self.table} (source_uri)"
+        else:  # PostgreSQL's B-tree refuses keys over 2,704 bytes; a local path may be 4,096: hash it
+            using = "USING hash " if dialect == "postgres" else ""
+            index = f"CREATE INDEX IF NOT EXISTS {name}_source_uri_idx ON {self.table} {using}(source_uri)"
         self.hook.run(
             [
                 _create_table_sql(self.table, RESULT_COLUMNS, _RESULT_TYPES),

@@ -134,3 +134,15 @@ def test_a_name_that_is_not_utf8_is_stored_percent_encoded(hook, tmp_path, searc
     assert uri == f"file://{folder}/broken%FF.jpg"
     again = run(hook, list_images(f"file://{folder}/"), [SqlSink(postgres_conn_id, "found")])
     assert again.skipped_done == 2 and again.requests == 0
+
+
+def test_a_uri_longer_than_a_btree_key_is_stored_and_found_done(hook, tmp_path, postgres_conn_id):
+    """PostgreSQL's B-tree index refuses keys over 2,704 bytes; a local path can be 4,096."""
+    folder = tmp_path.joinpath(*(os.urandom(120).hex() for _ in range(14)))  # 3,400 characters
+    write_images(folder, 1)
+    source = f"file://{folder}/"
+    assert run(hook, list_images(source), [SqlSink(postgres_conn_id, "found")]).searched == 1
+    again = run(hook, list_images(source), [SqlSink(postgres_conn_id, "found")])
+    assert (again.skipped_done, again.requests) == (1, 0)
+    db = PostgresHook(postgres_conn_id=postgres_conn_id)
+    assert db.get_first("SELECT COUNT(*) FROM found WHERE source_uri = %s", [f"{source}img-0000.jpg"])[0] == 10
