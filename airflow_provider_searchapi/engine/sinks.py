@@ -284,11 +284,17 @@ class SqlSink(Sink):
                 if rows:
                     values = ", ".join([self.hook.placeholder] * len(columns))
                     sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})"
-                    cursor.executemany(sql, [tuple(row.get(c) for c in columns) for row in rows])
+                    cursor.executemany(sql, [tuple(_storable(row.get(c)) for c in columns) for row in rows])
             conn.commit()
 
     def location(self) -> dict[str, Any]:
         return {"sql_conn_id": self.conn_id, "table": self.table, "errors_table": self.errors_table}
+
+
+def _storable(value: Any) -> Any:
+    """Text with U+FFFD for each NUL character, which PostgreSQL's text refuses (a server's answer or
+    a URL may carry one)."""
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
 
 
 def _create_table_sql(table: str, columns: tuple[str, ...], types: dict[str, str]) -> str:

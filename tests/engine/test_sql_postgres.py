@@ -146,3 +146,17 @@ def test_a_uri_longer_than_a_btree_key_is_stored_and_found_done(hook, tmp_path, 
     assert (again.skipped_done, again.requests) == (1, 0)
     db = PostgresHook(postgres_conn_id=postgres_conn_id)
     assert db.get_first("SELECT COUNT(*) FROM found WHERE source_uri = %s", [f"{source}img-0000.jpg"])[0] == 10
+
+
+def test_nul_characters_are_stored_as_replacement_characters(hook, postgres_conn_id):
+    """PostgreSQL's text holds no NUL character (SQLite's does); a server's answer or a URL may carry one."""
+    sink = SqlSink(postgres_conn_id, "found")
+    source = SourceImage("https://example.com/a\x00b.jpg")
+    results = result_rows(source, [], None)
+    results[0]["page_title"] = "title\x00with a NUL"
+    errors = [error_row(source, STAGE_READ, ValueError("bad byte \x00 here"))]
+    sink.write(Batch(results=results, errors=errors, sources=1))
+    db = PostgresHook(postgres_conn_id=postgres_conn_id)
+    uri = "https://example.com/a\ufffdb.jpg"
+    assert db.get_first("SELECT source_uri, page_title FROM found") == (uri, "title\ufffdwith a NUL")
+    assert db.get_first("SELECT source_uri, message FROM found_errors") == (uri, "bad byte \ufffd here")
