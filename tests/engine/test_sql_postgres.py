@@ -8,7 +8,7 @@ import os
 import pytest
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-from airflow_provider_searchapi.engine import Enricher, EnrichmentSettings, SqlSink, list_images
+from airflow_provider_searchapi.engine import Enricher, EnrichmentSettings, SqlSink, images_from_urls, list_images
 from airflow_provider_searchapi.engine.records import STAGE_READ, error_row, result_rows
 from airflow_provider_searchapi.engine.sinks import Batch
 from airflow_provider_searchapi.engine.sources import SourceImage
@@ -160,3 +160,12 @@ def test_nul_characters_are_stored_as_replacement_characters(hook, postgres_conn
     uri = "https://example.com/a\ufffdb.jpg"
     assert db.get_first("SELECT source_uri, page_title FROM found") == (uri, "title\ufffdwith a NUL")
     assert db.get_first("SELECT source_uri, message FROM found_errors") == (uri, "bad byte \ufffd here")
+
+
+def test_a_url_with_a_nul_character_is_stored_as_sent_and_found_done(hook, searchapi_emulator, postgres_conn_id):
+    urls = ["https://example.com/a\x00b.jpg"]
+    assert run(hook, images_from_urls(urls), [SqlSink(postgres_conn_id, "found")]).searched == 1
+    again = run(hook, images_from_urls(urls), [SqlSink(postgres_conn_id, "found")])
+    assert (again.skipped_done, again.requests) == (1, 0)
+    db = PostgresHook(postgres_conn_id=postgres_conn_id)
+    assert db.get_records("SELECT DISTINCT source_uri FROM found") == [("https://example.com/a%00b.jpg",)]
