@@ -148,17 +148,19 @@ def test_a_uri_longer_than_a_btree_key_is_stored_and_found_done(hook, tmp_path, 
     assert db.get_first("SELECT COUNT(*) FROM found WHERE source_uri = %s", [f"{source}img-0000.jpg"])[0] == 10
 
 
-def test_nul_characters_are_stored_as_replacement_characters(hook, postgres_conn_id):
+def test_nul_characters_are_stored_as_replacement_characters_and_long_text_whole(hook, postgres_conn_id):
     """PostgreSQL's text holds no NUL character (SQLite's does); a server's answer or a URL may carry one."""
     sink = SqlSink(postgres_conn_id, "found")
     source = SourceImage("https://example.com/a\x00b.jpg")
     results = result_rows(source, [], None)
     results[0]["page_title"] = "title\x00with a NUL"
+    results[0]["passage"] = "long text " * 100_000  # a megabyte: TEXT holds it
     errors = [error_row(source, STAGE_READ, ValueError("bad byte \x00 here"))]
     sink.write(Batch(results=results, errors=errors, sources=1))
     db = PostgresHook(postgres_conn_id=postgres_conn_id)
     uri = "https://example.com/a\ufffdb.jpg"
     assert db.get_first("SELECT source_uri, page_title FROM found") == (uri, "title\ufffdwith a NUL")
+    assert db.get_first("SELECT LENGTH(passage) FROM found")[0] == 1_000_000
     assert db.get_first("SELECT source_uri, message FROM found_errors") == (uri, "bad byte \ufffd here")
 
 
