@@ -83,15 +83,15 @@ redis-server:
 	  fi; \
 	fi
 
-# The SQL output's PostgreSQL tests start Debian's PostgreSQL 15 on 127.0.0.1; install it when missing and permitted.
+# The SQL output's PostgreSQL tests start Debian's PostgreSQL on 127.0.0.1; install it when missing and permitted.
 postgresql:
-	@if [ ! -x /usr/lib/postgresql/15/bin/postgres ]; then \
+	@if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "Installing Debian's postgresql for the SQL output's PostgreSQL tests…"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) >/dev/null 2>&1 \
 	      || echo "WARNING: could not install postgresql: the PostgreSQL tests will be SKIPPED"; \
 	  else \
-	    echo "WARNING: no /usr/lib/postgresql/15/bin/postgres and no permission to install it: the PostgreSQL tests will be SKIPPED"; \
+	    echo "WARNING: no /usr/lib/postgresql/*/bin/postgres and no permission to install it: the PostgreSQL tests will be SKIPPED"; \
 	  fi; \
 	fi
 

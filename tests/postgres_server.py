@@ -1,4 +1,5 @@
-"""A real PostgreSQL for the SQL output's tests: Debian's PostgreSQL 15 on 127.0.0.1 at a free port.
+"""A real PostgreSQL for the SQL output's tests: Debian's PostgreSQL (the newest installed) on 127.0.0.1
+at a free port.
 
 One throwaway cluster per test session (per xdist worker), started on first use; each test gets a
 database of its own. ``make test`` installs PostgreSQL when missing (as root); elsewhere the tests
@@ -7,6 +8,7 @@ that need it are skipped, and a banner after the results says so.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import secrets
@@ -21,8 +23,9 @@ import pytest
 
 from tests.airflow_env import free_port
 
-BIN = "/usr/lib/postgresql/15/bin"
-MISSING = "Debian's PostgreSQL 15 (as root: apt-get update && apt-get install -y postgresql; `make test` does it)"
+#: The newest PostgreSQL's programs Debian installed (15 on Debian 12, 17 on Debian 13).
+BIN = max(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda path: int(path.split("/")[-2]), default="")
+MISSING = "Debian's PostgreSQL (as root: apt-get update && apt-get install -y postgresql; `make test` does it)"
 SKIP_REASON = f"LOUD SKIP: no {MISSING}"
 _skipped: list[str] = []
 
