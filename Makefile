@@ -14,7 +14,7 @@ CONSTRAINTS := $(if $(wildcard constraints/py$(PYVER).txt),-c constraints/py$(PY
 # This machine's pip configuration may name local indexes that do not exist: hide those warnings.
 PIP_QUIET := { grep -v -e "is ignored: it is neither" -e "^$$" || true; }
 
-.PHONY: install demo demo-clean test test-matrix dist clean chromium redis-server
+.PHONY: install demo demo-clean test test-matrix dist clean chromium redis-server postgresql
 
 install: $(INSTALLED)
 
@@ -46,7 +46,7 @@ dist: $(INSTALLED)
 # each pass's own). The first pass waits on servers and subprocesses much of the time: on 2 cores it
 # took 196 s with 2 workers, 159 s with 3, 158 s with 4.
 TEST_WORKERS ?= 3
-test: $(INSTALLED) chromium redis-server
+test: $(INSTALLED) chromium redis-server postgresql
 	@parallel=0; serial=0; \
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not serial" $(PYTEST_ARGS) || parallel=$$?; \
 	[ $$parallel = 0 ] || [ $$parallel = 5 ] || exit $$parallel; \
@@ -80,6 +80,18 @@ redis-server:
 	      || echo "WARNING: could not install redis-server: the shared rate limit tests will be SKIPPED"; \
 	  else \
 	    echo "WARNING: no /usr/bin/redis-server and no permission to install it: the Redis tests will be SKIPPED"; \
+	  fi; \
+	fi
+
+# The SQL output's PostgreSQL tests start Debian's PostgreSQL on 127.0.0.1; install it when missing and permitted.
+postgresql:
+	@if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian's postgresql for the SQL output's PostgreSQL tests…"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) >/dev/null 2>&1 \
+	      || echo "WARNING: could not install postgresql: the PostgreSQL tests will be SKIPPED"; \
+	  else \
+	    echo "WARNING: no /usr/lib/postgresql/*/bin/postgres and no permission to install it: the PostgreSQL tests will be SKIPPED"; \
 	  fi; \
 	fi
 

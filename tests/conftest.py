@@ -87,7 +87,7 @@ def _fresh_secrets_masker():
     _secrets_masker().reset_masker()
 
 
-pytest_plugins = ["tests.storage", "tests.airflow_env", "tests.redis_server"]
+pytest_plugins = ["tests.storage", "tests.airflow_env", "tests.redis_server", "tests.postgres_server"]
 
 
 @pytest.fixture

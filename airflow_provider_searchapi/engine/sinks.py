@@ -248,10 +248,12 @@ class SqlSink(Sink):
 
     def _create_tables(self) -> None:
         schema, _, name = self.table.rpartition(".")
-        if schema and getattr(self.hook, "conn_type", None) == "sqlite":  # SQLite qualifies the index, not the table
+        dialect = getattr(self.hook, "conn_type", None)
+        if schema and dialect == "sqlite":  # SQLite qualifies the index, not the table
             index = f"CREATE INDEX IF NOT EXISTS {schema}.{name}_source_uri_idx ON {name} (source_uri)"
-        else:
-            index = f"CREATE INDEX IF NOT EXISTS {name}_source_uri_idx ON {self.table} (source_uri)"
+        else:  # PostgreSQL's B-tree refuses keys over 2,704 bytes; a local path may be 4,096: hash it
+            using = "USING hash " if dialect == "postgres" else ""
+            index = f"CREATE INDEX IF NOT EXISTS {name}_source_uri_idx ON {self.table} {using}(source_uri)"
         self.hook.run(
             [
                 _create_table_sql(self.table, RESULT_COLUMNS, _RESULT_TYPES),
@@ -282,11 +284,17 @@ class SqlSink(Sink):
                 if rows:
                     values = ", ".join([self.hook.placeholder] * len(columns))
                     sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})"
-                    cursor.executemany(sql, [tuple(row.get(c) for c in columns) for row in rows])
+                    cursor.executemany(sql, [tuple(_storable(row.get(c)) for c in columns) for row in rows])
             conn.commit()
 
     def location(self) -> dict[str, Any]:
         return {"sql_conn_id": self.conn_id, "table": self.table, "errors_table": self.errors_table}
+
+
+def _storable(value: Any) -> Any:
+    """Text with U+FFFD for each NUL character, which PostgreSQL's text refuses (a server's answer or
+    a URL may carry one)."""
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
 
 
 def _create_table_sql(table: str, columns: tuple[str, ...], types: dict[str, str]) -> str:

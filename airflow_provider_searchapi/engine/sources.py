@@ -189,6 +189,7 @@ def read_image(source: SourceImage, *, downscale: bool = False, follow_symlinks:
 
 
 def images_from_urls(urls: Iterable[str]) -> Iterator[SourceImage]:
-    """Sources for public image URLs, sent to the API as ``url`` (nothing is downloaded); each once."""
-    for url in dict.fromkeys(urls):
+    """Sources for public image URLs, sent to the API as ``url`` (nothing is downloaded); each once.
+    A NUL character, which no URL holds as such and PostgreSQL's text refuses, is sent as ``%00``."""
+    for url in dict.fromkeys(url.replace("\x00", "%00") for url in urls):
         yield SourceImage(uri=url)
