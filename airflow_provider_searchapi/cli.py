@@ -1,7 +1,7 @@
 """Debug a ``yandex_searchapi`` connection, or look at what runs found, from a shell.
 
-    python -m airflow_provider_searchapi search IMAGE_OR_URL [--conn-id ID] [--pages N] [--json]
-    python -m airflow_provider_searchapi check-connection [--conn-id ID]
+    python -m airflow_provider_searchapi search IMAGE_OR_URL [--conn-id ID] [--folder-id ID] [--pages N] [--json]
+    python -m airflow_provider_searchapi check-connection [--conn-id ID] [--folder-id ID]
     python -m airflow_provider_searchapi report OUTPUT_PATH --html FILE [--conn-id ID] [--source-conn-id ID]
 
 Standard output carries only the result; log lines, warnings and errors go to standard error, errors
@@ -30,20 +30,21 @@ from airflow_provider_searchapi.exceptions import (
 )
 from airflow_provider_searchapi.images import check_image
 from airflow_provider_searchapi.models import ImageSearchResult
-from airflow_provider_searchapi.retry import RetryPolicy
+from airflow_provider_searchapi.retry import INTERACTIVE_RETRY_POLICY
 
 if TYPE_CHECKING:
     from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
 
 EXIT_OK, EXIT_API_ERROR, EXIT_BAD_INPUT = 0, 1, 2
-#: A shell waits for the answer: fewer, shorter retries than a task's.
-CLI_RETRY_POLICY = RetryPolicy(max_attempts=3, max_total_seconds=60, backoff_max=5)
 DEFAULT_CONN_ID = "searchapi_default"
 
 _EPILOG = (
     "exit codes: 0 ok; 2 bad input (missing or invalid image, bad arguments, bad connection settings, "
     "unknown connection); 1 the API or IAM refused or could not be reached"
 )
+
+
+_FOLDER_HELP = "the folder billed, when the connection names none (a yandexcloud one may not)"
 
 
 def _positive_int(text: str) -> int:
@@ -70,12 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("image", metavar="IMAGE_OR_URL", help="a local image file, or an http(s) URL sent as is")
     search.add_argument("--conn-id", default=DEFAULT_CONN_ID, help="connection id (%(default)s)")
+    search.add_argument("--folder-id", help=_FOLDER_HELP)
     search.add_argument("--pages", type=_positive_int, default=1, help="result pages to fetch at most (default 1)")
     search.add_argument("--json", action="store_true", help="print the result pages as JSON instead of a table")
     check = commands.add_parser(
         "check-connection", help="authenticate and make one test search", description=_check.__doc__, epilog=_EPILOG
     )
     check.add_argument("--conn-id", default=DEFAULT_CONN_ID, help="connection id (%(default)s)")
+    check.add_argument("--folder-id", help=_FOLDER_HELP)
     report = commands.add_parser("report", help="an HTML page of what runs found", description=_report.__doc__)
     report.add_argument("output_path", metavar="OUTPUT_PATH", help="the output_path the runs wrote JSON Lines to")
     report.add_argument("--html", required=True, metavar="FILE", help="the page to write (a file or storage URL)")
@@ -115,7 +118,7 @@ def _search(args: argparse.Namespace, query: dict[str, object], out: TextIO) -> 
     Page 0 is searched with the image, later pages with the CBIR id the first answer returned,
     until --pages pages or an empty page.
     """
-    with contextlib.closing(_hook(args.conn_id)) as hook:
+    with contextlib.closing(_hook(args.conn_id, args.folder_id)) as hook:
         pages = list(hook.iter_pages(**query, max_pages=args.pages))
     if args.json:
         json.dump([page.model_dump(mode="json") for page in pages], out, indent=2, ensure_ascii=False)
@@ -130,7 +133,7 @@ def _check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     Prints what the UI's Test button would show.
     """
-    ok, message = _hook(args.conn_id).test_connection()
+    ok, message = _hook(args.conn_id, args.folder_id).test_connection()
     if not ok:
         err.write(f"error: {message}\n")
         return EXIT_API_ERROR
@@ -155,11 +158,11 @@ def _report(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _hook(conn_id: str) -> SearchApiHook:
+def _hook(conn_id: str, folder_id: str | None) -> SearchApiHook:
     """The connection's hook, its settings read: bad ones are bad input (exit 2), not an API error."""
     from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
 
-    hook = SearchApiHook(conn_id, retry_policy=CLI_RETRY_POLICY)
+    hook = SearchApiHook(conn_id, folder_id=folder_id, retry_policy=INTERACTIVE_RETRY_POLICY)
     _ = hook.config
     return hook
 

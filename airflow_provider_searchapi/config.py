@@ -209,13 +209,13 @@ class SearchApiConfig(BaseModel):
         SDK's and is ignored; ``searchapi_endpoint``, ``iam_endpoint`` and ``metadata_endpoint`` are ours.
 
         :param conn_type: the connection's type.
-        :param extras: the connection's extras; empty strings (the form's untouched fields) count as absent.
+        :param extras: the connection's extras, trimmed; blank ones (the form's untouched fields) count as absent.
         :param folder_id: the folder billed when the connection names none.
         """
         if conn_type == "yandexcloud":
             values = _yandexcloud_values(extras)
         elif conn_type == "yandex_searchapi":
-            values = {name: value for name, value in extras.items() if value not in (None, "")}
+            values = _given(extras)
             unknown = sorted(values.keys() - FIELD_NAMES)
             if unknown:
                 known = ", ".join(sorted(FIELD_NAMES))
@@ -246,10 +246,17 @@ class SearchApiConfig(BaseModel):
         return list(dict.fromkeys(form for secret in secrets for form in (secret, json.dumps(secret)[1:-1])))
 
 
+def _given(extras: dict[str, Any]) -> dict[str, Any]:
+    """The extras set: text trimmed (what is pasted into the form may bring a space or line break along),
+    and blank ones (the form's untouched fields) dropped."""
+    trimmed = {name: value.strip() if isinstance(value, str) else value for name, value in extras.items()}
+    return {name: value for name, value in trimmed.items() if value not in (None, "")}
+
+
 def _yandexcloud_values(extras: dict[str, Any]) -> dict[str, Any]:
     """Our settings from a ``yandexcloud`` connection's extras (plain, else ``extra__yandexcloud__`` keys):
     its folder, our endpoints, and its one credential in that provider's order of precedence."""
-    given = {name: value for name, value in extras.items() if value not in (None, "")}
+    given = _given(extras)
 
     def get(name: str) -> Any:
         return given.get(name, given.get(f"extra__yandexcloud__{name}"))

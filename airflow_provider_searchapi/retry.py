@@ -119,6 +119,10 @@ class RetryPolicy:
     backoff_max: float = 30.0
 
 
+#: When someone waits for the answer (a shell, the UI's *Test connection*): fewer, shorter retries than a task's.
+INTERACTIVE_RETRY_POLICY = RetryPolicy(max_attempts=3, max_total_seconds=60, backoff_max=5)
+
+
 class Caller:
     """Runs a transport's attempts under the retry policy. Each attempt first gets the credential's
     ``Authorization`` value (rarely slow, when a token is minted), then waits for a start slot of the

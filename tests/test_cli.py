@@ -161,6 +161,18 @@ def test_check_connection_ok(cli, emulator, credential):
     assert result.stdout.startswith(f"Connected: {credential} credential accepted for folder {emulator.folder_id}")
 
 
+@pytest.mark.parametrize("command", [["check-connection"], ["search", "https://example.com/cat.jpg"]])
+def test_a_yandexcloud_connection_without_folder_takes_folder_id(cli, emulator, command):
+    """The managed Airflow's ``yandexcloud_default`` may name no folder: the hook takes one, so must the CLI."""
+    extras = emulator.connection_extras(credential="oauth", conn_type="yandexcloud")
+    del extras["folder_id"]
+    conn = json.dumps({"conn_type": "yandexcloud", "extra": extras})
+    args = [*command, "--conn-id", "yandexcloud_default", "--folder-id", emulator.folder_id]
+    result = cli(*args, conn=conn, conn_id="yandexcloud_default")
+    assert result.returncode == 0, result.output
+    assert emulator.stats.snapshot()["search_requests"] == 1
+
+
 # -- exit code 2: bad input ---------------------------------------------------------------------
 @pytest.mark.parametrize(
     "args, words",

@@ -91,6 +91,19 @@ def test_form_values_arrive_as_strings_and_empty_strings_count_as_absent():
         )
 
 
+@pytest.mark.parametrize("conn_type", ["yandex_searchapi", "yandexcloud"])
+def test_pasted_values_lose_stray_spaces_and_blank_ones_count_as_absent(tmp_path, conn_type):
+    """A folder ID or path pasted into the form with a space or line break around it is used without it
+    (the API would refuse the folder, and the error could not show why); a blank field is absent."""
+    path = tmp_path / "key.json"
+    path.write_text(json.dumps(KEY))
+    blank = "iam_token" if conn_type == "yandex_searchapi" else "oauth"
+    extras = {"folder_id": " b1gfolder \n", "service_account_json_path": f"{path}\n", blank: "  "}
+    config = SearchApiConfig.from_connection(conn_type, extras)
+    assert config.folder_id == "b1gfolder"
+    assert config.credential == CredentialKind.AUTHORIZED_KEY and config.authorized_key.id == KEY["id"]
+
+
 def test_config_is_immutable():
     config = SearchApiConfig.from_connection("yandex_searchapi", {"folder_id": "f", "api_key": "AQVNsecret"})
     with pytest.raises(ValueError):

@@ -19,7 +19,7 @@ from airflow_provider_searchapi.exceptions import SearchApiError, SearchApiHTTPE
 from airflow_provider_searchapi.images import check_image
 from airflow_provider_searchapi.models import FamilyMode, ImageSearchResult, SearchRequest
 from airflow_provider_searchapi.ratelimit import Limiter, shared_rate_limiter
-from airflow_provider_searchapi.retry import Caller, CallStats, RetryPolicy
+from airflow_provider_searchapi.retry import INTERACTIVE_RETRY_POLICY, Caller, CallStats, RetryPolicy
 from airflow_provider_searchapi.transport import SearchTransport
 from airflow_provider_searchapi.transport.rest import RestTransport
 
@@ -37,7 +37,8 @@ class SearchApiHook(BaseHook):
     :param requests_per_second: override of the connection's rate cap.
     :param rate_limit_conn_id: override of the connection's ``rate_limit_conn_id``: an Airflow ``redis``
         connection where every process using the folder shares one limit (``""``: none).
-    :param retry_policy: override of the default retry policy.
+    :param retry_policy: override of the default retry policy (and of the shorter one of
+        :meth:`test_connection`).
     :param max_connections: HTTP connection pool size (raise it with high concurrency).
     """
 
@@ -62,7 +63,7 @@ class SearchApiHook(BaseHook):
         self._folder_id = folder_id or None
         self._requests_per_second = requests_per_second
         self._rate_limit_conn_id = rate_limit_conn_id
-        self._retry_policy = retry_policy or RetryPolicy()
+        self._retry_policy = retry_policy
         self._max_connections = max_connections
         #: counters of this hook's calls: attempts sent, failures by status, 429s
         self.stats = CallStats()
@@ -143,7 +144,7 @@ class SearchApiHook(BaseHook):
         config = self.config
         common: dict[str, Any] = {
             "auth": self.auth,
-            "caller": Caller(self.limiter, self._retry_policy, self.stats),
+            "caller": Caller(self.limiter, self._retry_policy or RetryPolicy(), self.stats),
             "timeout": config.timeout,
             "verify_tls": config.verify_tls,
         }
@@ -283,6 +284,8 @@ class SearchApiHook(BaseHook):
     def test_connection(self) -> tuple[bool, str]:
         """Authenticate for real and make one cheap search; say what failed, without secrets
         (the *Test connection* button of the Airflow UI)."""
+        if self._retry_policy is None:  # someone waits for the answer: retry briefly, not as a task does
+            self._retry_policy = INTERACTIVE_RETRY_POLICY
         try:
             config = self.config
             if isinstance(self.auth, RefreshingTokenAuth):

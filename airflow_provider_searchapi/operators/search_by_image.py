@@ -201,6 +201,16 @@ class SearchByImageOperator(BaseOperator):
                 **{name: value for name, value in templated.items() if "{" not in str(value)},
             )
 
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        """Map the operator (``.partial(...).expand(...)``), declaring the Asset of a static ``output_path``
+        here: Airflow takes a mapped task's outlets from these arguments, never from ``__init__``."""
+        output_path = kwargs.get("output_path")
+        prefix = _static_prefix(output_path) if isinstance(output_path, str) else None
+        if prefix and "outlets" not in kwargs:
+            kwargs["outlets"] = [Asset(prefix)]
+        return super().partial(**kwargs)
+
     @cached_property
     def hook(self) -> SearchApiHook:
         """The Search API hook of this task."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from airflow_provider_searchapi.exceptions import InvalidImageError, SearchApiError, SearchApiHTTPError
 from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
 from airflow_provider_searchapi.models import ImageFormat
-from airflow_provider_searchapi.retry import RetryPolicy
+from airflow_provider_searchapi.retry import INTERACTIVE_RETRY_POLICY, RetryPolicy
 from tests.conftest import make_jpeg, make_png
 
 
@@ -211,6 +212,18 @@ def test_test_connection_unreachable_endpoint(make_hook):
     ok, message = hook.test_connection()
     assert not ok
     assert "connection failed" in message and "reachable" in message
+
+
+def test_test_connection_answers_within_seconds_when_the_api_keeps_failing(make_hook, searchapi_emulator):
+    """Airflow's Test button builds the hook with no retry policy: the probe must not retry for minutes
+    as a task would (8 attempts, up to 600 s), while the user waits for the answer."""
+    hook = make_hook("api_key", retry_policy=None)  # as Connection.get_hook() builds it
+    searchapi_emulator.settings.update({"fault_rate": 1.0, "fault_kinds": ["503"], "fault_attempts": 1000})
+    started = time.monotonic()
+    ok, message = hook.test_connection()
+    assert not ok and "503" in message, message
+    assert searchapi_emulator.stats.snapshot()["search_requests"] == INTERACTIVE_RETRY_POLICY.max_attempts
+    assert time.monotonic() - started < INTERACTIVE_RETRY_POLICY.max_total_seconds
 
 
 def test_test_connection_bad_key_json(monkeypatch):
