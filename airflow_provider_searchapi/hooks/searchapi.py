@@ -93,6 +93,13 @@ class SearchApiHook(BaseHook):
 
     def _load_config(self, conn_type: str, extras: dict[str, Any]) -> SearchApiConfig:
         config = SearchApiConfig.from_connection(conn_type, extras, folder_id=self._folder_id)
+        if self._folder_id and self._folder_id != config.folder_id:
+            self.log.warning(
+                "folder_id=%r is ignored: connection %s bills folder %s (a connection's folder wins)",
+                self._folder_id,
+                self.searchapi_conn_id,
+                config.folder_id,
+            )
         if not config.verify_tls:
             self.log.warning(
                 "Connection %s has verify_tls=false: TLS certificates are NOT checked; use it only with a "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
@@ -194,6 +195,15 @@ def test_test_connection_wrong_folder(make_hook):
     ok, message = make_hook("api_key", folder_id="b1gwrongfolder").test_connection()
     assert not ok
     assert "403" in message and "folder_id" in message
+
+
+def test_a_folder_id_argument_the_connection_overrides_is_warned_about(make_hook, searchapi_emulator, caplog, capsys):
+    hook = make_hook("api_key", hook_kwargs={"folder_id": "b1gotherfolder"})
+    with caplog.at_level(logging.WARNING):  # Airflow's logging prints it, or hands it on to the root logger
+        assert hook.config.folder_id == searchapi_emulator.folder_id  # the connection's wins, as documented
+    logged = capsys.readouterr().out + "".join(record.getMessage() for record in caplog.records)
+    warning = f"folder_id='b1gotherfolder' is ignored: connection searchapi_test bills folder {hook.config.folder_id}"
+    assert logged.count(warning) == 1
 
 
 def test_test_connection_key_unknown_to_iam(make_hook, searchapi_emulator):
