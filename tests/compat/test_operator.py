@@ -10,7 +10,7 @@ import pytest
 from airflow.sdk import DAG, Asset
 
 from airflow_provider_searchapi.operators.search_by_image import SearchByImageOperator
-from tests.airflow_env import AIRFLOW, ROOT
+from tests.airflow_env import AIRFLOW, AIRFLOW_VERSION, ROOT
 
 
 @pytest.mark.parametrize(
@@ -62,7 +62,9 @@ def test_each_mapped_task_records_an_event_of_the_asset(tmp_path, searchapi_conn
         "SEARCHAPI_OUT": f"file://{out}/",
     }
     env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
-    for command in (["db", "migrate"], ["dags", "reserialize"], ["dags", "test", "searchapi_mapped_asset"]):
+    # Airflow 3.0 records events only of Assets a DAG processor has activated: reserialize does that there.
+    reserialize = [["dags", "reserialize"]] if AIRFLOW_VERSION < (3, 1) else []
+    for command in (["db", "migrate"], *reserialize, ["dags", "test", "searchapi_mapped_asset"]):
         done = subprocess.run([AIRFLOW, *command], env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     assert "state=success" in done.stdout + done.stderr
