@@ -59,41 +59,29 @@ test: $(INSTALLED) chromium redis-server postgresql
 test-matrix: $(INSTALLED)
 	$(BIN)/nox $(NOX_ARGS)
 
-# The browser tests (tests/e2e) drive Debian's Chromium; install it when missing and permitted.
+# $(call debian_package,CHECK,PACKAGE,TESTS): unless the shell command CHECK succeeds, install Debian's
+# PACKAGE when permitted (root, apt-get); otherwise warn that TESTS will be skipped.
+define debian_package
+	@if ! $(1) >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian's $(2) for $(3)…"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2)) >/dev/null 2>&1 \
+	      || echo "WARNING: could not install $(2): $(3) will be SKIPPED"; \
+	  else \
+	    echo "WARNING: no $(2) and no permission to install it: $(3) will be SKIPPED"; \
+	  fi; \
+	fi
+endef
+
+# What the tests start on 127.0.0.1 (servers) or drive (a browser).
 chromium:
-	@if [ ! -x /usr/bin/chromium ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "Installing Debian's chromium for the browser tests…"; \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
-	      || echo "WARNING: could not install chromium: the browser tests (tests/e2e) will be SKIPPED"; \
-	  else \
-	    echo "WARNING: no /usr/bin/chromium and no permission to install it: tests/e2e will be SKIPPED"; \
-	  fi; \
-	fi
+	$(call debian_package,test -x /usr/bin/chromium,chromium,the browser tests (tests/e2e))
 
-# The shared rate limit's tests start Debian's redis-server on 127.0.0.1; install it when missing and permitted.
 redis-server:
-	@if [ ! -x /usr/bin/redis-server ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "Installing Debian's redis-server for the shared rate limit tests…"; \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null 2>&1 \
-	      || echo "WARNING: could not install redis-server: the shared rate limit tests will be SKIPPED"; \
-	  else \
-	    echo "WARNING: no /usr/bin/redis-server and no permission to install it: the Redis tests will be SKIPPED"; \
-	  fi; \
-	fi
+	$(call debian_package,test -x /usr/bin/redis-server,redis-server,the shared rate limit tests)
 
-# The SQL output's PostgreSQL tests start Debian's PostgreSQL on 127.0.0.1; install it when missing and permitted.
 postgresql:
-	@if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "Installing Debian's postgresql for the SQL output's PostgreSQL tests…"; \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) >/dev/null 2>&1 \
-	      || echo "WARNING: could not install postgresql: the PostgreSQL tests will be SKIPPED"; \
-	  else \
-	    echo "WARNING: no /usr/lib/postgresql/*/bin/postgres and no permission to install it: the PostgreSQL tests will be SKIPPED"; \
-	  fi; \
-	fi
+	$(call debian_package,ls /usr/lib/postgresql/*/bin/postgres,postgresql,the SQL output's PostgreSQL tests)
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache *.egg-info
