@@ -22,12 +22,12 @@ from collections.abc import Iterator
 import pytest
 
 from tests.airflow_env import free_port
+from tests.loud_skip import banner
 
 #: The newest PostgreSQL's programs Debian installed (15 on Debian 12, 17 on Debian 13).
 BIN = max(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda path: int(path.split("/")[-2]), default="")
 MISSING = "Debian's PostgreSQL (as root: apt-get update && apt-get install -y postgresql; `make test` does it)"
 SKIP_REASON = f"LOUD SKIP: no {MISSING}"
-_skipped: list[str] = []
 
 
 class PostgresServer:
@@ -118,7 +118,6 @@ def postgres_conn_id(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
     """Connection ``results_pg`` (type ``postgres``) to a new database of this test's own; returns its id.
     The test is skipped without PostgreSQL."""
     if not os.access(f"{BIN}/postgres", os.X_OK):
-        _skipped.append(request.node.nodeid)
         pytest.skip(SKIP_REASON)
     server: PostgresServer = request.getfixturevalue("postgres_server")
     monkeypatch.setenv("AIRFLOW_CONN_RESULTS_PG", server.connection_json(server.create_database()))
@@ -127,7 +126,4 @@ def postgres_conn_id(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """A banner after the results when tests were skipped for want of PostgreSQL."""
-    if not _skipped:
-        return
-    terminalreporter.write_sep("!", f"{len(_skipped)} POSTGRESQL TESTS WERE SKIPPED", red=True, bold=True)
-    terminalreporter.write_line(f"missing: {MISSING}", red=True)
+    banner(terminalreporter, SKIP_REASON, "POSTGRESQL TESTS", MISSING)

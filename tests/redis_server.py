@@ -17,11 +17,11 @@ from collections.abc import Iterator
 import pytest
 
 from tests.airflow_env import free_port
+from tests.loud_skip import banner
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 MISSING = "Debian's redis-server (as root: apt-get update && apt-get install -y redis-server; `make test` does it)"
 SKIP_REASON = f"LOUD SKIP: no {MISSING}"
-_skipped: list[str] = []
 
 
 class RedisServer:
@@ -59,10 +59,9 @@ class RedisServer:
 
 
 @pytest.fixture
-def redis_server(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
+def redis_server() -> Iterator[RedisServer]:
     """A started Redis of this test's own (stopped after it); the test is skipped without redis-server."""
     if not os.access(REDIS_SERVER, os.X_OK):
-        _skipped.append(request.node.nodeid)
         pytest.skip(SKIP_REASON)
     server = RedisServer().start()
     try:
@@ -80,7 +79,4 @@ def redis_conn_id(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) ->
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """A banner after the results when tests were skipped for want of redis-server."""
-    if not _skipped:
-        return
-    terminalreporter.write_sep("!", f"{len(_skipped)} SHARED RATE LIMIT TESTS WERE SKIPPED", red=True, bold=True)
-    terminalreporter.write_line(f"missing: {MISSING}", red=True)
+    banner(terminalreporter, SKIP_REASON, "SHARED RATE LIMIT TESTS", MISSING)
