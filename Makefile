@@ -44,7 +44,7 @@ dist: $(INSTALLED)
 # in TEST_WORKERS processes (pytest-xdist; the browser tests share one). A pass that PYTEST_ARGS leaves
 # empty (exit status 5) is fine; both empty is an error (select with paths or -k: a -m there replaces
 # each pass's own). The first pass waits on servers and subprocesses much of the time: on 2 cores it
-# took 196 s with 2 workers, 159 s with 3, 158 s with 4.
+# took 209 s with 3 workers and 224 s with 4.
 TEST_WORKERS ?= 3
 test: $(INSTALLED) chromium redis-server postgresql
 	@parallel=0; serial=0; \
