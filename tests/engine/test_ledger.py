@@ -8,6 +8,7 @@ import json
 import pytest
 from airflow.sdk import ObjectStoragePath
 
+import airflow_provider_searchapi.engine.ledger as ledger_module
 from airflow_provider_searchapi.engine import Enricher, EnrichmentSettings, JsonLinesSink, list_images
 from airflow_provider_searchapi.engine.ledger import Entry, Ledger, Reprocess, fingerprint
 from airflow_provider_searchapi.engine.sources import images_from_paths
@@ -159,6 +160,39 @@ def test_parts_are_compacted_and_the_last_line_of_a_source_wins(tmp_path):
     again.load()
     assert again.entries.get("s3://b/same.jpg") == Entry("etag:v6", "searched") and len(again.entries) == 7
     assert not list((tmp_path / "state" / "_tmp").iterdir())
+
+
+def test_a_part_named_before_another_run_compacts_but_committed_after_still_wins(tmp_path, monkeypatch):
+    # Run B names its part (by the time), run C commits a newer one and run A compacts them all before
+    # B's part lands: B's line is the last committed and must not be shadowed by A's compacted part.
+    prefix = ObjectStoragePath(f"file://{tmp_path}/state/")
+    Ledger(prefix).record([("s3://b/x.jpg", "etag:1", "failed")])
+    late, other, compactor = Ledger(prefix), Ledger(prefix), Ledger(prefix, compact_parts=1)
+    commit_lines = ledger_module.commit_lines
+    interleaved = []
+
+    def commit_after_the_others(*args):
+        if not interleaved:  # B's own commit, its name already taken
+            interleaved.append(True)
+            other.record([("s3://b/y.jpg", "etag:1", "searched")])
+            compactor.load()  # 2 parts listed (not B's): compacted into one
+            assert len(compactor._parts) == 1
+        return commit_lines(*args)
+
+    monkeypatch.setattr(ledger_module, "commit_lines", commit_after_the_others)
+    late.record([("s3://b/x.jpg", "etag:2", "searched")])
+    monkeypatch.undo()
+    reread = Ledger(prefix)
+    reread.load()
+    assert reread.entries == {
+        "s3://b/x.jpg": Entry("etag:2", "searched"),
+        "s3://b/y.jpg": Entry("etag:1", "searched"),
+    }
+    # and once compacted again, still so
+    Ledger(prefix, compact_parts=1).load()
+    again = Ledger(prefix)
+    again.load()
+    assert again.entries == reread.entries and len(again._parts) == 1
 
 
 def test_a_damaged_part_is_named(tmp_path):
