@@ -195,6 +195,30 @@ def test_a_part_named_before_another_run_compacts_but_committed_after_still_wins
     assert again.entries == reread.entries and len(again._parts) == 1
 
 
+def test_a_run_reading_the_parts_while_another_compacts_them_reads_the_compacted_one(bucket, s3_conn_id, monkeypatch):
+    prefix = ObjectStoragePath(f"{bucket}/state/", conn_id=s3_conn_id)
+    writer = Ledger(prefix)
+    for n in range(3):
+        writer.record([(f"s3://b/{n}.jpg", f"etag:{n}", "searched"), ("s3://b/same.jpg", f"etag:v{n}", "failed")])
+    read_jsonl = ledger_module.read_jsonl
+    compacted = []
+
+    def compact_after_the_first_part(fs, path):
+        yield from read_jsonl(fs, path)
+        if not compacted:  # the other parts listed are removed before they are read
+            compacted.append(True)
+            Ledger(prefix, compact_parts=1).load()
+
+    monkeypatch.setattr(ledger_module, "read_jsonl", compact_after_the_first_part)
+    reader = Ledger(prefix)
+    reader.load()
+    assert compacted and len(reader._parts) == 1
+    assert reader.entries == {
+        **{f"s3://b/{n}.jpg": Entry(f"etag:{n}", "searched") for n in range(3)},
+        "s3://b/same.jpg": Entry("etag:v2", "failed"),
+    }
+
+
 def test_a_damaged_part_is_named(tmp_path):
     (tmp_path / "state" / "parts").mkdir(parents=True)
     (tmp_path / "state" / "parts" / "x.jsonl").write_text('{"source_uri": "a", "fingerprint": null}\n')
