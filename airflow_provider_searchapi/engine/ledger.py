@@ -14,7 +14,7 @@ import json
 import logging
 import secrets
 from collections.abc import Iterable
-from contextlib import closing
+from contextlib import closing, suppress
 from datetime import datetime, timezone
 from enum import Enum
 from typing import NamedTuple
@@ -251,9 +251,9 @@ class Ledger(BaseLedger):
         fs = self.prefix.fs
         try:
             fs.rm(self._parts)
-        except FileNotFoundError:
+        except FileNotFoundError:  # the local disk's removes stop at the first part gone
             for part in self._parts:
-                if fs.exists(part):
+                with suppress(FileNotFoundError):  # gone since, too
                     fs.rm_file(part)
         log.info("Ledger %s: %d parts compacted into one", self.location(), len(self._parts))
         self._parts = [final]

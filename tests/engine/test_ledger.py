@@ -219,6 +219,36 @@ def test_a_run_reading_the_parts_while_another_compacts_them_reads_the_compacted
     }
 
 
+def test_two_runs_removing_the_parts_they_compacted_at_once_both_succeed(tmp_path, monkeypatch):
+    # Two shards on one machine compact the same parts; the other one's removals land between this
+    # one's steps: the first part before this one's bulk removal, the second just before its own.
+    prefix = ObjectStoragePath(f"file://{tmp_path}/state/")
+    writer = Ledger(prefix)
+    for n in range(3):
+        writer.record([(f"s3://b/{n}.jpg", f"etag:{n}", "searched")])
+    parts = sorted((tmp_path / "state" / "parts").iterdir())
+    fs, rm_file = prefix.fs, prefix.fs.rm_file
+
+    def rm(paths):
+        parts[0].unlink()  # the other run's first removal
+        return type(fs).rm(fs, paths)
+
+    def removed_by_the_other_run_first(path):
+        if path.endswith(parts[1].name):
+            parts[1].unlink()
+        return rm_file(path)
+
+    monkeypatch.setattr(fs, "rm", rm)
+    monkeypatch.setattr(fs, "rm_file", removed_by_the_other_run_first)
+    compactor = Ledger(prefix, compact_parts=1)
+    compactor.load()
+    monkeypatch.undo()
+    assert [part.name for part in (tmp_path / "state" / "parts").iterdir()] == [compactor._parts[0].rsplit("/")[-1]]
+    reread = Ledger(prefix)
+    reread.load()
+    assert reread.entries == {f"s3://b/{n}.jpg": Entry(f"etag:{n}", "searched") for n in range(3)}
+
+
 def test_a_damaged_part_is_named(tmp_path):
     (tmp_path / "state" / "parts").mkdir(parents=True)
     (tmp_path / "state" / "parts" / "x.jsonl").write_text('{"source_uri": "a", "fingerprint": null}\n')
