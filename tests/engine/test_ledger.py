@@ -249,6 +249,21 @@ def test_two_runs_removing_the_parts_they_compacted_at_once_both_succeed(tmp_pat
     assert reread.entries == {f"s3://b/{n}.jpg": Entry(f"etag:{n}", "searched") for n in range(3)}
 
 
+def test_a_compaction_committed_after_a_later_one_does_not_shadow_it(tmp_path):
+    prefix = ObjectStoragePath(f"file://{tmp_path}/state/")
+    writer = Ledger(prefix)
+    for n in range(2):
+        writer.record([("s3://b/same.jpg", f"etag:v{n}", "failed")])
+    slow = Ledger(prefix, compact_parts=1)
+    slow._read_parts()  # lists and reads 2 parts
+    writer.record([("s3://b/same.jpg", "etag:v2", "searched")])
+    Ledger(prefix, compact_parts=1).load()  # compacts the 3 parts and removes them
+    slow.compact_if_many()  # then commits its compaction of the first 2
+    reread = Ledger(prefix)
+    reread.load()
+    assert len(reread._parts) == 2 and reread.entries == {"s3://b/same.jpg": Entry("etag:v2", "searched")}
+
+
 def test_a_damaged_part_is_named(tmp_path):
     (tmp_path / "state" / "parts").mkdir(parents=True)
     (tmp_path / "state" / "parts" / "x.jsonl").write_text('{"source_uri": "a", "fingerprint": null}\n')
