@@ -3,13 +3,14 @@
 Its parts (``parts/<UTC time>-<random>.jsonl``, one ``{"source_uri", "fingerprint", "outcome"}`` line
 per source; see ``docs/operator.md``) are written under ``_tmp/`` and moved into place once their batch
 is in every output, and read in name order: a source's last line wins. Past ``compact_parts`` parts,
-one holding each source's last line replaces them, named ``parts/0-<parts it replaces>-<random>~compacted.jsonl``:
-before every timed part, as any part it does not hold was committed after it was listed (even one
-named earlier, by a run that took its time before the move), and after the compacted parts it holds.
+one holding each source's last line replaces them, ``parts/0-<parts replaced>-<hash of names>~compacted.jsonl``:
+it sorts before every timed part, as any part it does not hold was committed after it was listed (even
+one named earlier, by a run that took its time before the move), and after the compacted parts it holds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import secrets
@@ -244,7 +245,8 @@ class Ledger(BaseLedger):
             return
         replaced = sum(map(_replaced, self._parts))
         lines = (_line(uri, *entry) for uri, entry in self.entries.items())
-        name = f"parts/0-{replaced:012d}-{secrets.token_hex(3)}~compacted.jsonl"
+        listed = hashlib.sha256("\n".join(self._parts).encode()).hexdigest()[:12]  # runs listing alike: one part
+        name = f"parts/0-{replaced:012d}-{listed}~compacted.jsonl"
         final = commit_lines(self.prefix.fs, self._base, name, lines)
         # Read before the parts it replaces, the new part changes no entry: removing those is safe at
         # any moment, and another run may be removing them too.

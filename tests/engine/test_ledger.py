@@ -264,6 +264,19 @@ def test_a_compaction_committed_after_a_later_one_does_not_shadow_it(tmp_path):
     assert len(reread._parts) == 2 and reread.entries == {"s3://b/same.jpg": Entry("etag:v2", "searched")}
 
 
+def test_shards_compacting_the_same_parts_at_once_leave_one(tmp_path):
+    prefix = ObjectStoragePath(f"file://{tmp_path}/state/")
+    writer = Ledger(prefix)
+    for n in range(3):
+        writer.record([(f"s3://b/{n}.jpg", f"etag:{n}", "searched")])
+    shards = [Ledger(prefix, compact_parts=1) for _ in range(3)]
+    for shard in shards:
+        shard._read_parts()  # all list the same parts
+    for shard in shards:
+        shard.compact_if_many()
+    assert len(list((tmp_path / "state" / "parts").iterdir())) == 1
+
+
 def test_a_damaged_part_is_named(tmp_path):
     (tmp_path / "state" / "parts").mkdir(parents=True)
     (tmp_path / "state" / "parts" / "x.jsonl").write_text('{"source_uri": "a", "fingerprint": null}\n')
