@@ -3,17 +3,19 @@
 Its parts (``parts/<UTC time>-<random>.jsonl``, one ``{"source_uri", "fingerprint", "outcome"}`` line
 per source; see ``docs/operator.md``) are written under ``_tmp/`` and moved into place once their batch
 is in every output, and read in name order: a source's last line wins. Past ``compact_parts`` parts,
-one holding each source's last line replaces them, named to sort right after the newest one it
-replaces, so that the parts other runs write meanwhile still come after it.
+one holding each source's last line replaces them, ``parts/0-<parts replaced>-<hash of names>~compacted.jsonl``:
+it sorts before every timed part, as any part it does not hold was committed after it was listed (even
+one named earlier, by a run that took its time before the move), and after the compacted parts it holds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import secrets
 from collections.abc import Iterable
-from contextlib import closing
+from contextlib import closing, suppress
 from datetime import datetime, timezone
 from enum import Enum
 from typing import NamedTuple
@@ -241,17 +243,19 @@ class Ledger(BaseLedger):
         than ``compact_parts``."""
         if len(self._parts) <= self.compact_parts:
             return
-        newest = self._parts[-1].rsplit("/", 1)[1].removesuffix(".jsonl")
+        replaced = sum(map(_replaced, self._parts))
         lines = (_line(uri, *entry) for uri, entry in self.entries.items())
-        final = commit_lines(self.prefix.fs, self._base, f"parts/{newest}~compacted.jsonl", lines)  # sorts right after
-        # The new part sorts after every part it replaces: removing those is safe at any moment, and
-        # another run may be removing them too.
+        listed = hashlib.sha256("\n".join(self._parts).encode()).hexdigest()[:12]  # runs listing alike: one part
+        name = f"parts/0-{replaced:012d}-{listed}~compacted.jsonl"
+        final = commit_lines(self.prefix.fs, self._base, name, lines)
+        # Read before the parts it replaces, the new part changes no entry: removing those is safe at
+        # any moment, and another run may be removing them too.
         fs = self.prefix.fs
         try:
             fs.rm(self._parts)
-        except FileNotFoundError:
+        except FileNotFoundError:  # the local disk's removes stop at the first part gone
             for part in self._parts:
-                if fs.exists(part):
+                with suppress(FileNotFoundError):  # gone since, too
                     fs.rm_file(part)
         log.info("Ledger %s: %d parts compacted into one", self.location(), len(self._parts))
         self._parts = [final]
@@ -267,6 +271,13 @@ class Ledger(BaseLedger):
         except FileNotFoundError:
             return []
         return sorted(name for name in names if name.endswith(".jsonl"))
+
+
+def _replaced(part: str) -> int:
+    """How many timed parts a part stands for: a compacted one, those it replaced; any other, itself.
+    A later listing holds more of them, so its compacted part sorts after an earlier one's."""
+    name = part.rsplit("/", 1)[1]
+    return int(name.split("-")[1]) if name.startswith("0-") else 1
 
 
 def _line(uri: str, fp: str | None, outcome: str) -> str:

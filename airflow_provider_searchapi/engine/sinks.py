@@ -143,7 +143,8 @@ class JsonLinesSink(Sink):
             # pathlib path, which takes "~" literally where fsspec expands it.
             prefix = ObjectStoragePath(f"file://{local_path(prefix.path)}/")
         self.prefix = prefix
-        self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+        # Mapped shards start together: 64 random bits keep two runs in one second from sharing parts.
+        self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(8)
         self._sequence = 0
         self.parts: list[str] = []
         self.on_write = on_write

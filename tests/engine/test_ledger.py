@@ -8,6 +8,7 @@ import json
 import pytest
 from airflow.sdk import ObjectStoragePath
 
+import airflow_provider_searchapi.engine.ledger as ledger_module
 from airflow_provider_searchapi.engine import Enricher, EnrichmentSettings, JsonLinesSink, list_images
 from airflow_provider_searchapi.engine.ledger import Entry, Ledger, Reprocess, fingerprint
 from airflow_provider_searchapi.engine.sources import images_from_paths
@@ -159,6 +160,121 @@ def test_parts_are_compacted_and_the_last_line_of_a_source_wins(tmp_path):
     again.load()
     assert again.entries.get("s3://b/same.jpg") == Entry("etag:v6", "searched") and len(again.entries) == 7
     assert not list((tmp_path / "state" / "_tmp").iterdir())
+
+
+def test_a_part_named_before_another_run_compacts_but_committed_after_still_wins(tmp_path, monkeypatch):
+    # Run B names its part (by the time), run C commits a newer one and run A compacts them all before
+    # B's part lands: B's line is the last committed and must not be shadowed by A's compacted part.
+    prefix = ObjectStoragePath(f"file://{tmp_path}/state/")
+    Ledger(prefix).record([("s3://b/x.jpg", "etag:1", "failed")])
+    late, other, compactor = Ledger(prefix), Ledger(prefix), Ledger(prefix, compact_parts=1)
+    commit_lines = ledger_module.commit_lines
+    interleaved = []
+
+    def commit_after_the_others(*args):
+        if not interleaved:  # B's own commit, its name already taken
+            interleaved.append(True)
+            other.record([("s3://b/y.jpg", "etag:1", "searched")])
+            compactor.load()  # 2 parts listed (not B's): compacted into one
+            assert len(compactor._parts) == 1
+        return commit_lines(*args)
+
+    monkeypatch.setattr(ledger_module, "commit_lines", commit_after_the_others)
+    late.record([("s3://b/x.jpg", "etag:2", "searched")])
+    monkeypatch.undo()
+    reread = Ledger(prefix)
+    reread.load()
+    assert reread.entries == {
+        "s3://b/x.jpg": Entry("etag:2", "searched"),
+        "s3://b/y.jpg": Entry("etag:1", "searched"),
+    }
+    # and once compacted again, still so
+    Ledger(prefix, compact_parts=1).load()
+    again = Ledger(prefix)
+    again.load()
+    assert again.entries == reread.entries and len(again._parts) == 1
+
+
+def test_a_run_reading_the_parts_while_another_compacts_them_reads_the_compacted_one(bucket, s3_conn_id, monkeypatch):
+    prefix = ObjectStoragePath(f"{bucket}/state/", conn_id=s3_conn_id)
+    writer = Ledger(prefix)
+    for n in range(3):
+        writer.record([(f"s3://b/{n}.jpg", f"etag:{n}", "searched"), ("s3://b/same.jpg", f"etag:v{n}", "failed")])
+    read_jsonl = ledger_module.read_jsonl
+    compacted = []
+
+    def compact_after_the_first_part(fs, path):
+        yield from read_jsonl(fs, path)
+        if not compacted:  # the other parts listed are removed before they are read
+            compacted.append(True)
+            Ledger(prefix, compact_parts=1).load()
+
+    monkeypatch.setattr(ledger_module, "read_jsonl", compact_after_the_first_part)
+    reader = Ledger(prefix)
+    reader.load()
+    assert compacted and len(reader._parts) == 1
+    assert reader.entries == {
+        **{f"s3://b/{n}.jpg": Entry(f"etag:{n}", "searched") for n in range(3)},
+        "s3://b/same.jpg": Entry("etag:v2", "failed"),
+    }
+
+
+def test_two_runs_removing_the_parts_they_compacted_at_once_both_succeed(tmp_path, monkeypatch):
+    # Two shards on one machine compact the same parts; the other one's removals land between this
+    # one's steps: the first part before this one's bulk removal, the second just before its own.
+    prefix = ObjectStoragePath(f"file://{tmp_path}/state/")
+    writer = Ledger(prefix)
+    for n in range(3):
+        writer.record([(f"s3://b/{n}.jpg", f"etag:{n}", "searched")])
+    parts = sorted((tmp_path / "state" / "parts").iterdir())
+    fs, rm_file = prefix.fs, prefix.fs.rm_file
+
+    def rm(paths):
+        parts[0].unlink()  # the other run's first removal
+        return type(fs).rm(fs, paths)
+
+    def removed_by_the_other_run_first(path):
+        if path.endswith(parts[1].name):
+            parts[1].unlink()
+        return rm_file(path)
+
+    monkeypatch.setattr(fs, "rm", rm)
+    monkeypatch.setattr(fs, "rm_file", removed_by_the_other_run_first)
+    compactor = Ledger(prefix, compact_parts=1)
+    compactor.load()
+    monkeypatch.undo()
+    assert [part.name for part in (tmp_path / "state" / "parts").iterdir()] == [compactor._parts[0].rsplit("/")[-1]]
+    reread = Ledger(prefix)
+    reread.load()
+    assert reread.entries == {f"s3://b/{n}.jpg": Entry(f"etag:{n}", "searched") for n in range(3)}
+
+
+def test_a_compaction_committed_after_a_later_one_does_not_shadow_it(tmp_path):
+    prefix = ObjectStoragePath(f"file://{tmp_path}/state/")
+    writer = Ledger(prefix)
+    for n in range(2):
+        writer.record([("s3://b/same.jpg", f"etag:v{n}", "failed")])
+    slow = Ledger(prefix, compact_parts=1)
+    slow._read_parts()  # lists and reads 2 parts
+    writer.record([("s3://b/same.jpg", "etag:v2", "searched")])
+    Ledger(prefix, compact_parts=1).load()  # compacts the 3 parts and removes them
+    slow.compact_if_many()  # then commits its compaction of the first 2
+    reread = Ledger(prefix)
+    reread.load()
+    assert len(reread._parts) == 2 and reread.entries == {"s3://b/same.jpg": Entry("etag:v2", "searched")}
+
+
+def test_shards_compacting_the_same_parts_at_once_leave_one(tmp_path):
+    prefix = ObjectStoragePath(f"file://{tmp_path}/state/")
+    writer = Ledger(prefix)
+    for n in range(3):
+        writer.record([(f"s3://b/{n}.jpg", f"etag:{n}", "searched")])
+    shards = [Ledger(prefix, compact_parts=1) for _ in range(3)]
+    for shard in shards:
+        shard._read_parts()  # all list the same parts
+    for shard in shards:
+        shard.compact_if_many()
+    assert len(list((tmp_path / "state" / "parts").iterdir())) == 1
 
 
 def test_a_damaged_part_is_named(tmp_path):

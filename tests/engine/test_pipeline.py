@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from airflow.sdk import ObjectStoragePath
 from PIL import Image
 
 from airflow_provider_searchapi.engine import (
@@ -283,6 +284,14 @@ def test_resume_skips_what_is_committed(hook, tmp_path, searchapi_emulator, sqli
     ]
     assert len(jsonl) == total
     assert len(list((tmp_path / "out" / "_manifest").glob("*.json"))) == 2
+
+
+def test_runs_started_in_the_same_second_draw_distinct_run_ids(tmp_path, monkeypatch):
+    # Mapped shards writing one output start together: two drawing one run id would replace each
+    # other's parts and manifest. 20,000 in one second: with 24 random bits, ~12 pairs would collide.
+    monkeypatch.setattr(time, "strftime", lambda _format: "20261207T120000")
+    prefix = ObjectStoragePath(f"file://{tmp_path}/out/")
+    assert len({JsonLinesSink(prefix).run_id for _ in range(20_000)}) == 20_000
 
 
 def test_an_output_that_already_holds_a_source_is_not_given_it_again(hook, tmp_path, sqlite_conn_id):
