@@ -196,9 +196,10 @@ class Enricher:
                 )
             ]
         except Exception as err:  # noqa: BLE001 - every failure is recorded against its source
-            if self._batches.add(errors=[error_row(source, stage, err)]):
+            row = error_row(source, stage, err)
+            if self._batches.add(errors=[row]):
                 self._commit_due.set()
-            self.summary.count_failure(err)
+            self.summary.count_failure(err, refused=not row["retryable"])
             self._breaker.check(err, searched=self.summary.searched, config=self.hook.config)
         else:
             rows = result_rows(source, pages, size)

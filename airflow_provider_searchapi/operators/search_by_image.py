@@ -9,7 +9,7 @@ from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
+from airflow.providers.common.compat.sdk import AirflowFailException, AirflowNotFoundException, BaseHook
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
 from airflow_provider_searchapi.engine import (
@@ -49,6 +49,11 @@ MAX_XCOM_IMAGES = 500
 
 class SearchByImageError(Exception):
     """The run finished and committed its rows, but too many images failed."""
+
+
+class SearchByImageRefusedError(SearchByImageError, AirflowFailException):
+    """Too many images were refused for good: a retry would skip them as done and succeed, so Airflow
+    fails the task without retrying it."""
 
 
 class SearchByImageOperator(BaseOperator):
@@ -255,12 +260,18 @@ class SearchByImageOperator(BaseOperator):
             summary.outputs,
         )
         if summary.processed and summary.failed / summary.processed > self.max_error_ratio:
-            raise SearchByImageError(
+            refused = summary.refused / summary.processed > self.max_error_ratio
+            raise (SearchByImageRefusedError if refused else SearchByImageError)(
                 f"{summary.failed} of {summary.processed} images failed "
                 f"({summary.failed / summary.processed:.1%} > max_error_ratio {self.max_error_ratio:.1%}): "
                 f"{summary.top_causes()}; "
                 f"the errors are in {_errors_location(summary.outputs)}. Everything else is committed: "
-                "re-running the task searches only what is not done."
+                + (
+                    f"{summary.refused} images were refused for good, which a retry would skip as done: "
+                    "failing without retries."
+                    if refused
+                    else "re-running the task searches only what is not done."
+                )
             )
         return result
 

@@ -194,3 +194,36 @@ def test_a_bad_requests_per_second_is_refused_naming_it(value, problem, searchap
     with pytest.raises(ValueError, match=rf"^requests_per_second {problem}.* \(got {value!r}\)$"):
         op.execute({})
     assert searchapi_emulator.stats.snapshot()["search_requests"] == 0
+
+
+def test_refusals_over_the_error_ratio_fail_without_a_retry(tmp_path, searchapi_connection, sqlite_conn_id):
+    """A retry would skip the refused images as done and succeed: Airflow must not retry such a failure."""
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    write_images(tmp_path / "in", 3)
+    (tmp_path / "in" / "bad.jpg").write_text("nope")  # refused for good (retryable = 0)
+    op = SearchByImageOperator(
+        task_id="t", source=f"file://{tmp_path}/in/", sql_conn_id=sqlite_conn_id, sql_table="found", max_error_ratio=0.1
+    )
+    with pytest.raises(AirflowFailException, match=r"1 of 4 images failed.*refused for good.*retry"):
+        op.execute({})
+    assert op.execute({})["skipped_done"] == 4  # what a retry would do: hence no retry
+
+
+def test_retryable_failures_over_the_error_ratio_leave_the_retry_to_airflow(
+    tmp_path, searchapi_connection, sqlite_conn_id, searchapi_emulator
+):
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    write_images(tmp_path / "in", 2)
+    searchapi_emulator.settings.update({"fault_rate": 1.0, "fault_kinds": ["503"], "fault_attempts": 1000})
+    op = SearchByImageOperator(
+        task_id="t",
+        source=f"file://{tmp_path}/in/",
+        sql_conn_id=sqlite_conn_id,
+        sql_table="found",
+        max_seconds_per_image=0.5,
+    )
+    with pytest.raises(SearchByImageError) as failure:
+        op.execute({})
+    assert not isinstance(failure.value, AirflowFailException)
