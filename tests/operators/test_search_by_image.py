@@ -227,3 +227,39 @@ def test_retryable_failures_over_the_error_ratio_leave_the_retry_to_airflow(
     with pytest.raises(SearchByImageError) as failure:
         op.execute({})
     assert not isinstance(failure.value, AirflowFailException)
+
+
+def test_execution_timeout_commits_what_finished(tmp_path, monkeypatch, searchapi_connection, sqlite_conn_id):
+    """Airflow's ``execution_timeout`` raises inside the running task (SIGALRM): the images searched by then
+    are paid for, so they are committed (and the re-run skips them) before the task fails."""
+    import sqlite3
+    import threading
+
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+    from airflow.sdk.execution_time.timeout import timeout
+
+    from airflow_provider_searchapi.engine import list_images, pipeline
+
+    write_images(tmp_path / "in", 4)
+    listing_ends = threading.Event()
+
+    def slow_listing():  # four images, then a listing that takes longer than the task may
+        yield from list_images(f"file://{tmp_path}/in/")
+        listing_ends.wait(5)
+
+    op = SearchByImageOperator(
+        task_id="t", source=f"file://{tmp_path}/in/", sql_conn_id=sqlite_conn_id, sql_table="found", commit_every=8
+    )
+    monkeypatch.setattr(op, "_sources", slow_listing)
+    monkeypatch.setattr(pipeline, "LISTING_CHUNK", 4)  # the four are searched while the listing goes on
+    with pytest.raises(AirflowTaskTimeout), timeout(1.5):
+        try:
+            op.execute({})
+        finally:
+            listing_ends.set()
+    with sqlite3.connect(tmp_path / "results.db") as db:
+        assert db.execute("SELECT COUNT(DISTINCT source_uri) FROM found").fetchone()[0] == 4
+    rerun = SearchByImageOperator(
+        task_id="t", source=f"file://{tmp_path}/in/", sql_conn_id=sqlite_conn_id, sql_table="found"
+    ).execute({})
+    assert (rerun["skipped_done"], rerun["searched"]) == (4, 0)  # the re-run pays for none of them again
