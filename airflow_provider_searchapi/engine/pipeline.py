@@ -133,7 +133,7 @@ class Enricher:
             if isinstance(first, SearchApiSetupError):  # the sinks work
                 await self._commit_finished()
             raise first from None
-        except BaseException:  # cancelled: Airflow's execution_timeout (raised in a task or in the loop) or a kill
+        except BaseException:  # cancelled: Airflow's execution_timeout (raised in a task or in the loop), Ctrl-C
             await self._commit_finished()
             raise
         if self._listing_error is not None:
