@@ -78,7 +78,7 @@ class SearchByImageOperator(BaseOperator):
     :param max_seconds_per_image: how long each search of an image may go on retrying, 429 waits included.
     :param max_images: search at most this many images in this run (already-done ones not counted).
     :param max_error_ratio: fail the task when failed ÷ processed exceeds this (after committing).
-    :param output: ``"xcom"`` to return the rows in the summary (at most 500 images).
+    :param output: ``"xcom"`` to return the rows in the summary (at most 500 images, or ``max_images``).
     :param output_path: an ``ObjectStoragePath`` prefix for JSON Lines parts. Templated.
     :param output_conn_id: the storage connection of ``output_path``. Templated.
     :param sql_conn_id: a SQL connection (any ``DbApiHook``) to insert rows into. Templated.
@@ -236,7 +236,8 @@ class SearchByImageOperator(BaseOperator):
         self._check_connections()
         sources = self._sources()
         xcom_sink = XComSink() if self.output_mode == "xcom" else None
-        if xcom_sink is not None:
+        bounded = settings.max_images is not None and settings.max_images <= MAX_XCOM_IMAGES
+        if xcom_sink is not None and not bounded:  # max_images alone keeps the return value small
             sources = iter(_at_most(sources, MAX_XCOM_IMAGES))
         report = Report() if self.html_report else None
         sinks: list[Sink] = [xcom_sink] if xcom_sink is not None else self._storage_sinks(report)

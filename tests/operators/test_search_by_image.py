@@ -263,3 +263,13 @@ def test_execution_timeout_commits_what_finished(tmp_path, monkeypatch, searchap
         task_id="t", source=f"file://{tmp_path}/in/", sql_conn_id=sqlite_conn_id, sql_table="found"
     ).execute({})
     assert (rerun["skipped_done"], rerun["searched"]) == (4, 0)  # the re-run pays for none of them again
+
+
+def test_xcom_output_takes_a_big_source_when_max_images_bounds_the_run(tmp_path, searchapi_connection):
+    """``max_images`` keeps the return value small however big the source: a trial run on a big bucket."""
+    write_images(tmp_path / "in", MAX_XCOM_IMAGES + 1)
+    result = SearchByImageOperator(task_id="t", source=f"file://{tmp_path}/in/", output="xcom", max_images=2).execute(
+        {}
+    )
+    assert (result["searched"], result["failed"]) == (2, 0)
+    assert len({row["source_uri"] for row in result["records"]}) == 2
