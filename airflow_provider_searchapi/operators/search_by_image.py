@@ -351,9 +351,11 @@ def _not_a_list(urls: str) -> ValueError:
 
 
 def _static_prefix(output_path: str) -> str | None:
-    """The part of a templated path known at parse time, as the URI of the Asset the task updates, or
-    ``None`` when that part is not a URI of its own (``"{{ params.out }}{{ ds }}/"``)."""
-    prefix = output_path.split("{{", 1)[0].split("{%", 1)[0].rstrip("/")
+    """The folder of a templated path known at parse time, as the URI of the Asset the task updates
+    (``s3://b/results`` of ``s3://b/results/date={{ ds }}/``), or ``None`` when that part is not a URI of
+    its own (``"{{ params.out }}{{ ds }}/"``)."""
+    static = output_path.split("{{", 1)[0].split("{%", 1)[0]
+    prefix = (static if static == output_path else static.rsplit("/", 1)[0]).rstrip("/")
     scheme, _, rest = prefix.partition("://")
     if not rest or not scheme.isidentifier() or not rest.strip("/"):
         return None

@@ -73,6 +73,13 @@ def test_output_path_is_declared_as_an_asset():
     assert asset.uri == "s3://b/results"
 
 
+def test_a_hive_style_partition_keeps_the_asset_and_the_ledger_in_the_folder_above_it():
+    """``date={{ ds }}``: the static part ends inside the partition's name, which is no folder of its own."""
+    op = SearchByImageOperator(task_id="t", source="s3://b/in/", output_path="s3://b/results/date={{ ds }}/")
+    assert [asset.uri for asset in op.outlets] == ["s3://b/results"]
+    assert op.state_path == "s3://b/results/_state/"
+
+
 def test_xcom_output_returns_records_and_summary(tmp_path, searchapi_connection):
     write_images(tmp_path / "in", 3)
     result = SearchByImageOperator(
