@@ -130,14 +130,21 @@ class Enricher:
                 await committer
         except BaseExceptionGroup as failures:  # a sink failed, or the setup: the first cause is the run's
             first = failures.exceptions[0]
-            if isinstance(first, SearchApiSetupError):  # the sinks work: commit what finished
-                if self._committing is not None:
-                    await asyncio.gather(self._committing, return_exceptions=True)
-                while (batch := self._batches.take(max_age=0)) is not None:
-                    await self._commit(batch)
+            if isinstance(first, SearchApiSetupError):  # the sinks work
+                await self._commit_finished()
             raise first from None
+        except BaseException:  # cancelled: Airflow's execution_timeout (raised in a task or in the loop), Ctrl-C
+            await self._commit_finished()
+            raise
         if self._listing_error is not None:
             raise self._listing_error
+
+    async def _commit_finished(self) -> None:
+        """Commit the sources searched so far (they are paid for) when the run stops early."""
+        if self._committing is not None:
+            await asyncio.gather(self._committing, return_exceptions=True)
+        while (batch := self._batches.take(max_age=0)) is not None:
+            await self._commit(batch)
 
     async def _list(self, sources: Iterable[SourceImage], done: set[str]) -> None:
         """Feed the workers from the listing, read in threads a chunk at a time, skipping done sources.
@@ -196,9 +203,10 @@ class Enricher:
                 )
             ]
         except Exception as err:  # noqa: BLE001 - every failure is recorded against its source
-            if self._batches.add(errors=[error_row(source, stage, err)]):
+            row = error_row(source, stage, err)
+            if self._batches.add(errors=[row]):
                 self._commit_due.set()
-            self.summary.count_failure(err)
+            self.summary.count_failure(err, refused=not row["retryable"])
             self._breaker.check(err, searched=self.summary.searched, config=self.hook.config)
         else:
             rows = result_rows(source, pages, size)

@@ -109,6 +109,8 @@ class RunSummary:
     retried: int = 0
     skipped_unseen: int = 0
     failed: int = 0
+    #: of the failed, those refused for good (the image itself): a later run skips them as done
+    refused: int = 0
     result_rows: int = 0
     requests: int = 0
     throttled_429: int = 0
@@ -128,10 +130,11 @@ class RunSummary:
         elif decision is Plan.RETRY:
             self.retried += 1
 
-    def count_failure(self, err: BaseException) -> None:
-        """Count a failed source under its cause."""
+    def count_failure(self, err: BaseException, *, refused: bool = False) -> None:
+        """Count a failed source under its cause (and as refused for good when it is)."""
         cause = failure_cause(err)
         self.failed += 1
+        self.refused += refused
         self.failure_causes[cause] = self.failure_causes.get(cause, 0) + 1
 
     def top_causes(self, count: int = 3) -> str:

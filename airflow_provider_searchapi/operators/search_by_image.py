@@ -9,7 +9,7 @@ from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
+from airflow.providers.common.compat.sdk import AirflowFailException, AirflowNotFoundException, BaseHook
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
 from airflow_provider_searchapi.engine import (
@@ -51,6 +51,11 @@ class SearchByImageError(Exception):
     """The run finished and committed its rows, but too many images failed."""
 
 
+class SearchByImageRefusedError(SearchByImageError, AirflowFailException):
+    """Too many images were refused for good: a retry would skip them as done and succeed, so Airflow
+    fails the task without retrying it."""
+
+
 class SearchByImageOperator(BaseOperator):
     """Search Yandex Images for every image of a dataset and store what is found.
 
@@ -73,7 +78,7 @@ class SearchByImageOperator(BaseOperator):
     :param max_seconds_per_image: how long each search of an image may go on retrying, 429 waits included.
     :param max_images: search at most this many images in this run (already-done ones not counted).
     :param max_error_ratio: fail the task when failed ÷ processed exceeds this (after committing).
-    :param output: ``"xcom"`` to return the rows in the summary (at most 500 images).
+    :param output: ``"xcom"`` to return the rows in the summary (at most 500 images, or ``max_images``).
     :param output_path: an ``ObjectStoragePath`` prefix for JSON Lines parts. Templated.
     :param output_conn_id: the storage connection of ``output_path``. Templated.
     :param sql_conn_id: a SQL connection (any ``DbApiHook``) to insert rows into. Templated.
@@ -231,7 +236,8 @@ class SearchByImageOperator(BaseOperator):
         self._check_connections()
         sources = self._sources()
         xcom_sink = XComSink() if self.output_mode == "xcom" else None
-        if xcom_sink is not None:
+        bounded = settings.max_images is not None and settings.max_images <= MAX_XCOM_IMAGES
+        if xcom_sink is not None and not bounded:  # max_images alone keeps the return value small
             sources = iter(_at_most(sources, MAX_XCOM_IMAGES))
         report = Report() if self.html_report else None
         sinks: list[Sink] = [xcom_sink] if xcom_sink is not None else self._storage_sinks(report)
@@ -255,12 +261,18 @@ class SearchByImageOperator(BaseOperator):
             summary.outputs,
         )
         if summary.processed and summary.failed / summary.processed > self.max_error_ratio:
-            raise SearchByImageError(
+            refused = summary.refused / summary.processed > self.max_error_ratio
+            raise (SearchByImageRefusedError if refused else SearchByImageError)(
                 f"{summary.failed} of {summary.processed} images failed "
                 f"({summary.failed / summary.processed:.1%} > max_error_ratio {self.max_error_ratio:.1%}): "
                 f"{summary.top_causes()}; "
                 f"the errors are in {_errors_location(summary.outputs)}. Everything else is committed: "
-                "re-running the task searches only what is not done."
+                + (
+                    f"{summary.refused} images were refused for good, which a retry would skip as done: "
+                    "failing without retries."
+                    if refused
+                    else "re-running the task searches only what is not done."
+                )
             )
         return result
 
@@ -339,9 +351,11 @@ def _not_a_list(urls: str) -> ValueError:
 
 
 def _static_prefix(output_path: str) -> str | None:
-    """The part of a templated path known at parse time, as the URI of the Asset the task updates, or
-    ``None`` when that part is not a URI of its own (``"{{ params.out }}{{ ds }}/"``)."""
-    prefix = output_path.split("{{", 1)[0].split("{%", 1)[0].rstrip("/")
+    """The folder of a templated path known at parse time, as the URI of the Asset the task updates
+    (``s3://b/results`` of ``s3://b/results/date={{ ds }}/``), or ``None`` when that part is not a URI of
+    its own (``"{{ params.out }}{{ ds }}/"``)."""
+    static = output_path.split("{{", 1)[0].split("{%", 1)[0]
+    prefix = (static if static == output_path else static.rsplit("/", 1)[0]).rstrip("/")
     scheme, _, rest = prefix.partition("://")
     if not rest or not scheme.isidentifier() or not rest.strip("/"):
         return None

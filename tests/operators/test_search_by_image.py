@@ -73,6 +73,13 @@ def test_output_path_is_declared_as_an_asset():
     assert asset.uri == "s3://b/results"
 
 
+def test_a_hive_style_partition_keeps_the_asset_and_the_ledger_in_the_folder_above_it():
+    """``date={{ ds }}``: the static part ends inside the partition's name, which is no folder of its own."""
+    op = SearchByImageOperator(task_id="t", source="s3://b/in/", output_path="s3://b/results/date={{ ds }}/")
+    assert [asset.uri for asset in op.outlets] == ["s3://b/results"]
+    assert op.state_path == "s3://b/results/_state/"
+
+
 def test_xcom_output_returns_records_and_summary(tmp_path, searchapi_connection):
     write_images(tmp_path / "in", 3)
     result = SearchByImageOperator(
@@ -194,3 +201,82 @@ def test_a_bad_requests_per_second_is_refused_naming_it(value, problem, searchap
     with pytest.raises(ValueError, match=rf"^requests_per_second {problem}.* \(got {value!r}\)$"):
         op.execute({})
     assert searchapi_emulator.stats.snapshot()["search_requests"] == 0
+
+
+def test_refusals_over_the_error_ratio_fail_without_a_retry(tmp_path, searchapi_connection, sqlite_conn_id):
+    """A retry would skip the refused images as done and succeed: Airflow must not retry such a failure."""
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    write_images(tmp_path / "in", 3)
+    (tmp_path / "in" / "bad.jpg").write_text("nope")  # refused for good (retryable = 0)
+    op = SearchByImageOperator(
+        task_id="t", source=f"file://{tmp_path}/in/", sql_conn_id=sqlite_conn_id, sql_table="found", max_error_ratio=0.1
+    )
+    with pytest.raises(AirflowFailException, match=r"1 of 4 images failed.*refused for good.*retry"):
+        op.execute({})
+    assert op.execute({})["skipped_done"] == 4  # what a retry would do: hence no retry
+
+
+def test_retryable_failures_over_the_error_ratio_leave_the_retry_to_airflow(
+    tmp_path, searchapi_connection, sqlite_conn_id, searchapi_emulator
+):
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    write_images(tmp_path / "in", 2)
+    searchapi_emulator.settings.update({"fault_rate": 1.0, "fault_kinds": ["503"], "fault_attempts": 1000})
+    op = SearchByImageOperator(
+        task_id="t",
+        source=f"file://{tmp_path}/in/",
+        sql_conn_id=sqlite_conn_id,
+        sql_table="found",
+        max_seconds_per_image=0.5,
+    )
+    with pytest.raises(SearchByImageError) as failure:
+        op.execute({})
+    assert not isinstance(failure.value, AirflowFailException)
+
+
+def test_execution_timeout_commits_what_finished(tmp_path, monkeypatch, searchapi_connection, sqlite_conn_id):
+    """Airflow's ``execution_timeout`` raises inside the running task (SIGALRM): the images searched by then
+    are paid for, so they are committed (and the re-run skips them) before the task fails."""
+    import sqlite3
+    import threading
+
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+    from airflow.sdk.execution_time.timeout import timeout
+
+    from airflow_provider_searchapi.engine import list_images, pipeline
+
+    write_images(tmp_path / "in", 4)
+    listing_ends = threading.Event()
+
+    def slow_listing():  # four images, then a listing that takes longer than the task may
+        yield from list_images(f"file://{tmp_path}/in/")
+        listing_ends.wait(5)
+
+    op = SearchByImageOperator(
+        task_id="t", source=f"file://{tmp_path}/in/", sql_conn_id=sqlite_conn_id, sql_table="found", commit_every=8
+    )
+    monkeypatch.setattr(op, "_sources", slow_listing)
+    monkeypatch.setattr(pipeline, "LISTING_CHUNK", 4)  # the four are searched while the listing goes on
+    with pytest.raises(AirflowTaskTimeout), timeout(1.5):
+        try:
+            op.execute({})
+        finally:
+            listing_ends.set()
+    with sqlite3.connect(tmp_path / "results.db") as db:
+        assert db.execute("SELECT COUNT(DISTINCT source_uri) FROM found").fetchone()[0] == 4
+    rerun = SearchByImageOperator(
+        task_id="t", source=f"file://{tmp_path}/in/", sql_conn_id=sqlite_conn_id, sql_table="found"
+    ).execute({})
+    assert (rerun["skipped_done"], rerun["searched"]) == (4, 0)  # the re-run pays for none of them again
+
+
+def test_xcom_output_takes_a_big_source_when_max_images_bounds_the_run(tmp_path, searchapi_connection):
+    """``max_images`` keeps the return value small however big the source: a trial run on a big bucket."""
+    write_images(tmp_path / "in", MAX_XCOM_IMAGES + 1)
+    result = SearchByImageOperator(task_id="t", source=f"file://{tmp_path}/in/", output="xcom", max_images=2).execute(
+        {}
+    )
+    assert (result["searched"], result["failed"]) == (2, 0)
+    assert len({row["source_uri"] for row in result["records"]}) == 2
