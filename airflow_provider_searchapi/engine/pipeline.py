@@ -128,12 +128,12 @@ class Enricher:
                 self._searching_ended = True
                 self._commit_due.set()
                 await committer
-        except BaseExceptionGroup as failures:  # a sink failed, or the setup: the first cause is the run's
+        except BaseExceptionGroup as failures:  # a sink failed, the setup, or a timeout: the first is the run's
             first = failures.exceptions[0]
-            if isinstance(first, SearchApiSetupError):  # the sinks work
+            if isinstance(first, SearchApiSetupError) or not isinstance(first, Exception):  # the sinks work
                 await self._commit_finished()
             raise first from None
-        except BaseException:  # cancelled: Airflow's execution_timeout (raised in a task or in the loop), Ctrl-C
+        except BaseException:  # cancelled: Airflow's execution_timeout raised in the loop, Ctrl-C
             await self._commit_finished()
             raise
         if self._listing_error is not None:
@@ -190,18 +190,11 @@ class Enricher:
     async def _search(self, source: SourceImage) -> None:
         stage, size, settings = STAGE_READ, None, self.settings
         try:
-            if source.is_url:
-                query = {"url": source.uri}
-            else:
-                data, size = await self._read(source)
-                query = {"image": data}
+            data, size = (None, None) if source.is_url else await self._read(source)
+            query = {"url": source.uri} if source.is_url else {"image": data}
             stage = STAGE_API
-            pages = [
-                page
-                async for page in self.hook.aiter_pages(
-                    **query, site=settings.site, family_mode=settings.family_mode, max_pages=settings.max_pages
-                )
-            ]
+            options = {"site": settings.site, "family_mode": settings.family_mode, "max_pages": settings.max_pages}
+            pages = [page async for page in self.hook.aiter_pages(**query, **options)]
         except Exception as err:  # noqa: BLE001 - every failure is recorded against its source
             row = error_row(source, stage, err)
             if self._batches.add(errors=[row]):

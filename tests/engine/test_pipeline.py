@@ -412,3 +412,31 @@ class _FailingListing:
 def test_a_listing_failure_fails_the_run(hook, searchapi_emulator):
     with pytest.raises(OSError, match="the bucket went away"):
         run(hook, _FailingListing(40), [XComSink()], max_concurrency=16)
+
+
+def test_a_timeout_raised_inside_a_search_commits_the_searches_that_finished(hook, tmp_path, monkeypatch):
+    """Airflow's ``execution_timeout`` (SIGALRM) may raise inside a worker's code rather than in the event
+    loop: the sources searched by then are paid for, so they are committed before the run fails."""
+    import asyncio
+
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+
+    write_images(tmp_path / "in", 5)
+    started, finished = [], []
+    real = hook.aiter_pages
+
+    async def timing_out(**query):  # the fifth search is where the alarm goes off, once the others ended
+        if len(started) == 4:
+            while len(finished) < 4:
+                await asyncio.sleep(0.01)
+            raise AirflowTaskTimeout("Timeout, PID: 1")
+        started.append(query)
+        async for page in real(**query):
+            yield page
+        finished.append(query)
+
+    monkeypatch.setattr(hook, "aiter_pages", timing_out)
+    sink = XComSink()
+    with pytest.raises(AirflowTaskTimeout):  # the four wait in a batch of five, uncommitted, when it goes off
+        run(hook, f"file://{tmp_path}/in/", [sink], max_concurrency=5, commit_every=5)
+    assert len({row["source_uri"] for row in sink.results}) == 4
