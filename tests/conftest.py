@@ -112,6 +112,21 @@ def write_images(folder, count: int, *, start: int = 0) -> list:
     return paths
 
 
+def sql_only_run(tmp_path, sql_conn_id: str, **kwargs) -> dict:
+    """The operator over ``tmp_path/in/`` with only a SQL output (table ``found``); its summary."""
+    from airflow_provider_searchapi.operators.search_by_image import SearchByImageOperator
+
+    op = SearchByImageOperator(
+        task_id="t",
+        source=f"file://{tmp_path}/in/",
+        sql_conn_id=sql_conn_id,
+        sql_table="found",
+        max_error_ratio=0.5,
+        **kwargs,
+    )
+    return op.execute({})
+
+
 def jsonl_rows(folder) -> list[dict]:
     """Every row of the JSON Lines parts in a local ``folder``, parts in name order."""
     import json

@@ -14,7 +14,7 @@ from airflow_provider_searchapi.engine.ledger import Entry, Ledger, Reprocess, f
 from airflow_provider_searchapi.engine.sources import images_from_paths
 from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
 from airflow_provider_searchapi.operators.search_by_image import SearchByImageOperator
-from tests.conftest import jsonl_rows, make_jpeg, write_images
+from tests.conftest import jsonl_rows, make_jpeg, sql_only_run, write_images
 
 
 @pytest.fixture
@@ -346,26 +346,13 @@ def test_a_changed_source_whose_search_failed_gets_its_new_rows_when_retried(mak
     assert changed.stat().st_size in sizes and len(sizes) == 2  # the old version's rows, and the new one's
 
 
-def _sql_only_run(tmp_path, sqlite_conn_id: str, **kwargs) -> dict:
-    """The operator over ``tmp_path/in/`` with only a SQL output (table ``found``); its summary."""
-    op = SearchByImageOperator(
-        task_id="t",
-        source=f"file://{tmp_path}/in/",
-        sql_conn_id=sqlite_conn_id,
-        sql_table="found",
-        max_error_ratio=0.5,
-        **kwargs,
-    )
-    return op.execute({})
-
-
 def test_with_only_a_sql_output_its_tables_are_the_ledger(
     tmp_path, searchapi_emulator, searchapi_connection, sqlite_conn_id
 ):
     write_images(tmp_path / "in", 4)
     (tmp_path / "in" / "text.jpg").write_text("not an image")
 
-    run_once = functools.partial(_sql_only_run, tmp_path, sqlite_conn_id)
+    run_once = functools.partial(sql_only_run, tmp_path, sqlite_conn_id)
 
     assert run_once()["searched"] == 4
     (tmp_path / "in" / "img-0002.jpg").write_bytes(make_jpeg(555))
@@ -389,7 +376,7 @@ def test_a_run_with_only_a_sql_output_reads_each_table_once(
 
     write_images(tmp_path / "in", 3)
     (tmp_path / "in" / "text.jpg").write_text("not an image")
-    _sql_only_run(tmp_path, sqlite_conn_id)
+    sql_only_run(tmp_path, sqlite_conn_id)
     statements: list[str] = []
     connect = SqliteHook.get_conn
 
@@ -399,7 +386,7 @@ def test_a_run_with_only_a_sql_output_reads_each_table_once(
         return conn
 
     monkeypatch.setattr(SqliteHook, "get_conn", traced)
-    assert _sql_only_run(tmp_path, sqlite_conn_id)["skipped_done"] == 4
+    assert sql_only_run(tmp_path, sqlite_conn_id)["skipped_done"] == 4
     reads = Counter(
         table
         for sql in statements

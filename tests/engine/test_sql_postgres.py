@@ -13,8 +13,7 @@ from airflow_provider_searchapi.engine.records import STAGE_READ, error_row, res
 from airflow_provider_searchapi.engine.sinks import Batch
 from airflow_provider_searchapi.engine.sources import SourceImage
 from airflow_provider_searchapi.hooks.searchapi import SearchApiHook
-from airflow_provider_searchapi.operators.search_by_image import SearchByImageOperator
-from tests.conftest import make_jpeg, write_images
+from tests.conftest import make_jpeg, sql_only_run, write_images
 
 
 @pytest.fixture
@@ -86,35 +85,23 @@ def test_a_batch_is_one_transaction(postgres_conn_id):
     assert db.get_first("SELECT COUNT(*) FROM found")[0] == 0
 
 
-def _sql_only_run(tmp_path, conn_id: str, **kwargs) -> dict:
-    op = SearchByImageOperator(
-        task_id="t",
-        source=f"file://{tmp_path}/in/",
-        sql_conn_id=conn_id,
-        sql_table="found",
-        max_error_ratio=0.5,
-        **kwargs,
-    )
-    return op.execute({})
-
-
 def test_the_operator_with_only_a_postgres_output_keeps_its_ledger_in_the_tables(
     tmp_path, searchapi_emulator, searchapi_connection, postgres_conn_id
 ):
     write_images(tmp_path / "in", 4)
     (tmp_path / "in" / "text.jpg").write_text("not an image")
-    first = _sql_only_run(tmp_path, postgres_conn_id)
+    first = sql_only_run(tmp_path, postgres_conn_id)
     assert (first["searched"], first["failed"]) == (4, 1)
     assert first["outputs"] == [{"sql_conn_id": "results_pg", "table": "found", "errors_table": "found_errors"}]
 
     (tmp_path / "in" / "img-0002.jpg").write_bytes(make_jpeg(555))
     before = searches(searchapi_emulator)
-    never = _sql_only_run(tmp_path, postgres_conn_id, reprocess="never")
+    never = sql_only_run(tmp_path, postgres_conn_id, reprocess="never")
     assert (never["searched"], never["skipped_done"]) == (0, 5)
-    changed = _sql_only_run(tmp_path, postgres_conn_id)  # the refused text.jpg is not tried again
+    changed = sql_only_run(tmp_path, postgres_conn_id)  # the refused text.jpg is not tried again
     assert (changed["searched"], changed["changed"], changed["skipped_done"], changed["failed"]) == (1, 1, 4, 0)
     assert searches(searchapi_emulator) - before == 1
-    assert _sql_only_run(tmp_path, postgres_conn_id)["searched"] == 0
+    assert sql_only_run(tmp_path, postgres_conn_id)["searched"] == 0
     db = PostgresHook(postgres_conn_id=postgres_conn_id)
     sizes = db.get_records("SELECT DISTINCT source_size FROM found WHERE source_uri LIKE '%img-0002.jpg'")
     assert len(sizes) == 2  # both versions' rows
